@@ -1,0 +1,697 @@
+// SPDX-License-Identifier: MIT
+// Description: epoll load generator for echo servers: pipelined or paced, every byte verified.
+//
+// loadgen --host 127.0.0.1 --port N [--connections C] [--size S] [--depth D] [--duration SEC]
+//         [--rate R] [--warmup SEC] [--server-pid PID] [--timeout SEC] [--json]
+// loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC] [--size S]
+//
+// Closed loop (no --rate): every connection keeps D messages of S bytes in flight; latency runs
+// from the moment a message is queued. Open loop (--rate R): global send slots every 1/R s are
+// dealt round-robin to the connections (message j of connection c is due at t0 + (c + j*C)/R);
+// a message is sent when its slot arrives (at most D outstanding per connection), and its latency
+// runs from the *scheduled* time, so a stalled server cannot hide behind a waiting load generator
+// (no coordinated omission). Sleeping is done by epoll_pwait2 with an absolute deadline and 1 ns
+// timer slack, so the schedule does not drift.
+//
+// Verification: connection c sends the byte stream pattern[(seed_c + offset) % P], P = 65521
+// (prime), pattern = fixed pseudo-random bytes, seed_c = c * 7919 % P (distinct for c < P). Every
+// received byte is compared with the byte expected at that offset, so loss, duplication,
+// reordering, corruption and bytes from another connection all show up as a mismatch (only a
+// shift by an exact multiple of P bytes could pass, and then the byte count no longer adds up).
+// Any mismatch, unexpected EOF/reset, or a message outstanding for longer than --timeout at the
+// end is an error; errors make the exit status 1.
+//
+// Output: one human-readable line, or one JSON object with --json. With --server-pid the server's
+// CPU time over the measured interval (process CPU clock via clock_getcpuclockid: all threads,
+// ns resolution; utime+stime ticks from /proc/PID/stat as a cross-check) is divided by the round
+// trips completed in that interval.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cinttypes>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+constexpr std::uint32_t pattern_period = 65521;      // prime
+constexpr std::size_t max_chunk = 256 * 1024;        // longest contiguous slice we send at once
+constexpr std::size_t recv_chunk = 64 * 1024;
+
+std::vector<unsigned char> pattern;  // pattern_period + max_chunk bytes: slices never wrap
+
+void make_pattern() {
+  pattern.resize(pattern_period + max_chunk);
+  std::uint64_t x = 0x9e3779b97f4a7c15ull;
+  for (std::size_t i = 0; i < pattern_period; ++i) {
+    x += 0x9e3779b97f4a7c15ull;  // splitmix64
+    std::uint64_t z = x;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    pattern[i] = static_cast<unsigned char>(z ^ (z >> 31));
+  }
+  for (std::size_t i = pattern_period; i < pattern.size(); ++i)
+    pattern[i] = pattern[i - pattern_period];
+}
+
+std::int64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1'000'000'000ll + ts.tv_nsec;
+}
+
+std::int64_t clock_ns(clockid_t id) {
+  timespec ts;
+  if (clock_gettime(id, &ts) != 0) return -1;
+  return ts.tv_sec * 1'000'000'000ll + ts.tv_nsec;
+}
+
+/// Log-linear latency histogram in ns: 64 sub-buckets per power of two (< 1.6% error).
+class histogram {
+ public:
+  void record(std::int64_t ns) {
+    if (ns < 0) ns = 0;
+    ++counts_[index(static_cast<std::uint64_t>(ns))];
+    ++total_;
+    max_ = std::max(max_, ns);
+  }
+  std::uint64_t total() const { return total_; }
+  std::int64_t max() const { return max_; }
+  /// Returns: the value (ns) at quantile q in [0, 1]; the bucket midpoint.
+  double quantile(double q) const {
+    if (total_ == 0) return 0;
+    auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(total_)));
+    rank = std::clamp<std::uint64_t>(rank, 1, total_);
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < counts_.size(); ++i) {
+      seen += counts_[i];
+      if (seen >= rank) return std::min(midpoint(i), static_cast<double>(max_));
+    }
+    return static_cast<double>(max_);
+  }
+
+ private:
+  static constexpr int sub_bits = 6;
+  static std::size_t index(std::uint64_t v) {
+    if (v < (1u << sub_bits)) return v;
+    int msb = 63 - std::countl_zero(v);
+    int shift = msb - sub_bits;
+    return (static_cast<std::size_t>(shift + 1) << sub_bits) + ((v >> shift) - (1u << sub_bits));
+  }
+  static double midpoint(std::size_t i) {
+    if (i < (1u << sub_bits)) return static_cast<double>(i);
+    int shift = static_cast<int>(i >> sub_bits) - 1;
+    std::uint64_t low = ((i & ((1u << sub_bits) - 1)) + (1u << sub_bits)) << shift;
+    return static_cast<double>(low) + static_cast<double>((1ull << shift)) / 2.0;
+  }
+  std::vector<std::uint64_t> counts_ = std::vector<std::uint64_t>(64 * 60);
+  std::uint64_t total_ = 0;
+  std::int64_t max_ = 0;
+};
+
+struct options {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  int connections = 10;
+  std::size_t size = 64;
+  int depth = 1;
+  double duration = 5;
+  double warmup = 0;
+  double rate = 0;
+  double timeout = 2;
+  pid_t server_pid = 0;
+  bool json = false;
+  int idle_connections = 0;
+  double hold = 0;
+};
+
+struct conn {
+  int fd = -1;
+  std::uint32_t id = 0;
+  std::uint32_t seed = 0;
+  std::uint64_t tx_off = 0;  // bytes written
+  std::uint64_t rx_off = 0;  // bytes received and verified
+  std::uint64_t queued = 0;  // messages queued for sending
+  std::uint64_t done = 0;    // messages fully echoed
+  std::uint64_t due = 0;     // open loop: messages whose slot has arrived
+  bool want_out = false;
+  bool dead = false;
+};
+
+struct counters {
+  std::uint64_t mismatches = 0;
+  std::uint64_t eofs = 0;
+  std::uint64_t socket_errors = 0;
+  std::uint64_t connect_failures = 0;
+  std::uint64_t timeouts = 0;
+  std::uint64_t total() const {
+    return mismatches + eofs + socket_errors + connect_failures + timeouts;
+  }
+};
+
+struct cpu_sample {
+  std::int64_t wall = 0;
+  std::int64_t self = 0;     // loadgen process CPU ns
+  std::int64_t server = -1;  // server process CPU ns (all threads), -1 if unknown
+  std::int64_t ticks = -1;   // server utime+stime in clock ticks
+};
+
+class loadgen {
+ public:
+  explicit loadgen(const options& o) : opt_(o) {}
+
+  int run();
+  int run_idle();
+
+ private:
+  bool resolve();
+  void open_connections(int n);
+  void close_all();
+  void fail(conn& c, std::uint64_t& counter, const std::string& what);
+  void set_out(conn& c, bool on);
+  void flush(conn& c);
+  void refill(conn& c);
+  void on_readable(conn& c);
+  std::int64_t slot_time(std::uint64_t slot) const {
+    return t0_ + static_cast<std::int64_t>(static_cast<double>(slot) * slot_ns_);
+  }
+  cpu_sample sample() const;
+
+  options opt_;
+  sockaddr_storage addr_{};
+  socklen_t addr_len_ = 0;
+  int ep_ = -1;
+  std::vector<conn> conns_;
+  std::vector<std::int64_t> sent_at_;  // ring of D timestamps per connection
+  std::vector<unsigned char> rbuf_ = std::vector<unsigned char>(recv_chunk);
+  histogram hist_;
+  counters err_;
+  std::int64_t t0_ = 0;
+  double slot_ns_ = 0;
+  bool measuring_ = false;
+  std::uint64_t completed_ = 0;  // round trips completed while measuring
+  std::uint64_t bytes_ = 0;      // bytes echoed while measuring
+  clockid_t server_clock_{};
+  bool have_server_clock_ = false;
+  int errors_logged_ = 0;
+};
+
+bool loadgen::resolve() {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(opt_.port);
+  int r = getaddrinfo(opt_.host.c_str(), port.c_str(), &hints, &res);
+  if (r != 0) {
+    std::fprintf(stderr, "loadgen: bad --host %s: %s\n", opt_.host.c_str(), gai_strerror(r));
+    return false;
+  }
+  std::memcpy(&addr_, res->ai_addr, res->ai_addrlen);
+  addr_len_ = res->ai_addrlen;
+  freeaddrinfo(res);
+  return true;
+}
+
+// Connects n sockets in batches (the listen backlog is capped at 4096, and the server has to
+// accept as we go); sockets that fail count as connect failures.
+void loadgen::open_connections(int n) {
+  conns_.resize(static_cast<std::size_t>(n));
+  constexpr int batch = 1000;
+  std::vector<epoll_event> evs(batch);
+  for (int first = 0; first < n; first += batch) {
+    int last = std::min(n, first + batch);
+    int pending = 0;
+    for (int i = first; i < last; ++i) {
+      conn& c = conns_[static_cast<std::size_t>(i)];
+      c.id = static_cast<std::uint32_t>(i);
+      c.seed = static_cast<std::uint32_t>((static_cast<std::uint64_t>(i) * 7919) % pattern_period);
+      c.fd = socket(addr_.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (c.fd < 0) {
+        fail(c, err_.connect_failures, std::string("socket: ") + std::strerror(errno));
+        continue;
+      }
+      int one = 1;
+      setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      if (connect(c.fd, reinterpret_cast<sockaddr*>(&addr_), addr_len_) < 0 &&
+          errno != EINPROGRESS) {
+        fail(c, err_.connect_failures, std::string("connect: ") + std::strerror(errno));
+        continue;
+      }
+      epoll_event ev{};
+      ev.events = EPOLLOUT;
+      ev.data.u32 = c.id;
+      epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev);
+      ++pending;
+    }
+    std::int64_t deadline = now_ns() + 10'000'000'000ll;
+    while (pending > 0) {
+      int left_ms = static_cast<int>((deadline - now_ns()) / 1'000'000);
+      if (left_ms <= 0) break;
+      int k = epoll_wait(ep_, evs.data(), batch, left_ms);
+      for (int i = 0; i < k; ++i) {
+        conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
+        if (c.dead || c.want_out) continue;  // want_out marks "connected" during this phase
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        --pending;
+        if (err != 0) {
+          fail(c, err_.connect_failures, std::string("connect: ") + std::strerror(err));
+          continue;
+        }
+        c.want_out = true;
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u32 = c.id;
+        epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+      }
+    }
+    for (int i = first; i < last; ++i) {
+      conn& c = conns_[static_cast<std::size_t>(i)];
+      if (!c.dead && !c.want_out) fail(c, err_.connect_failures, "connect timed out");
+      c.want_out = false;
+    }
+  }
+}
+
+void loadgen::fail(conn& c, std::uint64_t& counter, const std::string& what) {
+  ++counter;
+  if (errors_logged_++ < 10) {
+    std::fprintf(stderr, "loadgen: connection %u: %s at rx offset %" PRIu64 ", tx offset %" PRIu64
+                 "\n", c.id, what.c_str(), c.rx_off, c.tx_off);
+  }
+  if (c.fd >= 0) close(c.fd);  // also removes it from the epoll set
+  c.fd = -1;
+  c.dead = true;
+}
+
+void loadgen::set_out(conn& c, bool on) {
+  if (c.want_out == on) return;
+  c.want_out = on;
+  epoll_event ev{};
+  ev.events = EPOLLIN | (on ? EPOLLOUT : 0u);
+  ev.data.u32 = c.id;
+  epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+}
+
+void loadgen::flush(conn& c) {
+  std::uint64_t owed = c.queued * opt_.size - c.tx_off;
+  while (owed > 0) {
+    std::size_t pos = static_cast<std::size_t>((c.seed + c.tx_off) % pattern_period);
+    std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(owed, max_chunk));
+    ssize_t w = send(c.fd, pattern.data() + pos, len, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        set_out(c, true);
+        return;
+      }
+      fail(c, err_.socket_errors, std::string("send: ") + std::strerror(errno));
+      return;
+    }
+    c.tx_off += static_cast<std::uint64_t>(w);
+    owed -= static_cast<std::uint64_t>(w);
+  }
+  set_out(c, false);
+}
+
+// Queues as many messages as the mode allows, stamping each with its start time.
+void loadgen::refill(conn& c) {
+  auto depth = static_cast<std::uint64_t>(opt_.depth);
+  std::uint64_t limit = c.done + depth;
+  if (opt_.rate > 0) limit = std::min(limit, c.due);
+  if (c.queued >= limit) return;
+  std::int64_t now = opt_.rate > 0 ? 0 : now_ns();
+  auto conns = static_cast<std::uint64_t>(opt_.connections);
+  for (; c.queued < limit; ++c.queued) {
+    std::int64_t t = opt_.rate > 0 ? slot_time(c.id + c.queued * conns) : now;
+    sent_at_[c.id * depth + c.queued % depth] = t;
+  }
+  flush(c);
+}
+
+void loadgen::on_readable(conn& c) {
+  auto depth = static_cast<std::uint64_t>(opt_.depth);
+  for (;;) {
+    ssize_t r = recv(c.fd, rbuf_.data(), rbuf_.size(), 0);
+    if (r == 0) {
+      fail(c, err_.eofs, "unexpected EOF");
+      return;
+    }
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      fail(c, err_.socket_errors, std::string("recv: ") + std::strerror(errno));
+      return;
+    }
+    auto n = static_cast<std::uint64_t>(r);
+    if (c.rx_off + n > c.tx_off) {
+      fail(c, err_.mismatches, "received " + std::to_string(c.rx_off + n - c.tx_off) +
+                                   " more bytes than were sent");
+      return;
+    }
+    std::size_t pos = static_cast<std::size_t>((c.seed + c.rx_off) % pattern_period);
+    if (std::memcmp(rbuf_.data(), pattern.data() + pos, static_cast<std::size_t>(n)) != 0) {
+      std::uint64_t at = 0;
+      while (at < n && rbuf_[at] == pattern[pos + at]) ++at;
+      c.rx_off += at;  // the report names the stream offset of the first wrong byte
+      char what[96];
+      std::snprintf(what, sizeof what, "echoed byte 0x%02x where 0x%02x was sent", rbuf_[at],
+                    pattern[pos + at]);
+      fail(c, err_.mismatches, what);
+      return;
+    }
+    c.rx_off += n;
+    std::int64_t now = now_ns();
+    std::uint64_t finished = c.rx_off / opt_.size;
+    for (; c.done < finished; ++c.done) {
+      if (measuring_) {
+        hist_.record(now - sent_at_[c.id * depth + c.done % depth]);
+        ++completed_;
+        bytes_ += opt_.size;
+      }
+    }
+    refill(c);
+    if (c.dead) return;
+    if (static_cast<std::size_t>(r) < rbuf_.size()) return;  // short read: socket drained
+  }
+}
+
+cpu_sample loadgen::sample() const {
+  cpu_sample s;
+  s.wall = now_ns();
+  s.self = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+  if (opt_.server_pid > 0) {
+    if (have_server_clock_) s.server = clock_ns(server_clock_);
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(opt_.server_pid));
+    if (FILE* f = std::fopen(path, "r")) {
+      char buf[4096];
+      std::size_t len = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      buf[len] = 0;
+      // Fields after the ")" that ends comm: state(3) ... utime(14) stime(15).
+      if (char* p = std::strrchr(buf, ')')) {
+        unsigned long long ut = 0, st = 0;
+        if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                        &st) == 2)
+          s.ticks = static_cast<std::int64_t>(ut + st);
+      }
+    }
+  }
+  return s;
+}
+
+void loadgen::close_all() {
+  for (conn& c : conns_)
+    if (c.fd >= 0) {
+      close(c.fd);
+      c.fd = -1;
+    }
+}
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+int loadgen::run() {
+  if (!resolve()) return 2;
+  ep_ = epoll_create1(EPOLL_CLOEXEC);
+  if (opt_.server_pid > 0)
+    have_server_clock_ = clock_getcpuclockid(opt_.server_pid, &server_clock_) == 0;
+  open_connections(opt_.connections);
+  sent_at_.assign(conns_.size() * static_cast<std::size_t>(opt_.depth), 0);
+
+  t0_ = now_ns();
+  slot_ns_ = opt_.rate > 0 ? 1e9 / opt_.rate : 0;
+  const std::int64_t measure_from = t0_ + static_cast<std::int64_t>(opt_.warmup * 1e9);
+  const std::int64_t measure_to = measure_from + static_cast<std::int64_t>(opt_.duration * 1e9);
+  std::uint64_t next_slot = 0;
+  cpu_sample start{}, end{};
+
+  if (opt_.rate <= 0)
+    for (conn& c : conns_)
+      if (!c.dead) refill(c);
+
+  std::vector<epoll_event> evs(1024);
+  for (;;) {
+    std::int64_t now = now_ns();
+    if (!measuring_ && now >= measure_from && start.wall == 0) {
+      start = sample();
+      measuring_ = true;
+    }
+    if (now >= measure_to) break;
+    std::int64_t wake = measuring_ ? measure_to : measure_from;
+    if (opt_.rate > 0) wake = std::min(wake, slot_time(next_slot));
+    std::int64_t wait = std::max<std::int64_t>(0, wake - now);
+    timespec ts{static_cast<time_t>(wait / 1'000'000'000), static_cast<long>(wait % 1'000'000'000)};
+    int k = epoll_pwait2(ep_, evs.data(), static_cast<int>(evs.size()), &ts, nullptr);
+    if (k < 0 && errno != EINTR) {
+      std::perror("epoll_pwait2");
+      return 2;
+    }
+    for (int i = 0; i < k; ++i) {
+      conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
+      if (c.dead) continue;
+      std::uint32_t e = evs[static_cast<std::size_t>(i)].events;
+      if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
+      if (!c.dead && (e & EPOLLOUT)) flush(c);
+    }
+    if (opt_.rate > 0) {
+      now = now_ns();
+      auto nconns = static_cast<std::uint64_t>(opt_.connections);
+      // Late wake-ups send every overdue slot at once; their latency still counts from the slot.
+      while (slot_time(next_slot) <= now) {
+        conn& c = conns_[next_slot % nconns];
+        ++next_slot;
+        if (c.dead) continue;
+        ++c.due;
+        refill(c);
+      }
+    }
+  }
+  end = sample();
+  measuring_ = false;
+
+  // Anything outstanding for longer than --timeout is a lost echo.
+  std::uint64_t incomplete = 0;
+  auto depth = static_cast<std::uint64_t>(opt_.depth);
+  const auto timeout_ns = static_cast<std::int64_t>(opt_.timeout * 1e9);
+  for (conn& c : conns_) {
+    if (c.dead) continue;
+    if (opt_.rate > 0) {
+      // Scheduled inside the window but not echoed by its end (sent late or still in flight).
+      std::uint64_t nconns = conns_.size();
+      for (std::uint64_t j = c.done; j < c.due; ++j)
+        if (slot_time(c.id + j * nconns) >= start.wall) ++incomplete;
+    }
+    if (c.queued > c.done && end.wall - sent_at_[c.id * depth + c.done % depth] > timeout_ns)
+      fail(c, err_.timeouts, "message " + std::to_string(c.done) + " not echoed within --timeout");
+  }
+  close_all();
+
+  double secs = static_cast<double>(end.wall - start.wall) / 1e9;
+  double rts = secs > 0 ? static_cast<double>(completed_) / secs : 0;
+  double per_rt = completed_ > 0 ? 1e-3 / static_cast<double>(completed_) : 0;  // ns -> µs/rt
+  double self_us = static_cast<double>(end.self - start.self) * per_rt;
+  double server_us = -1, server_ticks_us = -1;
+  if (start.server >= 0 && end.server >= 0)
+    server_us = static_cast<double>(end.server - start.server) * per_rt;
+  if (start.ticks >= 0 && end.ticks >= 0)
+    server_ticks_us = static_cast<double>(end.ticks - start.ticks) * 1e9 /
+                      static_cast<double>(sysconf(_SC_CLK_TCK)) * per_rt;
+  double p50 = hist_.quantile(0.50) / 1e3, p90 = hist_.quantile(0.90) / 1e3;
+  double p99 = hist_.quantile(0.99) / 1e3, p999 = hist_.quantile(0.999) / 1e3;
+  double maxl = static_cast<double>(hist_.max()) / 1e3;
+  std::uint64_t errors = err_.total();
+  int alive = 0;
+  for (const conn& c : conns_) alive += c.dead ? 0 : 1;
+
+  if (opt_.json) {
+    std::printf(
+        "{\"connections\": %d, \"alive\": %d, \"size\": %zu, \"depth\": %d, \"rate\": %.0f, "
+        "\"duration_s\": %.6f, \"round_trips\": %" PRIu64 ", \"rt_per_s\": %.1f, "
+        "\"bytes_per_s\": %.0f, \"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, "
+        "\"p999_us\": %.2f, \"max_us\": %.2f, \"incomplete\": %" PRIu64 ", \"errors\": %" PRIu64
+        ", \"mismatches\": %" PRIu64 ", \"eofs\": %" PRIu64 ", \"socket_errors\": %" PRIu64
+        ", \"connect_failures\": %" PRIu64 ", \"timeouts\": %" PRIu64
+        ", \"server_pid\": %d, \"server_cpu_us_per_rt\": %s, \"server_cpu_ticks_us_per_rt\": %s, "
+        "\"server_cpu_util\": %s, \"loadgen_cpu_us_per_rt\": %.3f}\n",
+        opt_.connections, alive, opt_.size, opt_.depth, opt_.rate, secs, completed_, rts,
+        static_cast<double>(bytes_) / (secs > 0 ? secs : 1), p50, p90, p99, p999, maxl,
+        incomplete, errors, err_.mismatches, err_.eofs, err_.socket_errors, err_.connect_failures,
+        err_.timeouts, static_cast<int>(opt_.server_pid),
+        server_us >= 0 ? fmt("%.3f", server_us).c_str() : "null",
+        server_ticks_us >= 0 ? fmt("%.3f", server_ticks_us).c_str() : "null",
+        server_us >= 0 ? fmt("%.4f", server_us * static_cast<double>(completed_) / 1e6 / secs).c_str()
+                       : "null",
+        self_us);
+  } else {
+    std::printf("%.0f rt/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  errors %" PRIu64,
+                rts, p50, p99, p999, maxl, errors);
+    if (server_us >= 0) std::printf("  server %.2f us/rt", server_us);
+    std::printf("  loadgen %.2f us/rt  (c%d s%zu d%d", self_us, opt_.connections, opt_.size,
+                opt_.depth);
+    if (opt_.rate > 0) std::printf(" rate %.0f, %" PRIu64 " incomplete", opt_.rate, incomplete);
+    std::printf(", %.2f s)\n", secs);
+  }
+  std::fflush(stdout);
+  return errors == 0 ? 0 : 1;
+}
+
+volatile sig_atomic_t hold_interrupted = 0;
+void on_hold_signal(int) { hold_interrupted = 1; }
+
+// Opens N connections, echoes one message on each (verified), reports "ready N" on stdout and
+// holds them for --hold seconds (or until SIGINT/SIGTERM/stdin EOF).
+int loadgen::run_idle() {
+  if (!resolve()) return 2;
+  ep_ = epoll_create1(EPOLL_CLOEXEC);
+  opt_.connections = opt_.idle_connections;
+  opt_.depth = 1;
+  open_connections(opt_.idle_connections);
+  sent_at_.assign(conns_.size(), 0);
+  for (conn& c : conns_)
+    if (!c.dead) refill(c);
+  std::vector<epoll_event> evs(1024);
+  std::int64_t deadline = now_ns() + static_cast<std::int64_t>(opt_.timeout * 1e9) + 10'000'000'000ll;
+  for (;;) {
+    std::size_t waiting = 0;
+    for (const conn& c : conns_) waiting += (!c.dead && c.done == 0) ? 1 : 0;
+    if (waiting == 0 || now_ns() > deadline) break;
+    int k = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), 100);
+    for (int i = 0; i < k; ++i) {
+      conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
+      if (c.dead) continue;
+      std::uint32_t e = evs[static_cast<std::size_t>(i)].events;
+      if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
+      if (!c.dead && (e & EPOLLOUT)) flush(c);
+    }
+  }
+  int echoed = 0;
+  for (conn& c : conns_) {
+    if (c.dead) continue;
+    if (c.done == 0) fail(c, err_.timeouts, "no echo");
+    else ++echoed;
+  }
+  std::printf("ready %d\n", echoed);
+  std::fflush(stdout);
+  struct sigaction sa{};
+  sa.sa_handler = on_hold_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  // Hold: watch the connections (a server that drops them is an error) and stdin (EOF = done).
+  epoll_event sev{};
+  sev.events = EPOLLIN;
+  sev.data.u32 = UINT32_MAX;
+  bool watch_stdin = epoll_ctl(ep_, EPOLL_CTL_ADD, STDIN_FILENO, &sev) == 0;
+  std::int64_t until = now_ns() + static_cast<std::int64_t>(opt_.hold * 1e9);
+  while (!hold_interrupted) {
+    std::int64_t left = (until - now_ns()) / 1'000'000;
+    if (left <= 0) break;
+    int k = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), static_cast<int>(std::min<std::int64_t>(left, 1000)));
+    bool stop = false;
+    for (int i = 0; i < k; ++i) {
+      std::uint32_t id = evs[static_cast<std::size_t>(i)].data.u32;
+      if (id == UINT32_MAX) {
+        char b[256];
+        if (read(STDIN_FILENO, b, sizeof b) <= 0) stop = true;
+        continue;
+      }
+      if (!conns_[id].dead) on_readable(conns_[id]);
+    }
+    if (stop || (k < 0 && errno != EINTR)) break;
+  }
+  (void)watch_stdin;
+  close_all();
+  std::uint64_t errors = err_.total();
+  if (opt_.json)
+    std::printf("{\"idle_connections\": %d, \"echoed\": %d, \"errors\": %" PRIu64 "}\n",
+                opt_.idle_connections, echoed, errors);
+  else
+    std::printf("idle: %d connections, %d echoed, errors %" PRIu64 "\n", opt_.idle_connections,
+                echoed, errors);
+  std::fflush(stdout);
+  return errors == 0 ? 0 : 1;
+}
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr,
+               "loadgen: %s\n"
+               "usage: loadgen --host 127.0.0.1 --port N [--connections C] [--size S] [--depth D]\n"
+               "               [--duration SEC] [--rate R] [--warmup SEC] [--server-pid PID]\n"
+               "               [--timeout SEC] [--json]\n"
+               "       loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC]\n",
+               why);
+  std::exit(2);
+}
+
+options parse(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) usage("missing value");
+      return argv[++i];
+    };
+    if (a == "--json") o.json = true;
+    else if (a == "--host") o.host = value();
+    else if (a == "--port") o.port = std::atoi(value());
+    else if (a == "--connections") o.connections = std::atoi(value());
+    else if (a == "--size") o.size = std::strtoull(value(), nullptr, 10);
+    else if (a == "--depth") o.depth = std::atoi(value());
+    else if (a == "--duration") o.duration = std::atof(value());
+    else if (a == "--warmup") o.warmup = std::atof(value());
+    else if (a == "--rate") o.rate = std::atof(value());
+    else if (a == "--timeout") o.timeout = std::atof(value());
+    else if (a == "--server-pid") o.server_pid = static_cast<pid_t>(std::atoi(value()));
+    else if (a == "--idle-connections") o.idle_connections = std::atoi(value());
+    else if (a == "--hold") o.hold = std::atof(value());
+    else usage(("unknown argument " + std::string(a)).c_str());
+  }
+  if (o.port <= 0 || o.port > 65535) usage("--port is required");
+  if (o.connections < 1 || o.depth < 1 || o.size < 1 || o.duration <= 0 || o.warmup < 0 ||
+      o.rate < 0 || o.idle_connections < 0)
+    usage("bad value");
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o = parse(argc, argv);
+  signal(SIGPIPE, SIG_IGN);
+  prctl(PR_SET_TIMERSLACK, 1UL);  // default 50 µs slack would blur the send schedule
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  make_pattern();
+  loadgen g(o);
+  return o.idle_connections > 0 ? g.run_idle() : g.run();
+}

@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: MIT
+// Description: umbrella header: everything a coring user needs.
+#pragma once
+
+#include <coring/address.hpp>
+#include <coring/error.hpp>
+#include <coring/io_context.hpp>
+#include <coring/signal.hpp>
+#include <coring/socket.hpp>
+#include <coring/sync_wait.hpp>
+#include <coring/task.hpp>
+#include <coring/timer.hpp>

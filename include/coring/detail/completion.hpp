@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: MIT
+// Description: completion, the object whose address travels in sqe->user_data.
+#pragma once
+
+#include <cstdint>
+
+struct io_uring_sqe;  // from <liburing.h>; only ever used by reference in public headers
+
+namespace coring::detail {
+
+/// Anything whose address is put in sqe->user_data. Standard layout, no virtuals: the run loop
+/// calls fn_ with the CQE's result and flags. A multishot completion gets one call per CQE and
+/// its last call is the one without IORING_CQE_F_MORE (detail::cqe_more()).
+struct completion {
+  using cqe_fn = void (*)(completion*, int res, std::uint32_t flags) noexcept;
+  cqe_fn fn_;
+};
+
+/// Layout-compatible with struct __kernel_timespec (linked timeouts, IORING_OP_TIMEOUT).
+struct kernel_timespec {
+  std::int64_t tv_sec;
+  long long tv_nsec;
+};
+
+/// True if a CQE's flags say more CQEs will follow for the same request (IORING_CQE_F_MORE).
+constexpr bool cqe_more(std::uint32_t flags) noexcept { return (flags & (1U << 1)) != 0; }
+
+}  // namespace coring::detail

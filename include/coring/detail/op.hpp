@@ -1,0 +1,170 @@
+// SPDX-License-Identifier: MIT
+// Description: io_op, the generic one-shot operation awaitable; each op adds prep and complete.
+#pragma once
+
+#include <coring/detail/completion.hpp>
+#include <coring/error.hpp>
+#include <coring/io_context.hpp>
+
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <optional>
+#include <stop_token>
+#include <utility>
+
+namespace coring::detail {
+
+/// Arms a linked timeout (IORING_OP_LINK_TIMEOUT, absolute CLOCK_MONOTONIC) behind sqe.
+void link_timeout(io_context& ctx, io_uring_sqe& sqe, const kernel_timespec& deadline) noexcept;
+/// Absolute CLOCK_MONOTONIC time d from now, as a kernel timespec.
+kernel_timespec deadline_after(std::chrono::nanoseconds d) noexcept;
+
+/// CRTP base for an operation awaited once. Op supplies:
+///   static constexpr const char* name;                         (names the op in errors)
+///   void prep(io_uring_sqe&) noexcept;                           (in src/: liburing lives there)
+///   result<T> complete(int res, std::uint32_t flags) noexcept;   (maps the CQE to a value)
+/// and may supply
+///   bool again(int res, std::uint32_t flags) noexcept;   (true: prep and submit once more)
+///   [[noreturn]] void raise(std::error_code);             (throws a richer error)
+///
+/// LIFETIME: the op's address is the SQE's user_data, so an op must not move once awaited; it
+/// lives in the awaiting coroutine's frame, and that frame stays suspended until the op's own
+/// final CQE arrived, even when it was cancelled (a cancel is a request, never a completion).
+/// Everything the SQE points at (buffers, sockaddr, msghdr, timespec) lives in the op or is the
+/// caller's and must outlive the co_await.
+template <class Op, class T>
+class io_op : public completion {
+ public:
+  using value_type = T;
+
+  explicit io_op(io_context& ctx) noexcept : completion{&io_op::on_cqe}, ctx_(&ctx) {}
+  io_op(io_op&& o) noexcept  // only before it is awaited
+      : completion{&io_op::on_cqe}, ctx_(o.ctx_), stop_token_(std::move(o.stop_token_)),
+        deadline_(o.deadline_), timeout_(o.timeout_) {}
+  io_op& operator=(io_op&&) = delete;
+  ~io_op() = default;
+
+  /// Bounds the operation by a kernel linked timeout (IORING_OP_LINK_TIMEOUT); on expiry the
+  /// co_await throws std::system_error(std::errc::timed_out) (as_result: returns it).
+  template <class Rep, class Period>
+  Op&& with_timeout(std::chrono::duration<Rep, Period> d) && noexcept {
+    timeout_ = std::chrono::duration_cast<std::chrono::nanoseconds>(d);
+    return static_cast<Op&&>(*this);
+  }
+  /// Cancels the operation in the kernel when stop is requested on tok (same thread as the ring);
+  /// the co_await then throws std::system_error(std::errc::operation_canceled), unless the result
+  /// raced the cancel: a result that completed is always delivered.
+  Op&& with_stop(std::stop_token tok) && noexcept {
+    stop_token_ = std::move(tok);
+    return static_cast<Op&&>(*this);
+  }
+
+  bool await_ready() const noexcept { return false; }
+
+  bool await_suspend(std::coroutine_handle<> waiter) {
+    if (stop_token_.stop_requested()) {  // nothing submitted: complete at once
+      res_ = -125;                        // -ECANCELED
+      return false;
+    }
+    if (timeout_) deadline_ = deadline_after(*timeout_);
+    submit();  // may throw: nothing is attached yet (STYLE L9)
+    waiter_ = waiter;
+    if (stop_token_.stop_possible()) stop_cb_.emplace(stop_token_, canceller{this});
+    return true;
+  }
+
+  T await_resume() {
+    result<T> r = complete_checked();
+    if (!r) static_cast<Op*>(this)->raise(r.error());
+    if constexpr (!std::is_void_v<T>) return std::move(*r);
+  }
+
+  /// The non-throwing form of await_resume (used by coring::as_result).
+  result<T> await_resume_result() noexcept { return complete_checked(); }
+
+  [[noreturn]] void raise(std::error_code ec) const { throw_error(ec, Op::name); }
+  bool again(int, std::uint32_t) noexcept { return false; }
+
+ protected:
+  io_context& context() const noexcept { return *ctx_; }
+  bool cancel_requested() const noexcept { return cancel_requested_; }
+
+ private:
+  struct canceller {
+    io_op* op;
+    void operator()() const noexcept {
+      op->cancel_requested_ = true;
+      op->ctx_->cancel(op);
+    }
+  };
+
+  void submit() {
+    io_uring_sqe& sqe = ctx_->acquire_sqe(deadline_ ? 2 : 1);
+    static_cast<Op*>(this)->prep(sqe);
+    ctx_->attach(sqe, this);
+    if (deadline_) link_timeout(*ctx_, sqe, *deadline_);
+  }
+
+  result<T> complete_checked() noexcept {
+    // A linked timeout cancels its op with -ECANCELED; report it as a timeout unless a stop
+    // request asked for the cancel.
+    if (res_ == -125 && deadline_ && !cancel_requested_) res_ = -110;  // -ETIMEDOUT
+    return static_cast<Op*>(this)->complete(res_, flags_);
+  }
+
+  static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {
+    auto* self = static_cast<io_op*>(c);
+    auto* op = static_cast<Op*>(self);
+    if (!self->cancel_requested_ && op->again(res, flags)) {
+      try {
+        self->submit();
+        return;  // still in flight; the waiter stays suspended
+      } catch (...) {
+        res = -125;  // could not resubmit (context stopping): report as cancelled
+      }
+    }
+    self->stop_cb_.reset();  // the op is finished: no later cancel may target our address
+    self->res_ = res;
+    self->flags_ = flags;
+    self->waiter_.resume();
+  }
+
+  io_context* ctx_;
+  std::coroutine_handle<> waiter_{};
+  std::stop_token stop_token_{};
+  std::optional<std::stop_callback<canceller>> stop_cb_{};
+  std::optional<kernel_timespec> deadline_{};
+  std::optional<std::chrono::nanoseconds> timeout_{};
+  int res_ = 0;
+  std::uint32_t flags_ = 0;
+  bool cancel_requested_ = false;
+};
+
+}  // namespace coring::detail
+
+namespace coring {
+
+/// Awaitable adaptor returned by as_result(): the same operation, but errors come back in
+/// a result<T> instead of being thrown.
+template <class Op>
+class [[nodiscard]] result_awaiter {
+ public:
+  explicit result_awaiter(Op&& op) noexcept : op_(std::move(op)) {}
+  bool await_ready() const noexcept { return op_.await_ready(); }
+  auto await_suspend(std::coroutine_handle<> h) { return op_.await_suspend(h); }
+  result<typename Op::value_type> await_resume() noexcept { return op_.await_resume_result(); }
+
+ private:
+  Op op_;
+};
+
+/// Wraps an operation so that `co_await as_result(op)` returns result<T> instead of throwing:
+/// `auto r = co_await coring::as_result(s.recv(buf)); if (!r) log(r.error());`
+template <class Op>
+  requires requires(Op& op) { op.await_resume_result(); }
+result_awaiter<Op> as_result(Op&& op) noexcept {
+  return result_awaiter<Op>(std::move(op));
+}
+
+}  // namespace coring

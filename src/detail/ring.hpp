@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: MIT
+// Description: private: the liburing ring inside io_context, and the test-only fault seam.
+#pragma once
+
+#include <coring/io_context.hpp>
+
+#include <liburing.h>
+
+namespace coring {
+
+struct io_context::impl {
+  io_uring ring{};
+  ring_features features{};
+  bool ring_ok = false;
+};
+
+namespace detail {
+/// Test seam: when non-zero, the next io_context construction fails as if io_uring_queue_init
+/// returned -errno_value (ENOSYS, EPERM, ENOMEM). Costs one load at ring setup only.
+void inject_ring_init_failure(int errno_value) noexcept;
+/// Explains a ring setup failure: the cause and the fix, for errc::io_uring_unavailable.
+std::string explain_ring_failure(int errno_value);
+}  // namespace detail
+
+}  // namespace coring

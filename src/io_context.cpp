@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: MIT
+// Description: ring setup and probe, the submit/reap loop, spawn, and draining teardown.
+#include <coring/io_context.hpp>
+
+#include "detail/ring.hpp"
+
+#include <coring/error.hpp>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+namespace coring {
+
+namespace detail {
+namespace {
+int injected_init_failure = 0;
+}
+
+void inject_ring_init_failure(int errno_value) noexcept { injected_init_failure = errno_value; }
+
+std::string explain_ring_failure(int e) {
+  std::string msg = "io_uring_queue_init failed: ";
+  msg += std::strerror(e);
+  switch (e) {
+    case ENOSYS:
+      msg += ". The kernel has no io_uring (needs Linux 5.10 or later built with CONFIG_IO_URING)";
+      break;
+    case EPERM:
+      msg += ". io_uring is disabled for this process: check the sysctl kernel.io_uring_disabled "
+             "(set it to 0, or 1 and add the user to kernel.io_uring_group) or the container's "
+             "seccomp profile (allow io_uring_setup/io_uring_enter/io_uring_register)";
+      break;
+    case ENOMEM:
+      msg += ". The ring could not be allocated: raise the locked-memory limit (ulimit -l; "
+             "kernels before 5.12 charge rings to RLIMIT_MEMLOCK) or ask for fewer sq_entries";
+      break;
+    case EINVAL:
+      msg += ". The kernel refused the ring parameters (sq_entries/cq_entries too large?)";
+      break;
+    default:
+      break;
+  }
+  return msg;
+}
+
+namespace {
+// A task ended by the teardown's cancellation is not news.
+bool is_cancellation(const std::exception_ptr& e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& se) {
+    return se.code() == std::errc::operation_canceled;
+  } catch (...) {
+  }
+  return false;
+}
+}  // namespace
+
+void detached_task_done(promise_base& p) noexcept {
+  io_context* ctx = p.owner_;
+  if (p.prev_) p.prev_->next_ = p.next_; else ctx->spawned_head_ = p.next_;
+  if (p.next_) p.next_->prev_ = p.prev_;
+  p.prev_ = p.next_ = nullptr;
+  --ctx->spawned_;
+  if (p.exception_ && !(ctx->stopping_ && is_cancellation(p.exception_))) {
+    try {
+      if (ctx->on_exception_) ctx->on_exception_(p.exception_);
+    } catch (...) {
+      std::fputs("coring: the exception handler itself threw; ignored\n", stderr);
+    }
+  }
+}
+}  // namespace detail
+
+namespace {
+
+void default_exception_handler(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "coring: exception escaped a spawned task: %s\n", ex.what());
+  } catch (...) {
+    std::fputs("coring: a non-std exception escaped a spawned task\n", stderr);
+  }
+}
+
+bool has_op(io_uring_probe* p, int op) { return p && io_uring_opcode_supported(p, op); }
+
+// user_data values that are not completions: ours (0: cancels, linked timeouts) and
+// liburing's own timeout SQE for waits with a timeout on kernels without EXT_ARG.
+inline bool ignored_user_data(std::uint64_t ud) { return ud == 0 || ud == LIBURING_UDATA_TIMEOUT; }
+
+}  // namespace
+
+std::string ring_features::describe() const {
+  std::ostringstream os;
+  os << "sq_entries=" << sq_entries << " cq_entries=" << cq_entries
+     << " single_issuer=" << single_issuer << " defer_taskrun=" << defer_taskrun
+     << " coop_taskrun=" << coop_taskrun << " registered_ring_fd=" << registered_ring_fd
+     << " nodrop=" << nodrop << " ext_arg=" << ext_arg << " cqe_skip=" << cqe_skip
+     << " fast_poll=" << fast_poll << " op_socket=" << op_socket << " op_send_zc=" << op_send_zc
+     << " op_link_timeout=" << op_link_timeout << " accept_multishot=" << accept_multishot
+     << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
+     << " cancel_any=" << cancel_any;
+  return os.str();
+}
+
+io_context::io_context(io_context_options o)
+    : impl_(std::make_unique<impl>()), on_exception_(&default_exception_handler) {
+  if (int e = std::exchange(detail::injected_init_failure, 0))
+    throw_error(errc::io_uring_unavailable, detail::explain_ring_failure(e));
+
+  const unsigned cq = o.cq_entries ? o.cq_entries : o.sq_entries * 16;
+  // Ask for the most useful setup first and fall back on -EINVAL (older kernels):
+  // SINGLE_ISSUER (6.0) + DEFER_TASKRUN (6.1); COOP_TASKRUN (5.19); SUBMIT_ALL (5.18).
+  unsigned attempts[5];
+  unsigned n = 0;
+  const unsigned base = IORING_SETUP_CQSIZE;
+  if (o.single_issuer && o.defer_taskrun)
+    attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+                    IORING_SETUP_DEFER_TASKRUN;
+  if (o.single_issuer)
+    attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
+                    IORING_SETUP_COOP_TASKRUN;
+  attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  attempts[n++] = base;
+  int ret = -EINVAL;
+  unsigned used = 0;
+  io_uring_params params{};
+  for (unsigned i = 0; i < n; ++i) {
+    params = io_uring_params{};
+    params.flags = attempts[i];
+    params.cq_entries = cq;
+    ret = io_uring_queue_init_params(o.sq_entries, &impl_->ring, &params);
+    if (ret == 0) {
+      used = attempts[i];
+      break;
+    }
+    if (ret != -EINVAL) break;
+  }
+  if (ret < 0) throw_error(errc::io_uring_unavailable, detail::explain_ring_failure(-ret));
+  impl_->ring_ok = true;
+
+  ring_features& f = impl_->features;
+  f.sq_entries = params.sq_entries;
+  f.cq_entries = params.cq_entries;
+  f.single_issuer = used & IORING_SETUP_SINGLE_ISSUER;
+  f.defer_taskrun = used & IORING_SETUP_DEFER_TASKRUN;
+  f.coop_taskrun = used & IORING_SETUP_COOP_TASKRUN;
+  f.nodrop = params.features & IORING_FEAT_NODROP;
+  f.ext_arg = params.features & IORING_FEAT_EXT_ARG;
+  f.cqe_skip = params.features & IORING_FEAT_CQE_SKIP;
+  f.fast_poll = params.features & IORING_FEAT_FAST_POLL;
+  if (io_uring_probe* p = io_uring_get_probe_ring(&impl_->ring)) {
+    f.op_socket = has_op(p, IORING_OP_SOCKET);
+    f.op_send_zc = has_op(p, IORING_OP_SEND_ZC);
+    f.op_link_timeout = has_op(p, IORING_OP_LINK_TIMEOUT);
+    io_uring_free_probe(p);
+  }
+  // No opcode tells these apart; they arrived together with the opcodes above:
+  // IORING_OP_SOCKET with 5.19 (multishot accept, buffer rings, cancel ANY/FD),
+  // IORING_OP_SEND_ZC with 6.0 (multishot recv).
+  f.accept_multishot = f.buf_ring = f.cancel_any = f.op_socket;
+  f.recv_multishot = f.op_send_zc;
+  if (o.register_ring_fd) f.registered_ring_fd = io_uring_register_ring_fd(&impl_->ring) == 1;
+}
+
+io_context::~io_context() { teardown(); }
+
+const ring_features& io_context::features() const noexcept { return impl_->features; }
+
+void io_context::set_exception_handler(std::function<void(std::exception_ptr)> handler) {
+  on_exception_ = handler ? std::move(handler) : &default_exception_handler;
+}
+
+void io_context::stop() noexcept { stop_ = true; }
+
+void io_context::spawn(task<> t) {
+  auto h = t.release();
+  if (!h) return;
+  if (stopping_) {  // never started: destroying it is safe
+    h.destroy();
+    return;
+  }
+  try {
+    ready_.push_back(h);
+  } catch (...) {
+    h.destroy();  // never started
+    throw;
+  }
+  detail::promise_base& p = h.promise();
+  p.owner_ = this;
+  p.self_ = h;
+  p.next_ = spawned_head_;
+  if (spawned_head_) spawned_head_->prev_ = &p;
+  spawned_head_ = &p;
+  ++spawned_;
+}
+
+void io_context::post(std::coroutine_handle<> h) { ready_.push_back(h); }
+
+void io_context::run_ready() {
+  if (ready_.empty()) return;
+  running_.swap(ready_);
+  // Handles posted while these run go to ready_ and wait for the next turn.
+  for (std::size_t i = 0; i < running_.size(); ++i) running_[i].resume();
+  running_.clear();
+}
+
+void io_context::run() {
+  while (!stop_ && run_once(true)) {
+  }
+  stop_ = false;
+}
+
+bool io_context::run_once(bool block) {
+  run_ready();
+  if (in_flight_ == 0 && ready_.empty()) return false;
+  io_uring& ring = impl_->ring;
+  const bool wait = block && ready_.empty() && !stop_;
+  int ret;
+  if (wait)
+    ret = io_uring_submit_and_wait(&ring, 1);
+  else if (impl_->features.defer_taskrun)
+    ret = io_uring_submit_and_get_events(&ring);  // DEFER_TASKRUN: completions need an enter
+  else
+    ret = io_uring_submit(&ring);
+  // A signal interrupts the wait with -EINTR even under SA_RESTART (HAZARDS.md fact 7);
+  // -EAGAIN/-EBUSY are transient resource shortages: reap what is there and go round again.
+  if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)
+    throw_errno(-ret, "io_uring_enter");
+  reap();
+  return true;
+}
+
+void io_context::reap() {
+  constexpr unsigned batch = 256;
+  struct event {
+    std::uint64_t user_data;
+    int res;
+    std::uint32_t flags;
+  };
+  io_uring& ring = impl_->ring;
+  io_uring_cqe* cqes[batch];
+  event events[batch];
+  // Bounded so that queued coroutines get their turn even under a flood of completions.
+  const unsigned rounds = impl_->features.cq_entries / batch + 2;
+  for (unsigned round = 0; round < rounds; ++round) {
+    // peek_batch_cqe also flushes the kernel's overflow list when the CQ overflowed.
+    unsigned n = io_uring_peek_batch_cqe(&ring, cqes, batch);
+    if (n == 0) break;
+    // Copy out and advance before dispatching: resumed code may submit and even reap.
+    for (unsigned i = 0; i < n; ++i) events[i] = {cqes[i]->user_data, cqes[i]->res, cqes[i]->flags};
+    io_uring_cq_advance(&ring, n);
+    for (unsigned i = 0; i < n; ++i) {
+      const event& e = events[i];
+      if (ignored_user_data(e.user_data)) continue;
+      if (!detail::cqe_more(e.flags)) --in_flight_;
+      auto* c = reinterpret_cast<detail::completion*>(static_cast<std::uintptr_t>(e.user_data));
+      c->fn_(c, e.res, e.flags);
+    }
+    if (n < batch) break;
+  }
+}
+
+io_uring_sqe& io_context::acquire_sqe(unsigned n) {
+  if (stopping_) throw_error(errc::context_stopping, "submit");
+  io_uring& ring = impl_->ring;
+  for (int tries = 0; io_uring_sq_space_left(&ring) < n; ++tries) {
+    int ret = io_uring_submit(&ring);
+    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) throw_errno(-ret, "io_uring_submit");
+    if (tries == 100) throw_errno(EBUSY, "io_uring_submit: submission queue stays full");
+  }
+  return *io_uring_get_sqe(&ring);
+}
+
+void io_context::attach(io_uring_sqe& sqe, detail::completion* c) noexcept {
+  io_uring_sqe_set_data(&sqe, c);
+  ++in_flight_;
+}
+
+namespace {
+io_uring_sqe* sqe_for_cancel(io_uring& ring) noexcept {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  if (!sqe) {
+    io_uring_submit(&ring);
+    sqe = io_uring_get_sqe(&ring);
+  }
+  return sqe;
+}
+}  // namespace
+
+void io_context::cancel(detail::completion* c) noexcept {
+  io_uring_sqe* sqe = sqe_for_cancel(impl_->ring);
+  if (!sqe) return;
+  io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(c), 0);
+  io_uring_sqe_set_data64(sqe, 0);
+  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
+void io_context::cancel_fd(int fd) noexcept {
+  if (!impl_->features.cancel_any) return;
+  io_uring_sqe* sqe = sqe_for_cancel(impl_->ring);
+  if (!sqe) return;
+  io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+  io_uring_sqe_set_data64(sqe, 0);
+  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
+void io_context::teardown() noexcept {
+  if (!impl_ || !impl_->ring_ok) return;
+  stopping_ = true;
+  io_uring& ring = impl_->ring;
+  // LIFETIME: io_uring_queue_exit is not a barrier: an io-wq worker can still write into a
+  // buffer after it returns (HAZARDS.md fact 9). So: cancel everything, then reap until every
+  // operation's own final CQE has arrived, resuming its coroutine (which sees ECANCELED), and
+  // only then free frames and the ring.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  try {
+    run_ready();
+    while (in_flight_ > 0 && std::chrono::steady_clock::now() < give_up) {
+      if (io_uring_sqe* sqe = sqe_for_cancel(ring)) {
+        if (impl_->features.cancel_any)
+          io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        else
+          io_uring_prep_nop(sqe);  // pre-5.19: nothing to cancel with; just wait (bounded)
+        io_uring_sqe_set_data64(sqe, 0);
+      }
+      __kernel_timespec ts{0, 100'000'000};
+      io_uring_cqe* cqe = nullptr;
+      io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, nullptr);
+      reap();
+      run_ready();
+    }
+  } catch (...) {
+    // An exception out of reap/run_ready here means a coroutine misbehaved; keep draining safe.
+  }
+  if (in_flight_ > 0) {
+    // LIFETIME: the kernel may still own buffers in these frames. Leak them rather than free
+    // memory it could write into; the ring is left open for the same reason.
+    std::fprintf(stderr,
+                 "coring: io_context destroyed with %zu operation(s) still in flight after 5 s; "
+                 "leaking their frames and the ring\n",
+                 in_flight_);
+    return;
+  }
+  // Nothing is in flight: destroying the frames of unfinished spawned tasks is now safe.
+  while (spawned_head_) {
+    detail::promise_base* p = spawned_head_;
+    spawned_head_ = p->next_;
+    --spawned_;
+    p->self_.destroy();
+  }
+  ready_.clear();
+  io_uring_queue_exit(&ring);
+}
+
+}  // namespace coring

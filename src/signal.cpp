@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+// Description: signal_set: signalfd read on the ring.
+#include <coring/signal.hpp>
+
+#include <liburing.h>
+
+#include <cerrno>
+#include <pthread.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+namespace coring {
+
+namespace detail {
+void signal_wait_op::prep(io_uring_sqe& sqe) noexcept {
+  static_assert(sizeof(signalfd_siginfo) == 128);
+  io_uring_prep_read(&sqe, fd_, info_.data(), static_cast<unsigned>(info_.size()), 0);
+}
+
+result<int> signal_wait_op::complete(int res, std::uint32_t) noexcept {
+  if (res < 0) return errno_code(-res);
+  signalfd_siginfo si;
+  static_assert(sizeof si == 128);
+  __builtin_memcpy(&si, info_.data(), sizeof si);
+  return static_cast<int>(si.ssi_signo);
+}
+}  // namespace detail
+
+signal_set::signal_set(io_context& ctx, std::initializer_list<int> signals) : ctx_(&ctx) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  for (int s : signals) sigaddset(&mask, s);
+  if (int e = pthread_sigmask(SIG_BLOCK, &mask, &old_mask_)) throw_errno(e, "pthread_sigmask");
+  fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC);
+  if (fd_ < 0) {
+    int e = errno;
+    pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+    throw_errno(e, "signalfd");
+  }
+}
+
+signal_set::~signal_set() {
+  ::close(fd_);
+  pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
+}
+
+task<int> wait_signal(io_context& ctx, std::initializer_list<int> signals) {
+  // LIFETIME: the list is consumed before the first suspension.
+  signal_set set(ctx, signals);
+  co_return co_await set.wait();
+}
+
+}  // namespace coring

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: MIT
+// Description: end to end: the example programs, driven by real clients over loopback.
+#include "process.hpp"
+#include "test_support.hpp"
+
+#include <csignal>
+
+using namespace coring;
+using namespace std::chrono_literals;
+
+namespace {
+// Starts echo_server on an ephemeral port; returns its port.
+int start_server(test::child& server) {
+  auto line = server.read_line(10s);
+  REQUIRE(line);
+  CHECK(line->find("listening on 127.0.0.1:") != std::string::npos);
+  int port = test::port_from_line(*line);
+  REQUIRE(port > 0);
+  return port;
+}
+}  // namespace
+
+TEST_CASE("echo_server serves 1,000 concurrent clients with every byte verified") {
+  test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
+  int port = start_server(server);
+  test::child client({test::example_path("ECHO_CLIENT"), "--port", std::to_string(port),
+                      "--connections", "1000", "--count", "20", "--size", "1000"});
+  auto status = client.wait(60s);
+  std::string out = client.read_rest(1s);
+  MESSAGE(out);
+  REQUIRE(status);
+  CHECK(*status == 0);
+  CHECK(out.find("1000 ok, 0 failed, 20000000 bytes echoed and verified, 0 mismatches") !=
+        std::string::npos);
+  server.signal(SIGTERM);
+  auto st = server.wait(5s);
+  REQUIRE(st);
+  CHECK(*st == 0);
+}
+
+TEST_CASE("echo_client echoes stdin lines interactively") {
+  test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
+  int port = start_server(server);
+  test::child client({test::example_path("ECHO_CLIENT"), "--port", std::to_string(port)});
+  client.write("hello\n");
+  auto l1 = client.read_line(10s);
+  REQUIRE(l1);
+  CHECK(*l1 == "hello");
+  client.write("ünïcode ✓\n");
+  auto l2 = client.read_line(10s);
+  REQUIRE(l2);
+  CHECK(*l2 == "ünïcode ✓");
+  client.close_stdin();
+  auto st = client.wait(10s);
+  REQUIRE(st);
+  CHECK(*st == 0);
+  server.signal(SIGINT);
+  auto sst = server.wait(5s);
+  REQUIRE(sst);
+  CHECK(*sst == 0);
+}
+
+TEST_CASE("echo_server exits 0 on SIGTERM with clients connected") {
+  test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
+  int port = start_server(server);
+  io_context ctx;
+  auto body = [](io_context& ctx, int port) -> task<std::vector<coring::socket>> {
+    std::vector<coring::socket> clients;
+    for (int i = 0; i < 100; ++i)
+      clients.push_back(co_await tcp_connect(ctx, address::ip("127.0.0.1", static_cast<std::uint16_t>(port))));
+    co_await clients.back().send_all(test::bytes("ping"));
+    std::array<std::byte, 4> buf;
+    std::size_t n = co_await clients.back().recv(buf);
+    CHECK(n == 4);
+    co_return clients;
+  };
+  auto clients = test::run(ctx, body(ctx, port));
+  CHECK(clients.size() == 100);
+  server.signal(SIGTERM);
+  auto st = server.wait(2s);
+  REQUIRE(st);
+  CHECK(*st == 0);
+}
+
+TEST_CASE("example programs reject bad arguments with usage and exit status 2") {
+  for (auto args : {std::vector<std::string>{"--port", "70000"},
+                    std::vector<std::string>{"--bogus"}, std::vector<std::string>{"--port"}}) {
+    std::vector<std::string> argv{test::example_path("ECHO_SERVER")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    test::child p(argv);
+    auto st = p.wait(5s);
+    REQUIRE(st);
+    CHECK(*st == 2);
+  }
+  test::child help({test::example_path("ECHO_SERVER"), "--help"});
+  CHECK(help.read_rest(5s).find("usage: echo_server") != std::string::npos);
+  test::child bad_host({test::example_path("ECHO_SERVER"), "--host", "not-an-ip", "--port", "0"});
+  auto st = bad_host.wait(5s);
+  REQUIRE(st);
+  CHECK(*st == 1);
+}

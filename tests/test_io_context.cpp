@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+// Description: io_context: setup and probe, batching limits (SQ full, CQ overflow), EINTR,
+// stop, and teardown with operations in flight.
+#include "test_support.hpp"
+
+#include "detail/ring.hpp"  // private: the ring-init fault seam
+
+#include <liburing.h>
+
+#include <csignal>
+#include <cstring>
+#include <vector>
+
+#include <sys/time.h>
+#include <unistd.h>
+
+using namespace coring;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A NOP on the ring, defined the way every coring operation is: the core needs no change for a
+// new op type.
+class nop_op : public detail::io_op<nop_op, int> {
+ public:
+  static constexpr const char* name = "nop";
+  explicit nop_op(io_context& ctx) noexcept : io_op(ctx) {}
+  void prep(io_uring_sqe& sqe) noexcept { io_uring_prep_nop(&sqe); }
+  result<int> complete(int res, std::uint32_t) noexcept {
+    if (res < 0) return errno_code(-res);
+    return res;
+  }
+};
+
+task<> nops(io_context& ctx, int count, int& done) {
+  for (int i = 0; i < count; ++i) {
+    co_await nop_op(ctx);
+    ++done;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the ring is set up with the fast flags this kernel grants, and says so") {
+  io_context ctx;
+  const ring_features& f = ctx.features();
+  MESSAGE("features: " << f.describe());
+  CHECK(f.sq_entries >= 256);
+  CHECK(f.cq_entries >= f.sq_entries);
+  CHECK(f.nodrop);
+  // Linux 6.18 grants all of these; on older kernels the io_context falls back silently.
+  if (f.single_issuer) CHECK(f.defer_taskrun == ctx.features().defer_taskrun);
+  io_context plain(io_context_options{.sq_entries = 8, .cq_entries = 0, .single_issuer = false,
+                                      .defer_taskrun = false, .register_ring_fd = false});
+  CHECK_FALSE(plain.features().single_issuer);
+  CHECK_FALSE(plain.features().registered_ring_fd);
+  int done = 0;
+  sync_wait(plain, nops(plain, 100, done));
+  CHECK(done == 100);
+}
+
+TEST_CASE("io_uring being unavailable gives a clear error naming cause and fix") {
+  struct expect {
+    int err;
+    const char* words;
+  };
+  for (expect e : {expect{ENOSYS, "kernel"}, expect{EPERM, "io_uring_disabled"},
+                   expect{ENOMEM, "ulimit -l"}}) {
+    CAPTURE(e.err);
+    detail::inject_ring_init_failure(e.err);
+    try {
+      io_context ctx;
+      FAIL("io_context constructed despite the injected failure");
+    } catch (const std::system_error& ex) {
+      CHECK(ex.code() == errc::io_uring_unavailable);
+      CHECK(std::string(ex.what()).find(e.words) != std::string::npos);
+      CHECK(std::string(ex.what()).find(std::strerror(e.err)) != std::string::npos);
+    }
+  }
+  io_context fine;  // the seam fires once
+  CHECK(fine.features().sq_entries > 0);
+}
+
+TEST_CASE("a full submission queue is flushed, not reported: SQ of 4, 1,000 concurrent ops") {
+  io_context ctx(io_context_options{.sq_entries = 4, .cq_entries = 8});
+  int done = 0;
+  for (int i = 0; i < 1000; ++i) ctx.spawn(nops(ctx, 1, done));
+  test::watchdog w(20s);
+  ctx.run();
+  CHECK(done == 1000);
+  CHECK(ctx.in_flight() == 0);
+}
+
+TEST_CASE("completion queue overflow loses nothing: CQ of 8, 10,000 ops") {
+  io_context ctx(io_context_options{.sq_entries = 4, .cq_entries = 8});
+  REQUIRE(ctx.features().cq_entries == 8);
+  int done = 0;
+  for (int i = 0; i < 100; ++i) ctx.spawn(nops(ctx, 100, done));
+  test::watchdog w(20s);
+  ctx.run();
+  CHECK(done == 10'000);
+}
+
+TEST_CASE("a signal interrupting the wait (EINTR) is retried, not reported") {
+  io_context ctx;
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {};
+  sa.sa_flags = SA_RESTART;  // io_uring_enter is interrupted even so (HAZARDS.md fact 7)
+  struct sigaction old {};
+  sigaction(SIGALRM, &sa, &old);
+  itimerval every_ms{{0, 1000}, {0, 1000}};
+  setitimer(ITIMER_REAL, &every_ms, nullptr);
+  auto body = [](io_context& ctx) -> task<int> {
+    int slept = 0;
+    for (int i = 0; i < 50; ++i) {
+      co_await sleep_for(ctx, 2ms);
+      ++slept;
+    }
+    co_return slept;
+  };
+  int slept = test::run(ctx, body(ctx));
+  itimerval off{};
+  setitimer(ITIMER_REAL, &off, nullptr);
+  sigaction(SIGALRM, &old, nullptr);
+  CHECK(slept == 50);
+}
+
+TEST_CASE("stop makes run return; run can be called again") {
+  io_context ctx;
+  int ticks = 0;
+  auto ticker = [](io_context& ctx, int& t) -> task<> {
+    for (int i = 0; i < 3; ++i) {
+      co_await sleep_for(ctx, 1ms);
+      ++t;
+    }
+    ctx.stop();
+    for (int i = 0; i < 3; ++i) {
+      co_await sleep_for(ctx, 1ms);
+      ++t;
+    }
+  };
+  ctx.spawn(ticker(ctx, ticks));
+  test::watchdog w(20s);
+  ctx.run();
+  CHECK(ticks == 3);
+  ctx.run();
+  CHECK(ticks == 6);
+}
+
+TEST_CASE("sleep_for waits at least its duration on the steady clock") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<std::chrono::steady_clock::duration> {
+    auto t0 = std::chrono::steady_clock::now();
+    co_await sleep_for(ctx, 15ms);
+    co_return std::chrono::steady_clock::now() - t0;
+  };
+  CHECK(test::run(ctx, body(ctx)) >= 15ms);
+}
+
+namespace {
+task<> pending_recv(coring::socket s, int& cancelled, test::counted) {
+  std::array<std::byte, 64> buf;
+  try {
+    co_await s.recv(buf);
+  } catch (const std::system_error& e) {
+    if (e.code() == std::errc::operation_canceled) ++cancelled;
+  }
+  // A new operation during teardown fails at once instead of hanging the destructor.
+  try {
+    co_await s.recv(buf);
+  } catch (const std::system_error& e) {
+    if (e.code() == errc::context_stopping) ++cancelled;
+  }
+}
+}  // namespace
+
+TEST_CASE("destroying an io_context with 1,000 recvs in flight cancels and drains them") {
+  test::counted::reset();
+  int cancelled = 0;
+  int fds_before = test::open_fds();
+  std::vector<int> peers;
+  {
+    io_context ctx;
+    for (int i = 0; i < 1000; ++i) {
+      int sv[2];
+      REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+      peers.push_back(sv[1]);
+      ctx.spawn(pending_recv(coring::socket::from_fd(ctx, sv[0]), cancelled, test::counted{}));
+    }
+    // Let every task start and submit its recv.
+    while (ctx.in_flight() < 1000) REQUIRE(ctx.run_once(false));
+    CHECK(ctx.spawned() == 1000);
+    test::watchdog w(10s, "io_context teardown");
+  }
+  CHECK(cancelled == 2000);
+  CHECK(test::counted::live == 0);
+  for (int fd : peers) ::close(fd);
+  CHECK(test::open_fds() == fds_before);
+}
+
+TEST_CASE("destroying an io_context frees spawned tasks that never started") {
+  test::counted::reset();
+  {
+    io_context ctx;
+    auto t = [](test::counted) -> task<> { co_return; };
+    for (int i = 0; i < 10; ++i) ctx.spawn(t(test::counted{}));
+    CHECK(test::counted::live == 10);
+  }
+  CHECK(test::counted::live == 0);
+}

@@ -1,0 +1,307 @@
+// SPDX-License-Identifier: MIT
+// Description: TCP sockets over loopback: every method, EOF, and the real kernel failures.
+#include "test_support.hpp"
+
+#include <csignal>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+#include <netinet/in.h>
+#include <unistd.h>
+
+using namespace coring;
+using namespace std::chrono_literals;
+using test::bytes;
+using test::make_tcp_pair;
+using test::text;
+
+TEST_CASE("accept, connect, send and recv carry bytes both ways") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    CHECK(co_await client.send(bytes("hello")) == 5);
+    std::array<std::byte, 16> buf;
+    std::size_t n = co_await server.recv(buf);
+    CHECK(text(std::span(buf).first(n)) == "hello");
+    CHECK(co_await server.send_all(bytes("world!")) == 6);
+    n = co_await client.recv(buf);
+    CHECK(text(std::span(buf).first(n)) == "world!");
+    CHECK(client.peer_name() == server.sock_name());
+    CHECK(server.peer_name() == client.sock_name());
+    CHECK(client.peer_name().to_string().rfind("127.0.0.1:", 0) == 0);
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("accept reports the peer's address") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
+    coring::socket client(ctx, AF_INET, SOCK_STREAM);
+    co_await client.connect(listener.sock_name());
+    address peer;
+    coring::socket server = co_await listener.accept(peer);
+    CHECK(peer == client.sock_name());
+    CHECK(server.is_open());
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("tcp_listen and tcp_connect take host:port text, IPv4 and IPv6") {
+  io_context ctx;
+  auto body = [](io_context& ctx, std::string where) -> task<> {
+    coring::socket listener = tcp_listen(ctx, where);
+    std::string to = listener.sock_name().to_string();
+    CHECK(listener.sock_name().port() != 0);
+    coring::socket client = co_await tcp_connect(ctx, to);
+    coring::socket server = co_await listener.accept();
+    CHECK(client.get_option<sockopt::no_delay>().value);
+    co_await client.send_all(bytes("x"));
+    std::array<std::byte, 1> b;
+    CHECK(co_await server.recv(b) == 1);
+  };
+  test::run(ctx, body(ctx, "127.0.0.1:0"));
+  test::run(ctx, body(ctx, "[::1]:0"));
+}
+
+TEST_CASE("recv returns 0 once the peer shut down writing and everything was read") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    co_await client.send_all(bytes("last words"));
+    client.shutdown(SHUT_WR);
+    std::string got = co_await test::read_all(server);
+    CHECK(got == "last words");
+    std::array<std::byte, 8> buf;
+    CHECK(co_await server.recv(buf) == 0);  // EOF stays EOF
+    // Half-close: the other direction still works.
+    co_await server.send_all(bytes("reply"));
+    std::size_t n = co_await client.recv(buf);
+    CHECK(text(std::span(buf).first(n)) == "reply");
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("connect to a closed port fails with ECONNREFUSED") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    address closed;
+    {
+      coring::socket probe(ctx, AF_INET, SOCK_STREAM);
+      probe.bind(address::loopback_v4());
+      closed = probe.sock_name();
+    }  // bound, never listened, closed: nothing accepts on that port
+    coring::socket s(ctx, AF_INET, SOCK_STREAM);
+    try {
+      co_await s.connect(closed);
+      FAIL("connect succeeded");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::connection_refused);
+      CHECK(std::string(e.what()).find("connect") != std::string::npos);
+    }
+    coring::socket s2(ctx, AF_INET, SOCK_STREAM);
+    auto r = co_await as_result(s2.connect(closed));
+    CHECK_FALSE(r);
+    CHECK(r.error() == std::errc::connection_refused);
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("a peer closing with SO_LINGER 0 makes recv fail with ECONNRESET") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    client.set_option(sockopt::linger{true, 0});
+    CHECK(client.get_option<sockopt::linger>().enabled);
+    co_await client.close();  // RST
+    CHECK_FALSE(client.is_open());
+    std::array<std::byte, 8> buf;
+    auto r = co_await as_result(server.recv(buf));
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::connection_reset);
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("sending to a closed peer gives EPIPE, not SIGPIPE") {
+  // SIGPIPE is at its default disposition (tests/support/main.cpp): a signal would kill us.
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    co_await client.close();
+    std::vector<std::byte> chunk(4096);
+    std::error_code last;
+    for (int i = 0; i < 100 && !last; ++i) {  // the first sends may still succeed (fact 3)
+      auto r = co_await as_result(server.send(chunk));
+      if (!r) last = r.error();
+    }
+    CHECK((last == std::errc::broken_pipe || last == std::errc::connection_reset));
+    try {
+      co_await server.send_all(chunk);
+      FAIL("send_all succeeded");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == std::errc::broken_pipe);
+      CHECK(std::string(e.what()).find("0 of 4096 bytes sent") != std::string::npos);
+    }
+  };
+  test::run(ctx, body(ctx));
+}
+
+namespace {
+task<std::string> drain(coring::socket& s) { co_return co_await test::read_all(s); }
+
+task<> send_then_close(coring::socket& s, std::span<const std::byte> data, std::size_t& sent) {
+  sent = co_await s.send_all(data);
+  s.shutdown(SHUT_WR);
+}
+}  // namespace
+
+TEST_CASE("8 MiB through send_all with a small SO_SNDBUF arrives intact") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    // Only the send buffer is small: a tiny receive buffer as well makes loopback TCP crawl
+    // (silly-window avoidance against a 64 KiB MSS), whatever the API.
+    client.set_option(sockopt::send_buffer_size{4096});
+    std::vector<std::byte> data(8 << 20);
+    for (std::size_t i = 0; i < data.size(); ++i)
+      data[i] = static_cast<std::byte>((i * 7 + i / 4093) & 0xff);
+    std::size_t sent = 0;
+    ctx.spawn(send_then_close(client, data, sent));
+    std::string got = co_await drain(server);
+    CHECK(sent == data.size());
+    REQUIRE(got.size() == data.size());
+    CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
+  };
+  test::run(ctx, body(ctx), 60s);
+}
+
+TEST_CASE("a plain send can be short with a small buffer and a peer that does not read") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    client.set_option(sockopt::send_buffer_size{4096});
+    server.set_option(sockopt::recv_buffer_size{4096});
+    std::vector<std::byte> data(4 << 20);
+    std::size_t n = co_await client.send(data, MSG_DONTWAIT);
+    CHECK(n > 0);
+    CHECK(n < data.size());
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("a recv deadline expires with timed_out; data that comes first wins") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    std::array<std::byte, 8> buf;
+    auto r = co_await as_result(server.recv(buf).with_timeout(20ms));
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::timed_out);
+    co_await client.send_all(bytes("on time"));
+    std::size_t n = co_await server.recv(buf).with_timeout(10s);
+    CHECK(text(std::span(buf).first(n)) == "on time");
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("a stop request cancels a pending recv; coring::socket::cancel cancels all on the socket") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    std::stop_source stop;
+    auto stopper = [](io_context& ctx, std::stop_source& s) -> task<> {
+      co_await sleep_for(ctx, 10ms);
+      s.request_stop();
+    };
+    ctx.spawn(stopper(ctx, stop));
+    std::array<std::byte, 8> buf;
+    auto r = co_await as_result(server.recv(buf).with_stop(stop.get_token()));
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::operation_canceled);
+    // Already stopped: nothing is submitted at all.
+    auto r2 = co_await as_result(server.recv(buf).with_stop(stop.get_token()));
+    CHECK(r2.error() == std::errc::operation_canceled);
+
+    auto canceller = [](io_context& ctx, coring::socket& s) -> task<> {
+      co_await sleep_for(ctx, 10ms);
+      s.cancel();
+    };
+    ctx.spawn(canceller(ctx, server));
+    auto r3 = co_await as_result(server.recv(buf));
+    CHECK(r3.error() == std::errc::operation_canceled);
+    // The connection still works afterwards.
+    co_await client.send_all(bytes("ok"));
+    CHECK(co_await server.recv(buf) == 2);
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("options round-trip and detach releases the descriptor") {
+  io_context ctx;
+  coring::socket s(ctx, AF_INET, SOCK_STREAM);
+  s.set_option(sockopt::reuse_address{true});
+  CHECK(s.get_option<sockopt::reuse_address>().value);
+  s.set_option(sockopt::reuse_port{true});
+  CHECK(s.get_option<sockopt::reuse_port>().value);
+  s.set_option(sockopt::keep_alive{true});
+  CHECK(s.get_option<sockopt::keep_alive>().value);
+  s.set_option(sockopt::no_delay{true});
+  CHECK(s.get_option<sockopt::no_delay>().value);
+  s.set_option(sockopt::recv_buffer_size{8192});
+  CHECK(s.get_option<sockopt::recv_buffer_size>().value >= 8192);
+  int fd = s.fileno();
+  CHECK(fd >= 0);
+  int released = s.detach();
+  CHECK(released == fd);
+  CHECK(s.fileno() == -1);
+  CHECK_FALSE(s);
+  coring::socket again = coring::socket::from_fd(ctx, released);
+  CHECK(again.fileno() == fd);
+  CHECK_THROWS_AS(coring::socket::from_fd(ctx, -1), std::system_error);
+}
+
+TEST_CASE("sync calls on a coring::socket report errno and name the call") {
+  io_context ctx;
+  coring::socket s(ctx, AF_INET, SOCK_STREAM);
+  try {
+    (void)s.peer_name();
+    FAIL("getpeername succeeded");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::not_connected);
+    CHECK(std::string(e.what()).find("getpeername") != std::string::npos);
+  }
+  CHECK_THROWS_AS(s.shutdown(SHUT_RDWR), std::system_error);
+  coring::socket a = tcp_listen(ctx, "127.0.0.1:0");
+  coring::socket b(ctx, AF_INET, SOCK_STREAM);
+  try {
+    b.bind(a.sock_name());
+    FAIL("bind succeeded");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == std::errc::address_in_use);
+    CHECK(std::string(e.what()).find(a.sock_name().to_string()) != std::string::npos);
+  }
+}
+
+TEST_CASE("close is awaitable, idempotent, and the descriptor is gone afterwards") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    int before = test::open_fds();
+    coring::socket s(ctx, AF_INET, SOCK_STREAM);
+    CHECK(test::open_fds() == before + 1);
+    co_await s.close();
+    CHECK(test::open_fds() == before);
+    co_await s.close();  // nothing to close: completes at once
+    CHECK_FALSE(s.is_open());
+  };
+  test::run(ctx, body(ctx));
+}
