@@ -34,9 +34,8 @@ constexpr std::size_t sun_path_offset = offsetof(sockaddr_un, sun_path);
 constexpr std::size_t sun_path_size = sizeof(sockaddr_un{}.sun_path);
 /// Longest filesystem path: sun_path keeps one byte for the NUL terminator.
 constexpr std::size_t max_unix_path = sun_path_size - 1;  // 107
-/// Longest abstract name after the leading NUL (kept one short of the kernel's 107 so that the
-/// documented limits of path and abstract name line up; see address.hpp).
-constexpr std::size_t max_abstract_name = sun_path_size - 2;  // 106
+/// Longest abstract name after the leading NUL: the whole rest of sun_path, as the kernel allows.
+constexpr std::size_t max_abstract_name = sun_path_size - 1;  // 107
 /// Error messages quote at most this much of the offending text.
 constexpr std::size_t max_quoted = 256;
 
@@ -183,7 +182,7 @@ address make_unix_path(std::string_view path, const char* fn, std::string_view t
 /// Unix abstract name (without the leading NUL); any bytes, including NUL, are allowed.
 address make_unix_abstract(std::string_view name, const char* fn, std::string_view text) {
   if (name.size() > max_abstract_name)
-    fail(errc::address_too_long, fn, text, "abstract unix name longer than 106 bytes");
+    fail(errc::address_too_long, fn, text, "abstract unix name longer than 107 bytes");
   address a;
   auto* sun = reinterpret_cast<sockaddr_un*>(a.data());
   sun->sun_family = AF_UNIX;
@@ -381,7 +380,7 @@ std::string address::host() const {
 // Unix names are printed byte for byte: an abstract name may hold any bytes (NUL, newline,
 // non-UTF-8), which are left as-is so that parse(to_string()) gives back the same name. Escape
 // before logging untrusted peers' names. Two kernel-only forms have no exact text: a path that
-// starts with '@' (prints like an abstract name) and a 107-byte abstract name (parse allows 106).
+// starts with '@' (prints like an abstract name).
 std::string address::to_string() const {
   switch (family()) {
     case AF_INET: return host() + ':' + std::to_string(port());

@@ -173,9 +173,9 @@ TEST_CASE("Unix abstract name round-trips with a leading NUL and no terminator")
   CHECK(address::unix_abstract("coring-test") == a);
 }
 
-TEST_CASE("an abstract name of 106 bytes is the longest accepted") {
-  address a = check_round_trip("unix:@" + std::string(106, 'a'));
-  CHECK(a.size() == offsetof(sockaddr_un, sun_path) + 1 + 106);
+TEST_CASE("an abstract name of 107 bytes is the longest accepted") {
+  address a = check_round_trip("unix:@" + std::string(107, 'a'));
+  CHECK(a.size() == offsetof(sockaddr_un, sun_path) + 1 + 107);
 }
 
 TEST_CASE("abstract names may hold arbitrary bytes, including NUL, and round-trip") {
@@ -420,8 +420,8 @@ TEST_CASE("parse rejects a Unix path of 108 bytes as too long") {
   check_parse_fails("unix:/" + std::string(107, 'p'), coring::errc::address_too_long);
 }
 
-TEST_CASE("parse rejects an abstract name of 107 bytes as too long") {
-  check_parse_fails("unix:@" + std::string(107, 'a'), coring::errc::address_too_long);
+TEST_CASE("parse rejects an abstract name of 108 bytes as too long") {
+  check_parse_fails("unix:@" + std::string(108, 'a'), coring::errc::address_too_long);
 }
 
 TEST_CASE("parse rejects embedded NULs outside abstract names and escapes them in the message") {
@@ -471,8 +471,8 @@ TEST_CASE("unix_path rejects empty, NUL-containing and over-long paths") {
   CHECK(address::unix_path(std::string(107, 'p')).host() == std::string(107, 'p'));
 }
 
-TEST_CASE("unix_abstract rejects names over 106 bytes") {
-  std::string too_long(107, 'a');
+TEST_CASE("unix_abstract rejects names over 107 bytes") {
+  std::string too_long(108, 'a');
   check_fails([&] { (void)address::unix_abstract(too_long); }, coring::errc::address_too_long,
               '"' + too_long + '"');
 }

@@ -28,7 +28,7 @@ class address {
 
   /// Parses any text form above. Host parts must be numeric (name lookup is coring::resolve).
   /// Throws: std::system_error(errc::invalid_address) naming the text; errc::address_too_long for
-  /// a Unix path longer than 107 bytes (abstract: 106 after the @).
+  /// a Unix path longer than 107 bytes (abstract: 107 after the @).
   static address parse(std::string_view text);
   /// IPv4 or IPv6 literal host plus port, e.g. ipv4("127.0.0.1", 0) or ip("::1", 80).
   /// Throws: std::system_error(errc::invalid_address) naming the host.
@@ -36,7 +36,7 @@ class address {
   /// Unix filesystem path. Throws: errc::address_too_long (> 107 bytes), errc::invalid_address
   /// (empty, or contains NUL).
   static address unix_path(std::string_view path);
-  /// Unix abstract name (without the leading NUL). Throws: errc::address_too_long (> 106 bytes).
+  /// Unix abstract name (without the leading NUL). Throws: errc::address_too_long (> 107 bytes).
   static address unix_abstract(std::string_view name);
   /// The IPv4 loopback 127.0.0.1 with the given port (0 = any free port when binding).
   static address loopback_v4(std::uint16_t port = 0) noexcept;

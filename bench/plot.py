@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Description: bar chart of server CPU µs per round trip by profile and server, from run.py JSON.
+"""Usage: plot.py RESULTS.json [-o chart.png] [--metric server_cpu_us_per_rt]
+
+Bars are medians over rounds; the whiskers span the min..max of the rounds. Uses matplotlib
+when it can be imported (Debian: apt-get install python3-matplotlib); without it, writes an SVG
+next to the requested file instead (same content, no dependency)."""
+import argparse
+import json
+import statistics
+import sys
+from collections import OrderedDict
+
+
+def collect(data, metric):
+    """Returns (profiles, servers, {(profile, server): [values]}) in first-seen order."""
+    profiles, servers, values = OrderedDict(), OrderedDict(), {}
+    for s in data["samples"]:
+        v = s.get(metric)
+        profiles[s["profile"]] = None
+        servers[s["server"]] = None
+        if isinstance(v, (int, float)):
+            values.setdefault((s["profile"], s["server"]), []).append(v)
+    return list(profiles), list(servers), values
+
+
+def plot_matplotlib(path, profiles, servers, values, title, ylabel):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / max(1, len(servers))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(profiles) * max(1, len(servers)) / 3), 4.5))
+    for i, server in enumerate(servers):
+        xs, ys, lo, hi = [], [], [], []
+        for j, profile in enumerate(profiles):
+            vals = values.get((profile, server))
+            if not vals:
+                continue
+            m = statistics.median(vals)
+            xs.append(j + (i - (len(servers) - 1) / 2) * width)
+            ys.append(m)
+            lo.append(m - min(vals))
+            hi.append(max(vals) - m)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=server)
+    ax.set_xticks(range(len(profiles)))
+    ax.set_xticklabels(profiles, rotation=20, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_svg(path, profiles, servers, values, title, ylabel):
+    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
+    w, h, left, bottom, top = 160 * len(profiles) + 120, 420, 70, 90, 40
+    vmax = max((max(v) for v in values.values()), default=1.0) * 1.1 or 1.0
+    plot_h = h - bottom - top
+    group_w = (w - left - 20) / max(1, len(profiles))
+    bar_w = group_w * 0.8 / max(1, len(servers))
+
+    def y(v):
+        return top + plot_h - v / vmax * plot_h
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+           f'font-family="sans-serif" font-size="11">',
+           f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
+           f'<text x="15" y="{top + plot_h / 2}" transform="rotate(-90 15 {top + plot_h / 2})" '
+           f'text-anchor="middle">{ylabel}</text>']
+    for k in range(6):
+        v = vmax * k / 5
+        out.append(f'<line x1="{left}" x2="{w - 20}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                   f'stroke="#ddd"/><text x="{left - 5}" y="{y(v) + 4:.1f}" '
+                   f'text-anchor="end">{v:.2f}</text>')
+    for j, profile in enumerate(profiles):
+        gx = left + j * group_w + group_w * 0.1
+        for i, server in enumerate(servers):
+            vals = values.get((profile, server))
+            if not vals:
+                continue
+            m = statistics.median(vals)
+            x = gx + i * bar_w
+            out.append(f'<rect x="{x:.1f}" y="{y(m):.1f}" width="{bar_w - 1:.1f}" '
+                       f'height="{top + plot_h - y(m):.1f}" fill="{colors[i % len(colors)]}">'
+                       f'<title>{server} {profile}: {m:.3f}</title></rect>')
+            cx = x + (bar_w - 1) / 2
+            out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{y(min(vals)):.1f}" '
+                       f'y2="{y(max(vals)):.1f}" stroke="#333"/>')
+        out.append(f'<text x="{left + (j + 0.5) * group_w:.1f}" y="{top + plot_h + 18}" '
+                   f'text-anchor="middle">{profile}</text>')
+    for i, server in enumerate(servers):
+        lx = left + i * 120
+        out.append(f'<rect x="{lx}" y="{h - 30}" width="12" height="12" '
+                   f'fill="{colors[i % len(colors)]}"/><text x="{lx + 16}" y="{h - 20}">{server}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", help="JSON written by run.py --json-out")
+    ap.add_argument("-o", "--output", default="bench.png")
+    ap.add_argument("--metric", default="server_cpu_us_per_rt",
+                    help="sample field to plot (e.g. rt_per_s, p99_us)")
+    args = ap.parse_args()
+    with open(args.results) as f:
+        data = json.load(f)
+    profiles, servers, values = collect(data, args.metric)
+    if not values:
+        print(f"plot.py: no numeric '{args.metric}' in {args.results}", file=sys.stderr)
+        return 1
+    labels = {"server_cpu_us_per_rt": "server CPU µs per round trip",
+              "rt_per_s": "round trips per second", "p99_us": "p99 latency (µs)",
+              "p50_us": "p50 latency (µs)"}
+    ylabel = labels.get(args.metric, args.metric)
+    title = f"{ylabel} (median of {data.get('meta', {}).get('rounds', '?')} rounds)"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        svg = args.output.rsplit(".", 1)[0] + ".svg"
+        plot_svg(svg, profiles, servers, values, title, ylabel)
+        print(f"plot.py: matplotlib not importable (apt-get install python3-matplotlib); "
+              f"wrote {svg} instead")
+        return 0
+    plot_matplotlib(args.output, profiles, servers, values, title, ylabel)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

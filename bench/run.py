@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Description: benchmark driver: every profile x every echo server, R rounds, markdown medians.
+"""Runs loadgen against several echo servers and prints a markdown table of medians.
+
+  run.py --build-dir build                      # every server built there, all profiles
+  run.py --server coring=build/examples/echo_server --server epoll=build/bench/epoll_echo \\
+         --loadgen build/bench/loadgen --reference coring --profiles 64B-c100-rate60k
+
+A server command must accept "--port N" (run.py appends "--port 0" unless the command has a
+--port) and print "listening on HOST:PORT" on stdout once ready. Each sample starts a fresh
+server pinned to CPU 0 (taskset) and loadgen pinned to CPU 1, warms up, measures, and stops the
+server with SIGTERM. Within each round every profile runs every server once; the server order is
+rotated from round to round so slow drift on the machine does not favour one server.
+The "ratio" column is a server's CPU per round trip divided by the reference server's (same
+profile, medians): < 1 means cheaper than the reference.
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serverproc import start_server, stop_server  # noqa: E402
+
+# name: (size, connections, depth, rate or None)
+PROFILES = {
+    "64B-c100-d1-flat": (64, 100, 1, None),
+    "64B-c100-d16-flat": (64, 100, 16, None),
+    "4K-c100-d1-flat": (4096, 100, 1, None),
+    "64B-c100-rate60k": (64, 100, 1, 60000),
+    "64B-c100-rate120k": (64, 100, 1, 120000),
+    "64B-c1000-rate60k": (64, 1000, 1, 60000),
+    "4K-c100-rate30k": (4096, 100, 1, 30000),
+}
+
+# Servers found in a build dir when no --server is given (name, path relative to the build dir).
+DEFAULT_SERVERS = [
+    ("coring", "examples/echo_server"),
+    ("epoll", "bench/epoll_echo"),
+    ("uring", "bench/uring_echo"),
+    ("asio_epoll", "bench/asio_echo_epoll"),
+    ("asio_uring", "bench/asio_echo_uring"),
+]
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+def cpu_busy_jiffies():
+    """Per-CPU (busy, total) jiffies from /proc/stat, to spot other load on the machine."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                parts = line.split()
+                vals = [int(v) for v in parts[1:]]
+                idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+                out[parts[0]] = (sum(vals[:8]) - idle, sum(vals[:8]))
+    return out
+
+
+def busy_fraction(before, after, cpu):
+    b0, t0 = before.get(cpu, (0, 0))
+    b1, t1 = after.get(cpu, (0, 0))
+    return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def pin(cpu, cmd, enabled):
+    return (["taskset", "-c", str(cpu)] + cmd) if enabled else cmd
+
+
+def run_sample(args, name, cmd, profile):
+    size, conns, depth, rate = PROFILES[profile]
+    server, port = start_server(pin(args.server_cpu, cmd, args.pin))
+    lg = [args.loadgen, "--host", "127.0.0.1", "--port", str(port), "--connections", str(conns),
+          "--size", str(size), "--depth", str(depth), "--duration", str(args.duration),
+          "--warmup", str(args.warmup), "--server-pid", str(server.pid), "--json"]
+    if rate:
+        lg += ["--rate", str(rate)]
+    before = cpu_busy_jiffies()
+    try:
+        p = subprocess.run(pin(args.loadgen_cpu, lg, args.pin), capture_output=True, text=True,
+                           timeout=args.warmup + args.duration + 60)
+    finally:
+        after = cpu_busy_jiffies()
+        server_rc = stop_server(server)
+    try:
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        res = {"errors": -1, "rt_per_s": 0}
+        log(f"  loadgen printed no JSON (rc={p.returncode}): {p.stderr.strip()[:500]}")
+    if p.returncode != 0 and p.stderr.strip():
+        log("  " + p.stderr.strip().replace("\n", "\n  ")[:1000])
+    res.update({
+        "profile": profile, "server": name, "loadgen_rc": p.returncode, "server_rc": server_rc,
+        "cpu_busy": {f"cpu{args.server_cpu}": busy_fraction(before, after, f"cpu{args.server_cpu}"),
+                     f"cpu{args.loadgen_cpu}": busy_fraction(before, after, f"cpu{args.loadgen_cpu}")},
+    })
+    return res
+
+
+def median(samples, key):
+    vals = [s[key] for s in samples if isinstance(s.get(key), (int, float)) and s[key] is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, spec):
+    return "n/a" if v is None else format(v, spec)
+
+
+def table(samples, servers, profiles, reference):
+    rows = ["| profile | server | round trips/s | p50 µs | p99 µs | server CPU µs/rt | "
+            f"CPU/rt ÷ {reference} | errors |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for profile in profiles:
+        ref = [s for s in samples if s["profile"] == profile and s["server"] == reference]
+        ref_cpu = median(ref, "server_cpu_us_per_rt")
+        for name in servers:
+            ss = [s for s in samples if s["profile"] == profile and s["server"] == name]
+            if not ss:
+                continue
+            cpu = median(ss, "server_cpu_us_per_rt")
+            ratio = cpu / ref_cpu if cpu is not None and ref_cpu else None
+            errors = sum(max(s.get("errors", 0), 0) for s in ss)
+            failed = sum(1 for s in ss if s.get("errors", 0) != 0 or s.get("loadgen_rc") != 0)
+            err = str(errors) + (f" ({failed} bad runs)" if failed else "")
+            rows.append(f"| {profile} | {name} | {fmt(median(ss, 'rt_per_s'), ',.0f')} | "
+                        f"{fmt(median(ss, 'p50_us'), '.1f')} | {fmt(median(ss, 'p99_us'), '.1f')} | "
+                        f"{fmt(cpu, '.2f')} | {fmt(ratio, '.2f')} | {err} |")
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", action="append", default=[], metavar="NAME=CMD",
+                    help="echo server to measure (repeatable)")
+    ap.add_argument("--build-dir", help="find loadgen and the servers in this meson build dir")
+    ap.add_argument("--loadgen", help="loadgen binary (default: BUILD/bench/loadgen)")
+    ap.add_argument("--reference", help="server the CPU/rt ratio is relative to "
+                    "(default: coring if present, else the first server)")
+    ap.add_argument("--profiles", default=",".join(PROFILES),
+                    help="comma-separated subset of: " + ", ".join(PROFILES))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--server-cpu", type=int, default=0)
+    ap.add_argument("--loadgen-cpu", type=int, default=1)
+    ap.add_argument("--no-pin", dest="pin", action="store_false", help="don't use taskset")
+    ap.add_argument("--json-out", help="write every raw sample to this JSON file")
+    args = ap.parse_args()
+
+    servers = {}
+    for spec in args.server:
+        name, sep, cmd = spec.partition("=")
+        if not sep or not name or not cmd:
+            ap.error(f"--server wants NAME=CMD, got {spec!r}")
+        argv = shlex.split(cmd)
+        if "--port" not in argv:
+            argv += ["--port", "0"]
+        servers[name] = argv
+    if args.build_dir:
+        if not args.loadgen:
+            args.loadgen = os.path.join(args.build_dir, "bench", "loadgen")
+        if not servers:
+            for name, rel in DEFAULT_SERVERS:
+                path = os.path.join(args.build_dir, rel)
+                if os.access(path, os.X_OK):
+                    servers[name] = [path, "--port", "0"]
+    if not servers:
+        ap.error("no servers: give --server NAME=CMD or --build-dir")
+    if not args.loadgen or not os.access(args.loadgen, os.X_OK):
+        ap.error("no loadgen binary: give --loadgen or --build-dir")
+    profiles = [p for p in args.profiles.split(",") if p]
+    for p in profiles:
+        if p not in PROFILES:
+            ap.error(f"unknown profile {p!r}; known: {', '.join(PROFILES)}")
+    reference = args.reference or ("coring" if "coring" in servers else next(iter(servers)))
+    if reference not in servers:
+        ap.error(f"--reference {reference!r} is not one of the servers: {', '.join(servers)}")
+
+    names = list(servers)
+    samples = []
+    started = time.time()
+    for rnd in range(args.rounds):
+        order = names[rnd % len(names):] + names[:rnd % len(names)]
+        for profile in profiles:
+            for name in order:
+                res = run_sample(args, name, servers[name], profile)
+                res["round"] = rnd
+                samples.append(res)
+                busy = res["cpu_busy"]
+                log(f"round {rnd + 1}/{args.rounds} {profile:18} {name:12} "
+                    f"{res.get('rt_per_s', 0):>9,.0f} rt/s  p99 {fmt(res.get('p99_us'), '.0f'):>6} µs  "
+                    f"server {fmt(res.get('server_cpu_us_per_rt'), '.2f')} µs/rt  "
+                    f"errors {res.get('errors')}  "
+                    f"cpu busy {' '.join(f'{k}={v:.0%}' for k, v in busy.items())}")
+
+    print(f"\n{args.rounds} rounds x {args.duration:g} s (+{args.warmup:g} s warmup), medians; "
+          f"server on CPU {args.server_cpu}, loadgen on CPU {args.loadgen_cpu}; "
+          f"{platform.release()}, {os.cpu_count()} CPUs\n")
+    print(table(samples, names, profiles, reference))
+    if args.json_out:
+        meta = {"started": started, "kernel": platform.release(), "cpus": os.cpu_count(),
+                "rounds": args.rounds, "duration": args.duration, "warmup": args.warmup,
+                "reference": reference, "servers": {k: v for k, v in servers.items()},
+                "profiles": {p: dict(zip(("size", "connections", "depth", "rate"), PROFILES[p]))
+                             for p in profiles}}
+        with open(args.json_out, "w") as f:
+            json.dump({"meta": meta, "samples": samples}, f, indent=1)
+        log(f"raw samples written to {args.json_out}")
+    bad = [s for s in samples if s.get("errors", 0) != 0 or s.get("loadgen_rc") != 0]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
