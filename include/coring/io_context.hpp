@@ -102,6 +102,8 @@ class io_context {
   void cancel_fd(int fd) noexcept;
 
   struct impl;
+  /// The private ring state (src/detail/ring.hpp), for coring's own sources.
+  impl& native() noexcept { return *impl_; }
 
  private:
   friend void detail::detached_task_done(detail::promise_base&) noexcept;

@@ -12,6 +12,7 @@ struct io_context::impl {
   io_uring ring{};
   ring_features features{};
   bool ring_ok = false;
+  std::uint16_t next_buffer_group = 0;  // buffer_ring group ids handed out so far
 };
 
 namespace detail {

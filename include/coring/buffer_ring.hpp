@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: MIT
+// Description: provided-buffer ring (io_uring buf ring) and buffer, the handle that returns
+// a received buffer to its ring.
+#pragma once
+
+#include <coring/io_context.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <utility>
+
+namespace coring {
+
+class buffer_ring;
+
+/// A received buffer. Move-only; gives its storage back (to its buffer_ring, or to the
+/// recv_stream's private fallback buffer) when destroyed or release()d. An empty buffer
+/// (`!b`) means end of stream.
+/// Note: the bytes stay valid until the handle is destroyed or released; the owner (ring or
+/// stream) must outlive the handle.
+class buffer {
+ public:
+  using release_fn = void (*)(void* owner, std::uint16_t id) noexcept;
+
+  buffer() noexcept = default;
+  buffer(release_fn fn, void* owner, std::uint16_t id, std::span<std::byte> data) noexcept
+      : fn_(fn), owner_(owner), id_(id), data_(data) {}
+  buffer(buffer&& o) noexcept
+      : fn_(std::exchange(o.fn_, nullptr)), owner_(o.owner_), id_(o.id_),
+        data_(std::exchange(o.data_, {})) {}
+  buffer& operator=(buffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      fn_ = std::exchange(o.fn_, nullptr);
+      owner_ = o.owner_;
+      id_ = o.id_;
+      data_ = std::exchange(o.data_, {});
+    }
+    return *this;
+  }
+  buffer(const buffer&) = delete;
+  buffer& operator=(const buffer&) = delete;
+  ~buffer() { release(); }
+
+  /// The received bytes.
+  std::span<std::byte> data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return data_.size(); }
+  bool empty() const noexcept { return data_.empty(); }
+  /// False for the end-of-stream marker.
+  explicit operator bool() const noexcept { return !data_.empty(); }
+  /// Gives the storage back now.
+  void release() noexcept {
+    if (fn_) std::exchange(fn_, nullptr)(owner_, id_);
+    data_ = {};
+  }
+
+ private:
+  release_fn fn_ = nullptr;
+  void* owner_ = nullptr;
+  std::uint16_t id_ = 0;
+  std::span<std::byte> data_{};
+};
+
+/// A ring of `count` buffers of `size` bytes registered with the kernel (IORING_REGISTER_PBUF_RING,
+/// Linux 5.19+) from which multishot receives pick a buffer only when data arrives: an idle
+/// connection holds no buffer at all.
+/// Note: must outlive every recv_stream and buffer that uses it; not thread-safe (ring thread).
+class buffer_ring {
+ public:
+  /// Registers count (a power of two, at most 32768) buffers of size bytes.
+  /// Throws: std::system_error(errc::not_supported) before Linux 5.19; errno of the
+  /// registration; std::invalid_argument for a bad count or size.
+  buffer_ring(io_context& ctx, unsigned count = 1024, unsigned size = 4096);
+  ~buffer_ring();
+  buffer_ring(const buffer_ring&) = delete;
+  buffer_ring& operator=(const buffer_ring&) = delete;
+
+  io_context& context() const noexcept { return *ctx_; }
+  /// The buffer group id to put in SQEs (IOSQE_BUFFER_SELECT).
+  std::uint16_t group() const noexcept { return group_; }
+  unsigned count() const noexcept { return count_; }
+  unsigned buffer_size() const noexcept { return size_; }
+  /// Buffers currently in the kernel's hands (free for the next reception).
+  unsigned available() const noexcept { return available_; }
+
+  /// Records that the kernel filled a buffer (a CQE carried IORING_CQE_F_BUFFER).
+  void consumed() noexcept { --available_; }
+  /// Wraps buffer id holding len bytes (after consumed()) in a handle that gives it back.
+  buffer take(std::uint16_t id, std::size_t len) noexcept;
+  /// Returns buffer id to the kernel.
+  void give_back(std::uint16_t id) noexcept;
+
+ private:
+  static void release(void* self, std::uint16_t id) noexcept {
+    static_cast<buffer_ring*>(self)->give_back(id);
+  }
+
+  io_context* ctx_;
+  void* ring_mem_ = nullptr;  // struct io_uring_buf_ring, page aligned
+  std::unique_ptr<std::byte[]> storage_;
+  unsigned count_, size_;
+  unsigned available_ = 0;
+  std::uint16_t group_;
+};
+
+}  // namespace coring

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+// Description: recv_stream: multishot recv into a provided-buffer ring, consumed one buffer at
+// a time, with backpressure and a fallback that never loses data.
+#pragma once
+
+#include <coring/buffer_ring.hpp>
+#include <coring/error.hpp>
+#include <coring/io_context.hpp>
+
+#include <coroutine>
+#include <cstdint>
+
+namespace coring {
+
+class socket;
+class recv_stream;
+
+namespace detail {
+struct recv_stream_state;
+
+/// co_await stream.next().
+class recv_next_op {
+ public:
+  using value_type = buffer;
+  explicit recv_next_op(recv_stream_state* st) noexcept : st_(st) {}
+  bool await_ready() const noexcept;
+  void await_suspend(std::coroutine_handle<> h);
+  buffer await_resume();
+  result<buffer> await_resume_result() noexcept;
+
+ private:
+  recv_stream_state* st_;
+};
+}  // namespace detail
+
+/// How a recv_stream receives.
+struct recv_stream_options {
+  /// Buffers received ahead of the consumer (1 to 32). Together with the buffers the consumer
+  /// holds, this bounds what one connection takes from the shared ring (HAZARDS.md fact 13).
+  unsigned max_queued = 2;
+  /// Keep one multishot recv (Linux 6.0+) armed instead of one recv per buffer. Saves an SQE
+  /// per reception, but the kernel fills buffers in bursts while data is queued in the socket
+  /// (one slow consumer can empty the ring before its backpressure cancel lands): for peers
+  /// that do not send far ahead of what they read.
+  bool multishot = false;
+};
+
+/// The receptions of one connected socket as a stream of buffers picked from a provided-buffer
+/// ring: the kernel takes a buffer only when data arrives, so an idle connection holds none.
+/// Usage (C++20 has no `for co_await`):
+/// ```
+/// coring::recv_stream rx(sock, ring);
+/// while (coring::buffer b = co_await rx.next()) co_await sock.send_all(b.data());
+/// ```
+/// Backpressure: at most max_queued received buffers wait in the stream; then receiving stops
+/// (a multishot is cancelled) and data waits in the kernel's socket buffer, not in the ring,
+/// until the consumer catches up. When the ring runs low (fewer than count/16 free) or is empty
+/// (ENOBUFS), or the kernel lacks buffer rings, the stream falls back to a plain recv into a
+/// private buffer of the ring's buffer size, allocated once on first need: no data is lost and
+/// every connection keeps making progress.
+/// Note: the socket and the ring must outlive the stream. Buffers from the ring may outlive the
+/// stream; the private fallback buffer stays allocated until both the stream and the buffer
+/// handle using it are gone. Only one coroutine may await next() at a time.
+class recv_stream {
+ public:
+  /// Starts nothing yet: the first next() arms the first reception.
+  recv_stream(socket& s, buffer_ring& ring, recv_stream_options opts = {});
+  /// Cancels the armed multishot (if any); its final completion frees the state later.
+  ~recv_stream();
+  recv_stream(recv_stream&& o) noexcept : st_(std::exchange(o.st_, nullptr)) {}
+  recv_stream& operator=(recv_stream&&) = delete;
+  recv_stream(const recv_stream&) = delete;
+
+  /// Waits for the next received data.
+  /// Returns: a buffer holding at least one byte; an empty buffer once the peer has shut down
+  /// and everything was read. Throws: std::system_error (errno, e.g. ECONNRESET;
+  /// operation_canceled after socket::cancel()).
+  [[nodiscard]] detail::recv_next_op next() noexcept { return detail::recv_next_op(st_); }
+
+ private:
+  detail::recv_stream_state* st_;
+};
+
+}  // namespace coring

@@ -1,0 +1,243 @@
+// SPDX-License-Identifier: MIT
+// Description: provided-buffer ring and recv_stream: multishot delivery, EOF, ENOBUFS re-arm,
+// backpressure, fallback, and lifetimes.
+#include "test_support.hpp"
+
+#include <string>
+#include <vector>
+
+using namespace coring;
+using namespace std::chrono_literals;
+using test::bytes;
+
+namespace {
+
+bool has_buf_ring() {
+  static const bool yes = [] {
+    io_context ctx;
+    if (!ctx.features().buf_ring || !ctx.features().recv_multishot) {
+      std::printf("SKIP reason: this kernel lacks buffer rings or multishot recv: %s\n",
+                  ctx.features().describe().c_str());
+      return false;
+    }
+    return true;
+  }();
+  return yes;
+}
+
+// The byte at offset i of a test stream.
+std::byte pat(std::size_t i) { return static_cast<std::byte>((i * 31 + i / 251) & 0xff); }
+
+task<> send_pattern(coring::socket& s, std::size_t total, std::size_t chunk) {
+  std::vector<std::byte> buf(chunk);
+  for (std::size_t off = 0; off < total; off += chunk) {
+    std::size_t n = std::min(chunk, total - off);
+    for (std::size_t i = 0; i < n; ++i) buf[i] = pat(off + i);
+    co_await s.send_all(std::span(buf).first(n));
+  }
+  s.shutdown(SHUT_WR);
+}
+
+// Reads the stream to EOF and checks every byte. Returns: bytes received.
+task<std::size_t> check_pattern(recv_stream& rx, std::size_t& bad) {
+  std::size_t off = 0;
+  while (buffer b = co_await rx.next()) {
+    for (std::byte x : b.data())
+      if (x != pat(off++)) ++bad;
+  }
+  co_return off;
+}
+
+}  // namespace
+
+TEST_CASE("recv_stream delivers every byte in order and then EOF as an empty buffer" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 64, 4096);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    recv_stream rx(pair.server, ring);
+    ctx.spawn(send_pattern(pair.client, 1 << 20, 65536));
+    std::size_t bad = 0;
+    std::size_t got = co_await check_pattern(rx, bad);
+    CHECK(got == (1u << 20));
+    CHECK(bad == 0);
+    buffer after = co_await rx.next();  // EOF stays EOF
+    CHECK_FALSE(after);
+    CHECK(ring.available() == ring.count());
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("a multishot recv_stream delivers every byte in order and then EOF" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 64, 4096);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    recv_stream rx(pair.server, ring, {.max_queued = 8, .multishot = true});
+    ctx.spawn(send_pattern(pair.client, 1 << 20, 65536));
+    std::size_t bad = 0;
+    std::size_t got = co_await check_pattern(rx, bad);
+    CHECK(got == (1u << 20));
+    CHECK(bad == 0);
+    CHECK(ring.available() == ring.count());
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("an idle recv_stream holds no buffer; data takes one only while it is held" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 16, 1024);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    recv_stream rx(pair.server, ring);
+    co_await pair.client.send_all(bytes("hello"));
+    buffer b = co_await rx.next();
+    CHECK(test::text(b.data()) == "hello");
+    CHECK(ring.available() == ring.count() - 1);
+    b.release();
+    CHECK(ring.available() == ring.count());
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("ENOBUFS: a ring of 2 buffers and 4,096 sends of 64 bytes lose nothing" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 2, 64);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    recv_stream rx(pair.server, ring, {.max_queued = 32, .multishot = true});
+    ctx.spawn(send_pattern(pair.client, 4096 * 64, 64));
+    std::size_t bad = 0;
+    // Hold each buffer across a loop turn so the ring really runs dry.
+    std::size_t off = 0;
+    while (buffer b = co_await rx.next()) {
+      co_await sleep_for(ctx, 0ms);
+      for (std::byte x : b.data())
+        if (x != pat(off++)) ++bad;
+    }
+    CHECK(off == 4096u * 64);
+    CHECK(bad == 0);
+  };
+  test::run(ctx, body(ctx), 60s);
+}
+
+TEST_CASE("backpressure: a stream nobody reads holds at most max_queued ring buffers" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 64, 1024);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    recv_stream rx(pair.server, ring, {.max_queued = 4});
+    co_await pair.client.send_all(bytes("x"));
+    buffer first = co_await rx.next();  // arms the multishot
+    // The client now sends 1 MiB that nobody consumes.
+    std::vector<std::byte> big(1 << 20, std::byte{7});
+    auto r = co_await as_result(pair.client.send(big, MSG_DONTWAIT));
+    CHECK(r);
+    unsigned min_available = ring.count();
+    for (int turn = 0; turn < 200; ++turn) {
+      co_await sleep_for(ctx, 1ms);
+      min_available = std::min(min_available, ring.available());
+    }
+    // 1 held by `first` + at most max_queued queued.
+    CHECK(min_available >= ring.count() - 1 - 4);
+    // And all of it still arrives once the consumer reads.
+    first.release();
+    std::size_t total = 0;
+    pair.client.shutdown(SHUT_WR);
+    while (buffer b = co_await rx.next()) total += b.size();
+    CHECK(total == *r);
+  };
+  test::run(ctx, body(ctx), 60s);
+}
+
+TEST_CASE("a ring running low falls back to a private buffer and loses nothing" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 16, 256);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    // Hold every ring buffer outside the stream under test.
+    auto other = co_await test::make_tcp_pair(ctx);
+    recv_stream hog(other.server, ring, {.max_queued = 32});
+    std::vector<buffer> held;
+    std::vector<std::byte> chunk(256, std::byte{1});
+    while (ring.available() > 0) {
+      co_await other.client.send_all(chunk);
+      held.push_back(co_await hog.next());
+    }
+    CHECK(ring.available() == 0);
+    recv_stream rx(pair.server, ring);
+    ctx.spawn(send_pattern(pair.client, 100'000, 1000));
+    std::size_t bad = 0;
+    CHECK(co_await check_pattern(rx, bad) == 100'000);
+    CHECK(bad == 0);
+  };
+  test::run(ctx, body(ctx), 60s);
+}
+
+TEST_CASE("a reset peer ends the stream with ECONNRESET after the data that came first" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 16, 1024);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    recv_stream rx(pair.server, ring);
+    co_await pair.client.send_all(bytes("data"));
+    buffer b = co_await rx.next();
+    CHECK(test::text(b.data()) == "data");
+    pair.client.set_option(sockopt::linger{true, 0});
+    co_await pair.client.close();
+    auto r = co_await as_result(rx.next());
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::connection_reset);
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("destroying an armed recv_stream cancels it and returns every buffer" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 16, 1024);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    {
+      recv_stream rx(pair.server, ring);
+      co_await pair.client.send_all(bytes("abc"));
+      buffer b = co_await rx.next();
+      CHECK(b.size() == 3);
+    }  // armed multishot: cancelled; its state is freed by the final completion
+    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) co_await sleep_for(ctx, 1ms);
+    CHECK(ctx.in_flight() == 0);
+    CHECK(ring.available() == ring.count());
+    // A new stream on the same socket works.
+    recv_stream rx2(pair.server, ring);
+    co_await pair.client.send_all(bytes("def"));
+    buffer b2 = co_await rx2.next();
+    CHECK(test::text(b2.data()) == "def");
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("socket::cancel ends a waiting next() with operation_canceled" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 16, 1024);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    recv_stream rx(pair.server, ring);
+    auto canceller = [](io_context& ctx, coring::socket& s) -> task<> {
+      co_await sleep_for(ctx, 5ms);
+      s.cancel();
+    };
+    ctx.spawn(canceller(ctx, pair.server));
+    auto r = co_await as_result(rx.next());
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::operation_canceled);
+  };
+  test::run(ctx, body(ctx));
+}
