@@ -2,6 +2,7 @@
 // Description: umbrella header: everything a coring user needs.
 #pragma once
 
+#include <coring/acceptor.hpp>
 #include <coring/address.hpp>
 #include <coring/buffer_ring.hpp>
 #include <coring/recv_stream.hpp>
