@@ -8,6 +8,8 @@
 #include "detail/ring.hpp"
 
 #include <array>
+#include <chrono>
+#include <cstddef>
 #include <cerrno>
 #include <cstdlib>
 #include <stdexcept>
@@ -80,11 +82,53 @@ struct recv_stream_state : completion {
     std::uint32_t len;
   };
 
-  recv_stream_state(io_context& c, int f, buffer_ring& r, unsigned maxq, bool mshot) noexcept
-      : completion{&recv_stream_state::on_cqe}, ctx(&c), fd(f), ring(&r), max_queued(maxq),
-        multishot(mshot) {}
+  recv_stream_state(io_context& c, int f, buffer_ring& r, const recv_stream_options& o) noexcept
+      : completion{&recv_stream_state::on_cqe}, ctx(&c), fd(f), ring(&r),
+        max_queued(o.max_queued < 1 ? 1 : (o.max_queued > 32 ? 32 : o.max_queued)),
+        multishot(o.multishot), idle(o.idle_timeout) {
+    timer.fn_ = &recv_stream_state::on_timer;
+    timer.owner = this;
+  }
+
+  // Idle timeout: one lazily re-armed timer per stream (no SQE per reception). When it fires
+  // it checks the time of the last reception and either ends the stream with ETIMEDOUT or
+  // sleeps again until last reception + idle.
+  void arm_timer(std::chrono::steady_clock::time_point when) {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
+    deadline = {ns / 1'000'000'000, ns % 1'000'000'000};
+    io_uring_sqe& sqe = ctx->acquire_sqe();
+    io_uring_prep_timeout(&sqe, reinterpret_cast<__kernel_timespec*>(&deadline), 0,
+                          IORING_TIMEOUT_ABS);
+    ctx->attach(sqe, &timer);
+    timer_armed = true;
+  }
+
+  static void on_timer(completion* c, int res, std::uint32_t) noexcept {
+    auto* st = static_cast<timer_completion*>(c)->owner;
+    st->timer_armed = false;
+    if (st->orphaned) {
+      if (st->can_delete()) delete st;
+      return;
+    }
+    if (res != -ETIME || st->eof || st->error) return;
+    auto due = st->last_activity + st->idle;
+    if (std::chrono::steady_clock::now() < due) {
+      try {
+        st->arm_timer(due);
+        return;
+      } catch (...) {
+        // No SQE (context stopping): let the stream end as timed out.
+      }
+    }
+    st->error = ETIMEDOUT;
+    if (st->armed) st->ctx->cancel(st);
+    if (st->waiter) st->resume_waiter();
+  }
 
   bool ready() const noexcept { return size > 0 || eof || error != 0; }
+  // LIFETIME: the state may go once the stream is gone and neither the kernel (reception,
+  // idle timer) nor a fallback buffer handle refers to it.
+  bool can_delete() const noexcept { return orphaned && !armed && !timer_armed && !fallback_busy; }
 
   void push(item it) {
     if (size == queue.size()) {
@@ -142,7 +186,7 @@ struct recv_stream_state : completion {
     auto* st = static_cast<recv_stream_state*>(self);
     st->fallback_busy = false;
     if (st->orphaned) {
-      if (!st->armed) delete st;
+      if (st->can_delete()) delete st;
       return;
     }
     if (st->waiter && !st->armed && !st->ready()) {
@@ -189,9 +233,10 @@ struct recv_stream_state : completion {
       data = true;
     }
     if (st->orphaned) {
-      if (!more && !st->fallback_busy) delete st;
+      if (st->can_delete()) delete st;
       return;
     }
+    if (data) st->last_activity = std::chrono::steady_clock::now();
     if (!data) {
       if (res == 0) {
         st->eof = true;
@@ -217,6 +262,13 @@ struct recv_stream_state : completion {
   buffer_ring* ring;
   unsigned max_queued;
   bool multishot;
+  std::chrono::nanoseconds idle;
+  std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
+  struct timer_completion : completion {
+    recv_stream_state* owner;
+  } timer{};
+  kernel_timespec deadline{};  // LIFETIME: read by the kernel; lives as long as the state
+  bool timer_armed = false;
   std::coroutine_handle<> waiter{};
   std::array<item, 32> queue{};
   unsigned head = 0, size = 0;
@@ -231,6 +283,7 @@ bool recv_next_op::await_ready() const noexcept { return st_->ready(); }
 
 void recv_next_op::await_suspend(std::coroutine_handle<> h) {
   if (!st_->armed) st_->arm();  // may throw: nothing is registered yet
+  if (st_->idle.count() > 0 && !st_->timer_armed) st_->arm_timer(st_->last_activity + st_->idle);
   st_->waiter = h;
 }
 
@@ -249,9 +302,7 @@ buffer recv_next_op::await_resume() {
 }  // namespace detail
 
 recv_stream::recv_stream(socket& s, buffer_ring& ring, recv_stream_options o)
-    : st_(new detail::recv_stream_state(
-          s.context(), s.fileno(), ring,
-          o.max_queued < 1 ? 1 : (o.max_queued > 32 ? 32 : o.max_queued), o.multishot)) {}
+    : st_(new detail::recv_stream_state(s.context(), s.fileno(), ring, o)) {}
 
 recv_stream::~recv_stream() {
   if (!st_) return;
@@ -263,11 +314,9 @@ recv_stream::~recv_stream() {
     else st_->fallback_busy = false;
   }
   st_->orphaned = true;
-  if (st_->armed) {
-    st_->ctx->cancel(st_);
-    return;
-  }
-  if (!st_->fallback_busy) delete st_;
+  if (st_->armed) st_->ctx->cancel(st_);
+  if (st_->timer_armed) st_->ctx->cancel(&st_->timer);
+  if (st_->can_delete()) delete st_;
 }
 
 }  // namespace coring

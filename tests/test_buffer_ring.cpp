@@ -241,3 +241,33 @@ TEST_CASE("socket::cancel ends a waiting next() with operation_canceled" *
   };
   test::run(ctx, body(ctx));
 }
+
+TEST_CASE("an idle timeout ends a silent stream with timed_out; activity keeps it alive" *
+          doctest::skip(!has_buf_ring())) {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    buffer_ring ring(ctx, 16, 1024);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    recv_stream rx(pair.server, ring, {.idle_timeout = std::chrono::milliseconds(60)});
+    auto talker = [](io_context& ctx, coring::socket& s) -> task<> {
+      for (int i = 0; i < 5; ++i) {
+        co_await sleep_for(ctx, std::chrono::milliseconds(20));
+        co_await s.send_all(bytes("."));
+      }
+    };
+    ctx.spawn(talker(ctx, pair.client));
+    int got = 0;
+    auto start = std::chrono::steady_clock::now();
+    for (;;) {
+      auto r = co_await as_result(rx.next());
+      if (!r) {
+        CHECK(r.error() == std::errc::timed_out);
+        break;
+      }
+      got += static_cast<int>(r->size());
+    }
+    CHECK(got == 5);  // 5 messages 20 ms apart never tripped the 60 ms idle timeout
+    CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(60));
+  };
+  test::run(ctx, body(ctx));
+}

@@ -7,6 +7,7 @@
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 
+#include <chrono>
 #include <coroutine>
 #include <cstdint>
 
@@ -43,6 +44,9 @@ struct recv_stream_options {
   /// (one slow consumer can empty the ring before its backpressure cancel lands): for peers
   /// that do not send far ahead of what they read.
   bool multishot = false;
+  /// If non-zero: a stream that receives nothing for this long ends with ETIMEDOUT
+  /// (std::errc::timed_out) from next(). One timer per stream, re-armed lazily.
+  std::chrono::nanoseconds idle_timeout{0};
 };
 
 /// The receptions of one connected socket as a stream of buffers picked from a provided-buffer
@@ -74,7 +78,7 @@ class recv_stream {
   /// Waits for the next received data.
   /// Returns: a buffer holding at least one byte; an empty buffer once the peer has shut down
   /// and everything was read. Throws: std::system_error (errno, e.g. ECONNRESET;
-  /// operation_canceled after socket::cancel()).
+  /// operation_canceled after socket::cancel(); timed_out after the idle timeout).
   [[nodiscard]] detail::recv_next_op next() noexcept { return detail::recv_next_op(st_); }
 
  private:
