@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Description: echo server: straight-line coroutine per client, thousands of clients at once.
+// Description: echo server: straight-line coroutine per client, thousands of clients at once,
+// graceful shutdown on SIGINT/SIGTERM, optional idle timeout.
 #include <coring/coring.hpp>
 
 #include "example_util.hpp"
@@ -7,34 +8,94 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
 namespace {
 
 const char* usage =
-    "usage: echo_server [--host ADDR] [--port N]\n"
+    "usage: echo_server [--host ADDR] [--port N] [--idle-timeout SECONDS] [--grace SECONDS]\n"
+    "                   [--plain]\n"
     "  Echoes every byte back to every client. Default 127.0.0.1:9000; --port 0 picks a free\n"
-    "  port. Prints the address it listens on; exits 0 on SIGINT or SIGTERM.\n";
+    "  port. Prints the address it listens on. On SIGINT or SIGTERM it stops accepting, lets\n"
+    "  replies in flight finish (at most --grace seconds, default 2), closes its clients and\n"
+    "  exits 0. --idle-timeout disconnects clients silent for that long (default: off).\n"
+    "  --plain uses a private 4 KiB buffer per client instead of the shared buffer ring.\n";
 
-coring::task<> echo(coring::socket s) {
+// The straight-line loop of the README: a private buffer per connection.
+coring::task<> echo(coring::socket& s, std::chrono::nanoseconds idle) {
   std::array<std::byte, 4096> buf;
-  while (std::size_t n = co_await s.recv(buf))
-    co_await s.send_all(std::span(buf).first(n));
-}
-
-// One client's errors (a reset, a broken pipe) end that client only.
-coring::task<> serve_client(coring::socket s) {
-  try {
-    co_await echo(std::move(s));
-  } catch (const std::system_error& e) {
-    std::fprintf(stderr, "client: %s\n", e.what());
+  if (idle.count() == 0) {
+    while (std::size_t n = co_await s.recv(buf))
+      co_await s.send_all(std::span(buf).first(n));
+  } else {
+    while (std::size_t n = co_await s.recv(buf).with_timeout(idle))
+      co_await s.send_all(std::span(buf).first(n));
   }
 }
 
-coring::task<> accept_loop(coring::io_context& ctx, coring::socket listener) {
+// The same loop on the fast path: buffers come from a ring shared by all connections and are
+// taken only when data arrives, so an idle connection holds no buffer at all.
+coring::task<> echo(coring::socket& s, coring::buffer_ring& ring, std::chrono::nanoseconds idle) {
+  coring::recv_stream rx(s, ring, {.idle_timeout = idle});
+  while (coring::buffer b = co_await rx.next())
+    co_await s.send_all(b.data());
+}
+
+// The live clients, so that shutdown can reach them. The node lives in the client's frame.
+struct client_list {
+  struct node {
+    node(client_list& l, coring::socket& sock) : list(l), s(&sock) {
+      next = l.head;
+      if (next) next->prev = this;
+      l.head = this;
+      ++l.count;
+    }
+    ~node() {
+      if (prev) prev->next = next; else list.head = next;
+      if (next) next->prev = prev;
+      --list.count;
+    }
+    client_list& list;
+    coring::socket* s;
+    node* prev = nullptr;
+    node* next = nullptr;
+  };
+  node* head = nullptr;
+  std::size_t count = 0;
+};
+
+struct server {
+  coring::io_context& ctx;
+  coring::buffer_ring* ring;  // null: --plain, or the kernel has no buffer rings
+  std::chrono::nanoseconds idle;
+  client_list clients;
+  bool accepting = false;
+};
+
+// One client's error (a reset, a broken pipe, the idle timeout) ends that client only.
+coring::task<> serve_client(server& srv, coring::socket s) {
+  client_list::node me(srv.clients, s);
+  std::string peer = s.peer_name().to_string();
+  try {
+    if (srv.ring)
+      co_await echo(s, *srv.ring, srv.idle);
+    else
+      co_await echo(s, srv.idle);
+  } catch (const std::system_error& e) {
+    if (e.code() == std::errc::timed_out)
+      std::fprintf(stderr, "client %s: idle for too long, disconnected\n", peer.c_str());
+    else
+      std::fprintf(stderr, "client %s: %s\n", peer.c_str(), e.what());
+  }
+}
+
+coring::task<> accept_loop(server& srv, coring::socket& listener) {
+  srv.accepting = true;
+  coring::acceptor acc(listener);
   for (;;) {
-    auto client = co_await coring::as_result(listener.accept());
+    auto client = co_await coring::as_result(acc.accept());
     if (client) {
-      ctx.spawn(serve_client(std::move(*client)));
+      srv.ctx.spawn(serve_client(srv, std::move(*client)));
     } else if (client.error() == std::errc::too_many_files_open ||
                client.error() == std::errc::too_many_files_open_in_system ||
                client.error() == std::errc::not_enough_memory ||
@@ -42,19 +103,34 @@ coring::task<> accept_loop(coring::io_context& ctx, coring::socket listener) {
       // Out of descriptors or memory: the connection stays in the backlog. Back off instead of
       // spinning on the same error (nginx does the same), then try again.
       std::fprintf(stderr, "accept: %s; pausing 100 ms\n", client.error().message().c_str());
-      co_await coring::sleep_for(ctx, std::chrono::milliseconds(100));
+      co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(100));
     } else if (client.error() == std::errc::operation_canceled) {
-      co_return;
+      break;  // shutting down
     } else {
       std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
     }
   }
+  srv.accepting = false;
 }
 
-coring::task<> stop_on_signal(coring::io_context& ctx, coring::signal_set& signals) {
+coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
+                   std::chrono::nanoseconds grace) {
+  srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
-  std::fprintf(stderr, "echo_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  ctx.stop();
+  std::fprintf(stderr, "echo_server: %s, shutting down (%zu clients)\n",
+               sig == SIGINT ? "SIGINT" : "SIGTERM", srv.clients.count);
+  // Stop accepting; end every client's reading side: its pending recv sees EOF, a reply being
+  // sent still goes out, then the client's loop ends and closes the connection.
+  listener.cancel();
+  for (auto* n = srv.clients.head; n; n = n->next) ::shutdown(n->s->fileno(), SHUT_RD);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while ((srv.clients.count > 0 || srv.accepting) && std::chrono::steady_clock::now() < deadline)
+    co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(5));
+  // Grace is over: cancel what is left, and wait until the kernel has let go of everything
+  // (LIFETIME: the clients use srv and the ring, which main destroys before the io_context).
+  for (auto* n = srv.clients.head; n; n = n->next) n->s->cancel();
+  for (int i = 0; i < 1000 && (srv.clients.count > 0 || srv.ctx.in_flight() > 0); ++i)
+    co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(1));
 }
 
 }  // namespace
@@ -63,17 +139,26 @@ int main(int argc, char** argv) {
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
+  double idle_s = args.get_double("--idle-timeout", 0, 0, 86400);
+  double grace_s = args.get_double("--grace", 2, 0, 3600);
+  bool plain = args.flag("--plain");
   args.done();
   example::raise_fd_limit();
   try {
     coring::io_context ctx;
     coring::signal_set signals(ctx, {SIGINT, SIGTERM});
+    std::optional<coring::buffer_ring> ring;
+    if (!plain && ctx.features().buf_ring) ring.emplace(ctx, 4096, 4096);
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("echo_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    ctx.spawn(stop_on_signal(ctx, signals));
-    ctx.spawn(accept_loop(ctx, std::move(listener)));
-    ctx.run();
+    server srv{ctx, ring ? &*ring : nullptr,
+               std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::duration<double>(idle_s)),
+               {}, false};
+    coring::sync_wait(ctx, run(srv, std::move(listener), signals,
+                               std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::duration<double>(grace_s))));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "echo_server: %s\n", e.what());
     return 1;

@@ -66,7 +66,9 @@ class buffer {
 /// A ring of `count` buffers of `size` bytes registered with the kernel (IORING_REGISTER_PBUF_RING,
 /// Linux 5.19+) from which multishot receives pick a buffer only when data arrives: an idle
 /// connection holds no buffer at all.
-/// Note: must outlive every recv_stream and buffer that uses it; not thread-safe (ring thread).
+/// Note: must outlive every recv_stream and buffer that uses it, including the final completion
+/// of a stream destroyed while receiving (let the io_context drain first, or destroy the ring
+/// after it); not thread-safe (ring thread).
 class buffer_ring {
  public:
   /// Registers count (a power of two, at most 32768) buffers of size bytes.
