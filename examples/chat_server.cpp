@@ -1,0 +1,174 @@
+// SPDX-License-Identifier: MIT
+// Description: chat server: acknowledges each line, logs it with the sender's address, many at once.
+//
+// Message rule: a message is one line (up to '\n'; a '\r' before it is dropped, for telnet and
+// netcat). The last unterminated piece is also a message when the client shuts down (EOF), or
+// when it goes quiet for idle_flush while a partial line is pending: that is what lets clients
+// that send without a newline and wait for the answer (Python's tutorial client: sendall(b"hello"),
+// recv(1024)) get their ack. The cost: a line whose halves arrive more than idle_flush apart
+// counts as two messages, which is harmless for a chat.
+// A pending line longer than max_line is an error for that client only: it gets
+// "error: line too long\n" and is disconnected, so no client can make the server buffer without
+// bound.
+#include <coring/coring.hpp>
+
+#include "example_util.hpp"
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace {
+
+const char* usage =
+    "usage: chat_server [--host ADDR] [--port N]\n"
+    "  Replies \"ack: <message>\\n\" to every line a client sends and prints \"<peer>: <message>\";\n"
+    "  logs connects and disconnects. Serves many clients at once. Lines over 64 KiB get\n"
+    "  \"error: line too long\" and that client is disconnected. Default 127.0.0.1:9000;\n"
+    "  --port 0 picks a free port. Prints the address it listens on; exits 0 on SIGINT or\n"
+    "  SIGTERM.\n";
+
+constexpr std::size_t max_line = 64 * 1024;
+constexpr auto idle_flush = std::chrono::milliseconds(200);
+
+// One log line on stdout, flushed at once so that a pipe reader sees it in order.
+void say(std::string_view text) {
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+// The message as it is printed: control bytes (NUL, ESC, ...) become \xNN so that garbage from a
+// client cannot garble the log or the terminal; UTF-8 (bytes >= 0x80) passes unchanged.
+std::string printable(std::string_view msg) {
+  std::string out;
+  out.reserve(msg.size());
+  for (char c : msg) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) {
+      char esc[5];
+      std::snprintf(esc, sizeof esc, "\\x%02x", u);
+      out += esc;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// Logs one message and acknowledges it.
+// LIFETIME: peer and msg are views; every caller awaits this in the same full-expression.
+coring::task<> acknowledge(coring::socket& s, std::string_view peer, std::string_view msg) {
+  if (!msg.empty() && msg.back() == '\r') msg.remove_suffix(1);
+  std::string line(peer);
+  line += ": ";
+  line += printable(msg);
+  say(line);
+  std::string reply = "ack: ";
+  reply += msg;
+  reply += '\n';
+  co_await s.send_all(reply);
+}
+
+// Serves one client until EOF. Returns: why it ended ("" for an orderly EOF).
+coring::task<std::string> chat(coring::socket& s, std::string_view peer) {
+  std::string pending;  // received bytes after the last '\n'
+  std::array<std::byte, 4096> buf;
+  for (;;) {
+    std::size_t n = 0;
+    if (pending.empty()) {
+      n = co_await s.recv(buf);
+    } else {
+      // A partial line is waiting: give the rest idle_flush to arrive (see the rule above).
+      auto r = co_await coring::as_result(s.recv(buf).with_timeout(idle_flush));
+      if (!r && r.error() == std::errc::timed_out) {
+        co_await acknowledge(s, peer, pending);
+        pending.clear();
+        continue;
+      }
+      if (!r) throw std::system_error(r.error(), "recv");
+      n = *r;
+    }
+    if (n == 0) break;
+    pending.append(reinterpret_cast<const char*>(buf.data()), n);
+    std::size_t start = 0;
+    for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+      std::string_view line(pending.data() + start, nl - start);
+      if (line.size() > max_line) break;  // caught below: pending keeps it
+      co_await acknowledge(s, peer, line);
+    }
+    pending.erase(0, start);
+    if (pending.size() > max_line) {
+      co_await s.send_all(std::string_view("error: line too long\n"));
+      co_return "line too long";
+    }
+  }
+  if (!pending.empty()) co_await acknowledge(s, peer, pending);  // unterminated last line
+  co_return "";
+}
+
+// Errors (a reset, a broken pipe, garbage) end this client only; the others go on.
+coring::task<> serve_client(coring::socket s) {
+  std::string peer = "?";
+  std::string why;
+  try {
+    peer = s.peer_name().to_string();  // throws ENOTCONN if the client is already gone
+    say(peer + " connected");
+    why = co_await chat(s, peer);
+  } catch (const std::system_error& e) {
+    why = e.code().message();
+  }
+  say(peer + " disconnected" + (why.empty() ? "" : ": " + why));
+}
+
+coring::task<> accept_loop(coring::io_context& ctx, coring::socket listener) {
+  for (;;) {
+    auto client = co_await coring::as_result(listener.accept());
+    if (client) {
+      ctx.spawn(serve_client(std::move(*client)));  // a coroutine per client
+    } else if (client.error() == std::errc::too_many_files_open ||
+               client.error() == std::errc::too_many_files_open_in_system ||
+               client.error() == std::errc::not_enough_memory ||
+               client.error() == std::errc::no_buffer_space) {
+      // Out of descriptors or memory: the connection stays in the backlog; back off, retry.
+      std::fprintf(stderr, "accept: %s; pausing 100 ms\n", client.error().message().c_str());
+      co_await coring::sleep_for(ctx, std::chrono::milliseconds(100));
+    } else if (client.error() == std::errc::operation_canceled) {
+      co_return;
+    } else {
+      std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
+    }
+  }
+}
+
+coring::task<> stop_on_signal(coring::io_context& ctx, coring::signal_set& signals) {
+  int sig = co_await signals.wait();
+  std::fprintf(stderr, "chat_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  ctx.stop();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  example::args args(argc, argv, usage);
+  std::string host = args.get("--host", "127.0.0.1");
+  auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
+  args.done();
+  example::raise_fd_limit();
+  try {
+    coring::io_context ctx;
+    coring::signal_set signals(ctx, {SIGINT, SIGTERM});
+    coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
+    std::printf("chat_server listening on %s\n", listener.sock_name().to_string().c_str());
+    std::fflush(stdout);
+    ctx.spawn(stop_on_signal(ctx, signals));
+    ctx.spawn(accept_loop(ctx, std::move(listener)));
+    ctx.run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "chat_server: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
