@@ -4,6 +4,8 @@
 #include "test_support.hpp"
 
 #include <csignal>
+#include <cstring>
+#include <vector>
 
 using namespace coring;
 using namespace std::chrono_literals;
@@ -98,4 +100,65 @@ TEST_CASE("example programs reject bad arguments with usage and exit status 2") 
   auto st = bad_host.wait(5s);
   REQUIRE(st);
   CHECK(*st == 1);
+}
+
+TEST_CASE("echo_server --idle-timeout disconnects a silent client and keeps an active one") {
+  test::child server({test::example_path("ECHO_SERVER"), "--port", "0", "--idle-timeout", "0.2"});
+  int port = start_server(server);
+  io_context ctx;
+  auto body = [](io_context& ctx, int port) -> task<> {
+    auto to = address::ip("127.0.0.1", static_cast<std::uint16_t>(port));
+    coring::socket silent = co_await tcp_connect(ctx, to);
+    coring::socket active = co_await tcp_connect(ctx, to);
+    std::array<std::byte, 16> buf;
+    for (int i = 0; i < 8; ++i) {  // 8 x 50 ms: well past the idle timeout in total
+      co_await sleep_for(ctx, 50ms);
+      co_await active.send_all(test::bytes("tick"));
+      CHECK(co_await active.recv(buf).with_timeout(5s) == 4);
+    }
+    // The silent one was closed by the server: EOF.
+    CHECK(co_await silent.recv(buf).with_timeout(5s) == 0);
+  };
+  test::run(ctx, body(ctx, port));
+  server.signal(SIGTERM);
+  auto st = server.wait(5s);
+  REQUIRE(st);
+  CHECK(*st == 0);
+}
+
+TEST_CASE("echo_server shutdown sends what it already echoes intact, then ends the connection") {
+  // On SIGTERM the server shuts down each client's reading side: data it already received is
+  // still echoed, then the connection ends. The client sees an intact prefix of its data and
+  // then EOF (or a reset if some of its data was never read), and the server exits 0.
+  test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
+  int port = start_server(server);
+  io_context ctx;
+  auto body = [](io_context& ctx, int port, test::child& server) -> task<std::size_t> {
+    auto to = address::ip("127.0.0.1", static_cast<std::uint16_t>(port));
+    coring::socket c = co_await tcp_connect(ctx, to);
+    std::vector<std::byte> data(1 << 20);
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 13);
+    co_await c.send_all(data);
+    std::array<std::byte, 1> first;
+    CHECK(co_await c.recv(first) == 1);  // the echo is flowing
+    server.signal(SIGTERM);
+    std::string got(1, static_cast<char>(first[0]));
+    std::array<std::byte, 65536> buf;
+    for (;;) {
+      auto r = co_await as_result(c.recv(buf).with_timeout(10s));
+      if (!r || *r == 0) {
+        if (!r) CHECK(r.error() == std::errc::connection_reset);
+        break;
+      }
+      got.append(reinterpret_cast<const char*>(buf.data()), *r);
+    }
+    REQUIRE(got.size() <= data.size());
+    CHECK(std::memcmp(got.data(), data.data(), got.size()) == 0);
+    co_return got.size();
+  };
+  std::size_t n = test::run(ctx, body(ctx, port, server), 60s);
+  MESSAGE("echoed " << n << " bytes before the connection ended");
+  auto st = server.wait(5s);
+  REQUIRE(st);
+  CHECK(*st == 0);
 }

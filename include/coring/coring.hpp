@@ -12,4 +12,6 @@
 #include <coring/socket.hpp>
 #include <coring/sync_wait.hpp>
 #include <coring/task.hpp>
+#include <coring/task_group.hpp>
 #include <coring/timer.hpp>
+#include <coring/when_all.hpp>

@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: MIT
+// Description: when_all / when_any / with_timeout: run tasks concurrently; none outlives the call.
+#pragma once
+
+#include <coring/io_context.hpp>
+#include <coring/task.hpp>
+#include <coring/timer.hpp>
+
+#include <chrono>
+#include <concepts>
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <stop_token>
+#include <system_error>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+// TRICKY: clang <= 14 with -fsanitize=function (part of -fsanitize=undefined) fails with "error in
+// backend: Cannot represent a difference across sections" on coroutines that are templates or
+// inline (comdat), llvm/llvm-project#49689. Every header coroutine opts out of that one check.
+#ifndef CORING_NO_SANITIZE_FUNCTION
+#if defined(__clang__)
+#define CORING_NO_SANITIZE_FUNCTION __attribute__((no_sanitize("function")))
+#else
+#define CORING_NO_SANITIZE_FUNCTION
+#endif
+#endif
+
+namespace coring {
+
+/// Stands in for the result of a task<void> in when_all's tuple and when_any's variant.
+struct unit {
+  friend constexpr bool operator==(unit, unit) noexcept { return true; }
+};
+
+namespace detail {
+
+template <class T>
+using non_void_t = std::conditional_t<std::is_void_v<T>, unit, T>;
+
+template <class T>
+struct task_value {};
+template <class T>
+struct task_value<task<T>> {
+  using type = T;
+};
+
+/// A callable that takes a std::stop_token and returns a task<T> (when_any, with_timeout).
+template <class F>
+concept task_factory =
+    std::invocable<F&, std::stop_token> &&
+    requires { typename task_value<std::invoke_result_t<F&, std::stop_token>>::type; };
+
+/// The T of the task<T> that factory F returns.
+template <class F>
+using factory_value_t = typename task_value<std::invoke_result_t<F&, std::stop_token>>::type;
+
+/// Counts the unfinished children of one join (cppcoro's when_all_counter, single-threaded).
+///
+/// TRICKY: it starts at children + 1. The extra count belongs to the starter and is given up
+/// only after every child was started, so a child that finishes while its siblings are still
+/// being started (synchronously, or because a sibling woke it) can never resume the waiter
+/// from inside the starting loop. If all children finished during the start, the starter's own
+/// decrement reaches 0 and the waiter continues inline (await_suspend returns false): a loop of
+/// synchronously completing joins does not grow the stack (HAZARDS.md fact 11).
+class join_counter {
+ public:
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+
+  explicit join_counter(std::size_t children, std::stop_source* stop = nullptr) noexcept
+      : pending_(children + 1), stop_(stop) {}
+  join_counter(const join_counter&) = delete;
+  join_counter& operator=(const join_counter&) = delete;
+
+  /// Called by a child at its final suspend. Returns: the coroutine to transfer to (the waiter
+  /// once the last child finished, else noop).
+  std::coroutine_handle<> child_done(std::size_t index, const std::exception_ptr& error) noexcept {
+    if (first_ == none) {
+      first_ = index;
+      // TRICKY: request stop before giving up this child's count: a loser that its stop
+      // callback ends synchronously then cannot bring pending_ to 0 under our feet.
+      if (stop_ != nullptr) stop_->request_stop();
+    }
+    if (error && !first_error_) first_error_ = error;
+    if (--pending_ == 0) return waiter_;
+    return std::noop_coroutine();
+  }
+  /// Called by the starter after it started every child. Returns: true if the waiter must
+  /// suspend (some child is still running).
+  bool started_all() noexcept { return --pending_ != 0; }
+
+  void set_waiter(std::coroutine_handle<> h) noexcept { waiter_ = h; }
+  /// Index of the first child that finished (value or exception), or none.
+  std::size_t first() const noexcept { return first_; }
+  /// The exception of the first child that failed (in time, not in argument order).
+  const std::exception_ptr& first_error() const noexcept { return first_error_; }
+
+ private:
+  std::size_t pending_;
+  std::stop_source* stop_;
+  std::coroutine_handle<> waiter_{};
+  std::size_t first_ = none;
+  std::exception_ptr first_error_{};
+};
+
+/// The coroutine that runs one child of a join: it awaits the child's task, keeps its result
+/// or exception, and reports to the join_counter at its final suspend, where it stays until
+/// the join destroys it (the join owns it, so a child never outlives the join).
+template <class R>
+class [[nodiscard]] join_child {
+ public:
+  struct promise_type {
+    join_counter* counter_ = nullptr;
+    std::size_t index_ = 0;
+    std::optional<R> value_{};
+    std::exception_ptr error_{};
+
+    struct final_awaiter {
+      bool await_ready() const noexcept { return false; }
+      std::coroutine_handle<> await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+        promise_type& p = h.promise();
+        return p.counter_->child_done(p.index_, p.error_);
+      }
+      void await_resume() const noexcept {}
+    };
+
+    join_child get_return_object() noexcept {
+      return join_child{std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_always initial_suspend() const noexcept { return {}; }
+    final_awaiter final_suspend() const noexcept { return {}; }
+    template <class U>
+    void return_value(U&& v) {
+      value_.emplace(std::forward<U>(v));
+    }
+    void unhandled_exception() noexcept { error_ = std::current_exception(); }
+  };
+  using handle_type = std::coroutine_handle<promise_type>;
+
+  explicit join_child(handle_type h) noexcept : h_(h) {}
+  join_child(join_child&& o) noexcept : h_(std::exchange(o.h_, {})) {}
+  join_child& operator=(join_child&&) = delete;
+  join_child(const join_child&) = delete;
+  // LIFETIME: only ever destroyed unstarted or at its final suspend (the join waits for it).
+  ~join_child() {
+    if (h_) h_.destroy();
+  }
+
+  /// Attaches the child to its join and runs it until its first suspension.
+  void start(join_counter& c, std::size_t index) noexcept {
+    h_.promise().counter_ = &c;
+    h_.promise().index_ = index;
+    h_.resume();
+  }
+  /// Rethrows the child's exception, or moves its value out.
+  R take() {
+    promise_type& p = h_.promise();
+    if (p.error_) std::rethrow_exception(p.error_);
+    return std::move(*p.value_);
+  }
+
+ private:
+  handle_type h_;
+};
+
+template <class T>
+CORING_NO_SANITIZE_FUNCTION join_child<non_void_t<T>> await_child(task<T> t) {
+  if constexpr (std::is_void_v<T>) {
+    co_await std::move(t);
+    co_return unit{};
+  } else {
+    T v = co_await std::move(t);  // named: no non-trivial temporary around the co_await (L10)
+    co_return std::move(v);
+  }
+}
+
+template <class... R>
+void start_children(std::tuple<join_child<R>...>& kids, join_counter& c) noexcept {
+  std::size_t i = 0;
+  std::apply([&](auto&... k) { (k.start(c, i++), ...); }, kids);
+}
+template <class R>
+void start_children(std::vector<join_child<R>>& kids, join_counter& c) noexcept {
+  for (std::size_t i = 0; i < kids.size(); ++i) kids[i].start(c, i);
+}
+
+/// co_await join_all<Kids>{&counter, &kids}: starts every child, resumes when all finished.
+template <class Kids>
+struct join_all {
+  join_counter* counter;
+  Kids* kids;
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> waiter) const noexcept {
+    counter->set_waiter(waiter);
+    start_children(*kids, *counter);
+    return counter->started_all();
+  }
+  void await_resume() const noexcept {}
+};
+
+template <class... T>
+CORING_NO_SANITIZE_FUNCTION task<std::tuple<non_void_t<T>...>> when_all_impl(task<T>... ts) {
+  join_counter counter(sizeof...(T));
+  std::tuple<join_child<non_void_t<T>>...> kids{await_child(std::move(ts))...};
+  co_await join_all<decltype(kids)>{&counter, &kids};
+  if (counter.first_error()) std::rethrow_exception(counter.first_error());
+  std::tuple<non_void_t<T>...> out =
+      std::apply([](auto&... k) { return std::tuple<non_void_t<T>...>{k.take()...}; }, kids);
+  co_return std::move(out);
+}
+
+template <class T>
+using vector_result_t = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
+
+template <class T>
+CORING_NO_SANITIZE_FUNCTION task<vector_result_t<T>> when_all_vector(std::vector<task<T>> ts) {
+  join_counter counter(ts.size());
+  std::vector<join_child<non_void_t<T>>> kids;
+  kids.reserve(ts.size());
+  for (task<T>& t : ts) kids.push_back(await_child(std::move(t)));
+  co_await join_all<decltype(kids)>{&counter, &kids};
+  if (counter.first_error()) std::rethrow_exception(counter.first_error());
+  if constexpr (!std::is_void_v<T>) {
+    std::vector<T> out;
+    out.reserve(kids.size());
+    for (auto& k : kids) out.push_back(k.take());
+    co_return std::move(out);
+  }
+}
+
+/// Moves the result of child `first` into alternative `first` of V, or rethrows its exception.
+template <class V, class Kids, std::size_t... I>
+V take_first(Kids& kids, std::size_t first, std::index_sequence<I...>) {
+  std::optional<V> out;
+  auto take_if = [&]<std::size_t J>(std::integral_constant<std::size_t, J>) {
+    if (J == first) out.emplace(std::in_place_index<J>, std::get<J>(kids).take());
+  };
+  (take_if(std::integral_constant<std::size_t, I>{}), ...);
+  return std::move(*out);
+}
+
+/// Forwards a parent's stop request to the stop_source of a when_any.
+struct forward_stop {
+  std::stop_source* to;
+  void operator()() const noexcept { to->request_stop(); }
+};
+
+template <class... F>
+CORING_NO_SANITIZE_FUNCTION task<std::variant<non_void_t<factory_value_t<F>>...>> when_any_impl(
+    std::stop_token parent, F... fs) {
+  using result_type = std::variant<non_void_t<factory_value_t<F>>...>;
+  std::stop_source stop;
+  // LIFETIME: declared after `stop`, so it is unregistered before `stop` goes away.
+  std::optional<std::stop_callback<forward_stop>> link;
+  if (parent.stop_possible()) link.emplace(parent, forward_stop{&stop});
+  join_counter counter(sizeof...(F), &stop);
+  // The factories live in this frame until every child finished: capturing lambdas are safe.
+  std::tuple<join_child<non_void_t<factory_value_t<F>>>...> kids{
+      await_child(std::invoke(fs, stop.get_token()))...};
+  co_await join_all<decltype(kids)>{&counter, &kids};
+  result_type out =
+      take_first<result_type>(kids, counter.first(), std::index_sequence_for<F...>{});
+  co_return std::move(out);
+}
+
+/// The timer side of with_timeout: sleeps for d unless stop is requested first.
+CORING_NO_SANITIZE_FUNCTION inline task<> sleep_or_stop(io_context& ctx, std::chrono::nanoseconds d,
+                                                     std::stop_token tok) {
+  sleep_op op = sleep_for(ctx, d).with_stop(std::move(tok));
+  co_await op;
+}
+struct timeout_timer {
+  io_context* ctx;
+  std::chrono::nanoseconds d;
+  task<> operator()(std::stop_token tok) const { return sleep_or_stop(*ctx, d, std::move(tok)); }
+};
+
+template <class F>
+CORING_NO_SANITIZE_FUNCTION task<factory_value_t<F>> with_timeout_impl(
+    io_context& ctx, std::chrono::nanoseconds d, F f, std::stop_token parent) {
+  using T = factory_value_t<F>;
+  task<std::variant<non_void_t<T>, unit>> race =
+      when_any_impl(std::move(parent), std::move(f), timeout_timer{&ctx, d});
+  std::variant<non_void_t<T>, unit> r = co_await std::move(race);
+  if (r.index() == 1)
+    throw std::system_error(std::make_error_code(std::errc::timed_out), "with_timeout");
+  if constexpr (!std::is_void_v<T>) co_return std::get<0>(std::move(r));
+}
+
+}  // namespace detail
+
+/// Runs the tasks concurrently: each is started in turn (in argument order) and runs until its
+/// first suspension; then they interleave on the ring.
+/// Returns: a tuple of their values in argument order; a task<void> contributes coring::unit.
+/// Throws: the exception of the first child that failed (first in time), rethrown only after
+/// every child finished: no child outlives the call. Other children are not cancelled (use
+/// task_group or when_any for that).
+/// Note: allocates one small frame per child besides the children's own frames.
+template <class... T>
+[[nodiscard]] task<std::tuple<detail::non_void_t<T>...>> when_all(task<T>... ts) {
+  return detail::when_all_impl(std::move(ts)...);
+}
+
+/// Runs the tasks of a vector concurrently, as the variadic when_all.
+/// Returns: their values in vector order (std::vector<T>); for task<void>, nothing (task<void>).
+/// Throws: the first failure in time, after every child finished.
+/// Note: allocates the vector of child frames, one frame per child, and the result vector.
+template <class T>
+[[nodiscard]] task<detail::vector_result_t<T>> when_all(std::vector<task<T>> ts) {
+  return detail::when_all_vector(std::move(ts));
+}
+
+/// Races the tasks made by the factories `F(std::stop_token) -> task<T>`: each factory is
+/// called with the token of a stop_source owned by when_any and its task started in turn. The
+/// first child to finish (with a value or an exception) decides the outcome; when_any then
+/// requests stop and waits until every other child finished before it returns.
+/// Returns: std::variant of the children's values (void -> coring::unit), holding the first
+/// finisher's value at the finisher's index (variant::index(); duplicate types are fine).
+/// Throws: the first finisher's exception, after every child finished. Exceptions of the other
+/// children (operation_canceled or any other) are swallowed, and so is a loser's value that
+/// raced the cancel (a recv's bytes are then lost: keep them in the child if they matter).
+/// Note: cancellation reaches a child only through its token: its ops must use
+/// `.with_stop(tok)` (or it must poll tok). A child that ignores the token makes when_any wait
+/// until it finishes on its own. If a child finishes while the others are still being started,
+/// the rest start with stop already requested. The factories are kept in when_any's frame until
+/// it returns, so capturing lambdas are fine; name them before the co_await (STYLE L10).
+/// Stop requests are delivered on the calling thread (io_op cancels on its ring's thread only).
+template <class... F>
+  requires(sizeof...(F) > 0 && (detail::task_factory<std::decay_t<F>> && ...))
+[[nodiscard]] task<std::variant<detail::non_void_t<detail::factory_value_t<std::decay_t<F>>>...>>
+when_any(F&&... fs) {
+  return detail::when_any_impl(std::stop_token{}, std::forward<F>(fs)...);
+}
+
+/// As when_any(fs...), and a stop request on parent is forwarded to the children (for nesting a
+/// race inside a task_group or another race). Same thread only.
+template <class... F>
+  requires(sizeof...(F) > 0 && (detail::task_factory<std::decay_t<F>> && ...))
+[[nodiscard]] task<std::variant<detail::non_void_t<detail::factory_value_t<std::decay_t<F>>>...>>
+when_any(std::stop_token parent, F&&... fs) {
+  return detail::when_any_impl(std::move(parent), std::forward<F>(fs)...);
+}
+
+/// Bounds the whole task made by `f(std::stop_token) -> task<T>` by d: it races f's task
+/// against sleep_for(ctx, d) with when_any. On expiry stop is requested on f's token and, once
+/// f's task has ended, the call throws.
+/// Returns: the task's value if it finished first. Throws: std::system_error(std::errc::timed_out)
+/// on expiry (even if the task, cancelled late, still produced a value); the task's own
+/// exception if it failed first; operation_canceled if parent was stopped.
+/// Note: as when_any, the task must pass its token to its ops (`.with_stop(tok)`); parent, if
+/// given, forwards stop requests (same thread).
+template <class Rep, class Period, class F>
+  requires detail::task_factory<std::decay_t<F>>
+[[nodiscard]] task<detail::factory_value_t<std::decay_t<F>>> with_timeout(
+    io_context& ctx, std::chrono::duration<Rep, Period> d, F&& f, std::stop_token parent = {}) {
+  return detail::with_timeout_impl<std::decay_t<F>>(
+      ctx, std::chrono::duration_cast<std::chrono::nanoseconds>(d), std::forward<F>(f),
+      std::move(parent));
+}
+
+}  // namespace coring
