@@ -36,7 +36,7 @@ class nop_op : public detail::io_op<nop_op, int> {
 // into a buffer after io_uring_queue_exit returned (HAZARDS.md fact 9).
 class async_recv_op : public detail::io_op<async_recv_op, std::size_t> {
  public:
-  static constexpr const char* name = "async_recv";
+  [[maybe_unused]] static constexpr const char* name = "async_recv";
   async_recv_op(io_context& ctx, int fd, std::span<std::byte> buf) noexcept
       : io_op(ctx), fd_(fd), buf_(buf) {}
   void prep(io_uring_sqe& sqe) noexcept {
