@@ -78,7 +78,7 @@ result<socket> accept_next_op::await_resume_result() noexcept {
   if (!st_->fds.empty()) {
     int fd = st_->fds.front();
     st_->fds.erase(st_->fds.begin());
-    return socket::from_fd(*st_->ctx, fd);
+    return socket::adopt(*st_->ctx, fd);
   }
   // An error is reported once; the next accept() re-arms.
   return errno_code(std::exchange(st_->error, 0));

@@ -4,9 +4,14 @@
 
 #include <liburing.h>
 
+#include <coring/resolve.hpp>
+
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <string>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -80,6 +85,98 @@ void send_all_op::raise(std::error_code ec) const {
                       " bytes sent");
 }
 
+void send_to_op::prep(io_uring_sqe& sqe) noexcept {
+  // LIFETIME: msghdr and iovec live in the op, which stays put from here to the final CQE.
+  iov_ = iovec{const_cast<std::byte*>(buf_.data()), buf_.size()};
+  msg_ = msghdr{};
+  msg_.msg_name = to_.data();
+  msg_.msg_namelen = to_.size();
+  msg_.msg_iov = &iov_;
+  msg_.msg_iovlen = 1;
+  io_uring_prep_sendmsg(&sqe, fd_, &msg_, static_cast<unsigned>(flags_ | MSG_NOSIGNAL));
+}
+
+result<std::size_t> send_to_op::complete(int res, std::uint32_t) noexcept {
+  if (res < 0) return errno_code(-res);
+  return static_cast<std::size_t>(res);
+}
+
+void recv_from_op::prep(io_uring_sqe& sqe) noexcept {
+  iov_ = iovec{buf_.data(), buf_.size()};
+  msg_ = msghdr{};
+  msg_.msg_name = from_.data();
+  msg_.msg_namelen = address::capacity();
+  msg_.msg_iov = &iov_;
+  msg_.msg_iovlen = 1;
+  io_uring_prep_recvmsg(&sqe, fd_, &msg_, static_cast<unsigned>(flags_));
+}
+
+result<datagram> recv_from_op::complete(int res, std::uint32_t) noexcept {
+  if (res < 0) return errno_code(-res);
+  datagram d;
+  d.size = static_cast<std::size_t>(res);
+  // A connected stream leaves msg_namelen 0: from stays empty (AF_UNSPEC).
+  from_.resize(msg_.msg_namelen);
+  if (msg_.msg_namelen == 0) from_ = address{};
+  d.from = from_;
+  d.truncated = (msg_.msg_flags & MSG_TRUNC) != 0;
+  return d;
+}
+
+void send_msg_op::prep(io_uring_sqe& sqe) noexcept {
+  msg_ = msghdr{};
+  if (to_.family() != AF_UNSPEC) {
+    msg_.msg_name = to_.data();
+    msg_.msg_namelen = to_.size();
+  }
+  msg_.msg_iov = iov_.data();
+  msg_.msg_iovlen = iov_.size();
+  if (control_ && !control_->empty()) {
+    auto c = control_->bytes();
+    msg_.msg_control = const_cast<std::byte*>(c.data());
+    msg_.msg_controllen = c.size();
+  }
+  io_uring_prep_sendmsg(&sqe, fd_, &msg_, static_cast<unsigned>(flags_ | MSG_NOSIGNAL));
+}
+
+result<std::size_t> send_msg_op::complete(int res, std::uint32_t) noexcept {
+  if (res < 0) return errno_code(-res);
+  return static_cast<std::size_t>(res);
+}
+
+void recv_msg_op::prep(io_uring_sqe& sqe) noexcept {
+  msg_ = msghdr{};
+  msg_.msg_name = from_.data();
+  msg_.msg_namelen = address::capacity();
+  msg_.msg_iov = iov_.data();
+  msg_.msg_iovlen = iov_.size();
+  if (control_) {
+    control_->clear();
+    msg_.msg_control = control_->data();
+    msg_.msg_controllen = control_->capacity();
+  }
+  io_uring_prep_recvmsg(&sqe, fd_, &msg_, static_cast<unsigned>(flags_ | MSG_CMSG_CLOEXEC));
+}
+
+result<message_info> recv_msg_op::complete(int res, std::uint32_t) noexcept {
+  if (res < 0) return errno_code(-res);
+  if (control_) {
+    try {
+      if (auto ec = control_->adopt(msg_.msg_controllen, (msg_.msg_flags & MSG_CTRUNC) != 0))
+        return ec;
+    } catch (...) {  // bad_alloc while adopting: adopt() closed every descriptor
+      return make_error_code(std::errc::not_enough_memory);
+    }
+  }
+  message_info m;
+  m.size = static_cast<std::size_t>(res);
+  from_.resize(msg_.msg_namelen);
+  if (msg_.msg_namelen == 0) from_ = address{};
+  m.from = from_;
+  m.flags = msg_.msg_flags;
+  return m;
+}
+
 void close_op::prep(io_uring_sqe& sqe) noexcept { io_uring_prep_close(&sqe, fd_); }
 
 result<void> close_op::complete(int res, std::uint32_t) noexcept {
@@ -88,7 +185,6 @@ result<void> close_op::complete(int res, std::uint32_t) noexcept {
 }
 
 }  // namespace detail
-
 socket::socket(io_context& ctx, int family, int type, int protocol) : ctx_(&ctx) {
   fd_ = ::socket(family, type | SOCK_CLOEXEC, protocol);
   if (fd_ < 0) throw_errno(errno, "socket");
@@ -96,7 +192,60 @@ socket::socket(io_context& ctx, int family, int type, int protocol) : ctx_(&ctx)
 
 socket socket::from_fd(io_context& ctx, int fd) {
   if (fd < 0) throw_errno(EBADF, "socket::from_fd");
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) throw_errno(errno, "socket::from_fd");
   return socket(ctx, fd, nullptr);
+}
+
+namespace {
+int int_option(int fd, int name, const char* what) {
+  int v = 0;
+  socklen_t len = sizeof v;
+  if (::getsockopt(fd, SOL_SOCKET, name, &v, &len) < 0) throw_errno(errno, what);
+  return v;
+}
+}  // namespace
+
+int socket::family() const { return int_option(fd_, SO_DOMAIN, "getsockopt SO_DOMAIN"); }
+int socket::type() const { return int_option(fd_, SO_TYPE, "getsockopt SO_TYPE"); }
+int socket::protocol() const { return int_option(fd_, SO_PROTOCOL, "getsockopt SO_PROTOCOL"); }
+
+credentials socket::peer_credentials() const {
+  ucred u{};
+  socklen_t len = sizeof u;
+  if (::getsockopt(fd_, SOL_SOCKET, SO_PEERCRED, &u, &len) < 0)
+    throw_errno(errno, "getsockopt SO_PEERCRED");
+  return credentials{u.pid, u.uid, u.gid};
+}
+
+std::pair<socket, socket> socket_pair(io_context& ctx, int type, int family) {
+  int fds[2];
+  if (::socketpair(family, type | SOCK_CLOEXEC, 0, fds) < 0) throw_errno(errno, "socketpair");
+  return {socket::from_fd(ctx, fds[0]), socket::from_fd(ctx, fds[1])};
+}
+
+task<std::size_t> send_fds(socket& s, std::span<const int> fds, std::span<const std::byte> data) {
+  ancillary control;
+  control.add_fds(fds);
+  std::array<std::span<const std::byte>, 1> bufs{data};
+  std::size_t n = co_await s.send_msg(bufs, control);
+  co_return n;
+}
+
+task<received_fds> recv_fds(socket& s, std::span<std::byte> data, std::size_t max_fds) {
+  control_buffer control(control_buffer::space_for_fds(max_fds == 0 ? 1 : max_fds));
+  std::array<std::span<std::byte>, 1> bufs{data};
+  message_info m = co_await s.recv_msg(bufs, control);
+  received_fds out;
+  out.size = m.size;
+  out.flags = m.flags;
+  out.fds = std::move(control.fds());
+  if (out.fds.size() > max_fds) {  // CMSG_SPACE rounding can leave room for one more
+    out.fds.clear();
+    throw_error(errc::message_truncated, "recv_fds: more descriptors than max_fds");
+  }
+  co_return out;
 }
 
 socket& socket::operator=(socket&& o) noexcept {
@@ -175,9 +324,40 @@ task<socket> tcp_connect(io_context& ctx, address addr) {
   co_return s;
 }
 
-task<socket> tcp_connect(io_context& ctx, std::string_view host_port) {
-  // Not a coroutine: the text is parsed now, so it need not outlive the task.
-  return tcp_connect(ctx, address::parse(host_port));
+namespace {
+
+task<socket> tcp_connect_named(io_context& ctx, std::string host, std::string service) {
+  std::vector<address> addrs = co_await resolve(ctx, host, service, AF_UNSPEC, SOCK_STREAM);
+  std::exception_ptr last;
+  for (const address& a : addrs) {
+    try {
+      socket s = co_await tcp_connect(ctx, a);
+      co_return s;
+    } catch (const std::system_error&) {
+      last = std::current_exception();
+    }
+  }
+  if (last) std::rethrow_exception(last);
+  throw_error(errc::invalid_address, "tcp_connect " + host + ":" + service + ": no address");
 }
+
+}  // namespace
+
+task<socket> tcp_connect(io_context& ctx, std::string_view host_port) {
+  // Not a coroutine: the text is parsed (or copied) now, so it need not outlive the task.
+  try {
+    return tcp_connect(ctx, address::parse(host_port));
+  } catch (const std::system_error& e) {
+    if (e.code() != make_error_code(errc::invalid_address)) throw;
+    // A host name: split at the last ':'; "[name]:port" also accepted.
+    auto colon = host_port.rfind(':');
+    if (colon == std::string_view::npos || colon == 0 || colon + 1 == host_port.size()) throw;
+    std::string_view host = host_port.substr(0, colon);
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+      host = host.substr(1, host.size() - 2);
+    return tcp_connect_named(ctx, std::string(host), std::string(host_port.substr(colon + 1)));
+  }
+}
+
 
 }  // namespace coring

@@ -6,6 +6,7 @@
 #include <coring/address.hpp>
 #include <coring/buffer_ring.hpp>
 #include <coring/recv_stream.hpp>
+#include <coring/resolve.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 #include <coring/signal.hpp>

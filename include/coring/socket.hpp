@@ -7,20 +7,26 @@
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 namespace coring {
 
 class socket;
+class ancillary;
+class control_buffer;
 
 /// Typed socket options for socket::set_option / get_option.
 namespace sockopt {
@@ -45,6 +51,12 @@ using v6_only = boolean<IPPROTO_IPV6, IPV6_V6ONLY>;        ///< IPV6_V6ONLY
 using recv_buffer_size = integer<SOL_SOCKET, SO_RCVBUF>;   ///< SO_RCVBUF (kernel doubles it)
 using send_buffer_size = integer<SOL_SOCKET, SO_SNDBUF>;   ///< SO_SNDBUF (kernel doubles it)
 using error = integer<SOL_SOCKET, SO_ERROR>;               ///< SO_ERROR (read only)
+/// SO_PASSCRED: a Unix socket receives SCM_CREDENTIALS with every message (control_buffer).
+using pass_credentials = boolean<SOL_SOCKET, SO_PASSCRED>;
+/// IP_PKTINFO: an IPv4 datagram socket receives each datagram's destination and interface.
+using packet_info_v4 = boolean<IPPROTO_IP, IP_PKTINFO>;
+/// IPV6_RECVPKTINFO: an IPv6 datagram socket receives each datagram's destination and interface.
+using packet_info_v6 = boolean<IPPROTO_IPV6, IPV6_RECVPKTINFO>;
 /// SO_LINGER. `linger{true, 0}` makes close() send a reset (RST) instead of a FIN.
 struct linger {
   static constexpr int level = SOL_SOCKET, name = SO_LINGER;
@@ -52,6 +64,167 @@ struct linger {
   int seconds = 0;
 };
 }  // namespace sockopt
+
+/// A process's credentials, as SO_PEERCRED and SCM_CREDENTIALS carry them.
+struct credentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  friend bool operator==(const credentials&, const credentials&) = default;
+};
+
+/// Where a datagram arrived (IP_PKTINFO / IPV6_PKTINFO): its destination address (port 0) and
+/// the index of the interface it came in on.
+struct packet_info {
+  address destination;
+  unsigned interface_index = 0;
+};
+
+/// What recv_from() returns.
+struct datagram {
+  /// Bytes stored in the buffer (never more than its size, unless MSG_TRUNC was passed in
+  /// flags: then the kernel reports the datagram's full length here).
+  std::size_t size = 0;
+  /// The sender (empty/AF_UNSPEC for a connected stream or an unnamed Unix peer).
+  address from;
+  /// True if the datagram was longer than the buffer and its tail was discarded (MSG_TRUNC).
+  bool truncated = false;
+};
+
+/// What recv_msg() returns (the ancillary data goes to the control_buffer).
+struct message_info {
+  /// Bytes stored across the buffers (see datagram::size about MSG_TRUNC).
+  std::size_t size = 0;
+  /// The sender (empty for a connected stream or an unnamed Unix peer).
+  address from;
+  /// msg_flags as the kernel returned them (MSG_TRUNC, MSG_EOR, MSG_OOB, ...).
+  int flags = 0;
+  /// True if the datagram was longer than the buffers (MSG_TRUNC in flags).
+  bool truncated() const noexcept { return (flags & MSG_TRUNC) != 0; }
+};
+
+/// An owned file descriptor (of any kind): closes it on destruction. Move-only.
+class unique_fd {
+ public:
+  unique_fd() noexcept = default;
+  /// Takes ownership of fd (-1: empty).
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& o) noexcept : fd_(o.release()) {}
+  unique_fd& operator=(unique_fd&& o) noexcept {
+    if (this != &o) reset(o.release());
+    return *this;
+  }
+  unique_fd(const unique_fd&) = delete;
+  unique_fd& operator=(const unique_fd&) = delete;
+  ~unique_fd() { reset(); }
+  /// The descriptor, or -1.
+  int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  /// Gives up ownership. Returns: the descriptor.
+  [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
+  /// Closes the held descriptor (errors ignored) and takes fd.
+  void reset(int fd = -1) noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+/// Ancillary data (control messages) to send with socket::send_msg, built in typed steps:
+/// `coring::ancillary a; a.add_fds(fds).add_credentials();`
+/// Note: owns its (heap) bytes; it must stay alive and unchanged until the send_msg co_await
+/// that uses it completes. Descriptors added by add_fds are not owned: they must stay open
+/// until then too (the kernel duplicates them into the receiver).
+class ancillary {
+ public:
+  ancillary() = default;
+  /// Appends a control message with an arbitrary level, type and payload.
+  /// Returns: *this. Throws: std::bad_alloc.
+  ancillary& add(int level, int type, std::span<const std::byte> payload);
+  /// Appends SCM_RIGHTS carrying fds (the receiver gets duplicates). Returns: *this.
+  /// Throws: std::system_error(EINVAL) for more than 253 descriptors (SCM_MAX_FD).
+  ancillary& add_fds(std::span<const int> fds);
+  /// Appends SCM_CREDENTIALS with the caller's pid, uid and gid (the kernel checks them;
+  /// root may send others). Returns: *this.
+  ancillary& add_credentials();
+  /// Appends SCM_CREDENTIALS with explicit values (privileged unless they are the caller's).
+  ancillary& add_credentials(const credentials& c);
+  /// Appends IP_PKTINFO (IPv4 source) or IPV6_PKTINFO (IPv6 source): the datagram is sent
+  /// from source (port ignored) via interface_index (0: routing decides).
+  /// Throws: std::system_error(errc::wrong_family) if source is not IPv4 or IPv6.
+  ancillary& add_packet_info(const address& source, unsigned interface_index = 0);
+  /// The encoded control bytes (msg_control / msg_controllen).
+  std::span<const std::byte> bytes() const noexcept { return {buf_.data(), buf_.size()}; }
+  bool empty() const noexcept { return buf_.empty(); }
+  /// Removes every message.
+  void clear() noexcept { buf_.clear(); }
+
+ private:
+  std::vector<std::byte> buf_;  // heap blocks are aligned for cmsghdr
+};
+
+/// The result of parsing received control bytes (parse_control). Descriptors are raw numbers:
+/// the parser takes no ownership (control_buffer adopts them).
+struct parsed_control {
+  std::vector<int> fds;                     ///< every SCM_RIGHTS descriptor, in order
+  std::optional<credentials> creds;         ///< the last SCM_CREDENTIALS
+  std::optional<packet_info> pktinfo;       ///< the last IP_PKTINFO / IPV6_PKTINFO
+  std::size_t other = 0;                    ///< well-formed messages of other kinds (skipped)
+  bool malformed = false;                   ///< a header was cut short or its length lied
+};
+
+/// Parses len bytes of received control messages (msg_control after recvmsg), defensively:
+/// any byte string is accepted; a header whose cmsg_len is too small or runs past len stops
+/// the walk and sets malformed. Pure: no system calls, no ownership taken.
+/// Returns: the typed contents. Throws: std::bad_alloc only.
+/// Note: control must be aligned for cmsghdr (alignof(std::max_align_t) is enough) if len > 0.
+parsed_control parse_control(const void* control, std::size_t len);
+
+/// Caller-owned storage for the control messages recv_msg receives, and their parsed, owned
+/// contents after each recv_msg: fds() (SCM_RIGHTS, CLOEXEC), credentials() (SCM_CREDENTIALS),
+/// packet_info() (IP_PKTINFO / IPV6_PKTINFO). Reusable; each recv_msg replaces the contents
+/// (closing descriptors nobody took).
+/// Note: must stay alive and unmoved until the recv_msg co_await that uses it completes.
+class control_buffer {
+ public:
+  /// Room for capacity bytes of control messages; space_for_fds(n) etc. help size it.
+  explicit control_buffer(std::size_t capacity = 512);
+  control_buffer(control_buffer&&) noexcept = default;
+  control_buffer& operator=(control_buffer&&) noexcept = default;
+  /// Bytes needed for one SCM_RIGHTS message with n descriptors (CMSG_SPACE).
+  static std::size_t space_for_fds(std::size_t n) noexcept;
+  /// Bytes needed for one SCM_CREDENTIALS message.
+  static std::size_t space_for_credentials() noexcept;
+  /// Bytes needed for one IPV6_PKTINFO (also enough for IP_PKTINFO) message.
+  static std::size_t space_for_packet_info() noexcept;
+
+  /// Descriptors received by the last recv_msg (owned, CLOEXEC); move them out to keep them.
+  std::vector<unique_fd>& fds() noexcept { return fds_; }
+  /// Credentials received by the last recv_msg (needs sockopt::pass_credentials).
+  const std::optional<credentials>& creds() const noexcept { return creds_; }
+  /// Destination and interface of the last datagram (needs sockopt::packet_info_v4/_v6).
+  const std::optional<packet_info>& pktinfo() const noexcept { return pktinfo_; }
+  /// Capacity in bytes.
+  std::size_t capacity() const noexcept { return storage_.size() * sizeof(std::max_align_t); }
+  /// Raw bytes the kernel wrote last time (for control messages coring does not type).
+  std::span<const std::byte> raw() const noexcept {
+    return std::as_bytes(std::span(storage_)).first(used_);
+  }
+
+  // ---- for recv_msg_op ----
+  void* data() noexcept { return storage_.data(); }
+  /// Drops the previous contents (closing descriptors) before a new receive.
+  void clear() noexcept;
+  /// Adopts what the kernel wrote. Returns: errc::message_truncated if ctrunc (all arrived
+  /// descriptors closed), or success.
+  std::error_code adopt(std::size_t used, bool ctrunc);
+
+ private:
+  std::vector<std::max_align_t> storage_;  // LIFETIME: msg_control points here during recv_msg
+  std::size_t used_ = 0;
+  std::vector<unique_fd> fds_;
+  std::optional<credentials> creds_;
+  std::optional<packet_info> pktinfo_;
+};
 
 namespace detail {
 
@@ -140,6 +313,109 @@ class send_all_op : public io_op<send_all_op, std::size_t> {
   std::size_t sent_ = 0;
 };
 
+/// co_await s.send_to(buf, to): IORING_OP_SENDMSG with msg_name, MSG_NOSIGNAL.
+class send_to_op : public io_op<send_to_op, std::size_t> {
+ public:
+  static constexpr const char* name = "send_to";
+  send_to_op(io_context& ctx, int fd, std::span<const std::byte> buf, const address& to,
+             int flags) noexcept
+      : io_op(ctx), fd_(fd), buf_(buf), to_(to), flags_(flags) {}
+  send_to_op(send_to_op&&) noexcept = default;
+  void prep(io_uring_sqe& sqe) noexcept;
+  result<std::size_t> complete(int res, std::uint32_t flags) noexcept;
+
+ private:
+  int fd_;
+  std::span<const std::byte> buf_;
+  address to_;  // LIFETIME: a copy; msghdr and iovec are rebuilt in prep (the op may have moved)
+  int flags_;
+  msghdr msg_{};
+  iovec iov_{};
+};
+
+/// co_await s.recv_from(buf): IORING_OP_RECVMSG with msg_name.
+class recv_from_op : public io_op<recv_from_op, datagram> {
+ public:
+  static constexpr const char* name = "recv_from";
+  recv_from_op(io_context& ctx, int fd, std::span<std::byte> buf, int flags) noexcept
+      : io_op(ctx), fd_(fd), buf_(buf), flags_(flags) {}
+  recv_from_op(recv_from_op&&) noexcept = default;
+  void prep(io_uring_sqe& sqe) noexcept;
+  result<datagram> complete(int res, std::uint32_t flags) noexcept;
+
+ private:
+  int fd_;
+  std::span<std::byte> buf_;
+  int flags_;
+  address from_{};
+  msghdr msg_{};
+  iovec iov_{};
+};
+
+/// Scatter/gather list of a send_msg / recv_msg: a few iovecs inline, more on the heap.
+class iovec_list {
+ public:
+  iovec_list() noexcept = default;
+  template <class Span>
+  explicit iovec_list(std::span<const Span> bufs) {
+    iovec* out = bufs.size() <= inline_.size() ? inline_.data() : (heap_.resize(bufs.size()), heap_.data());
+    for (std::size_t i = 0; i < bufs.size(); ++i)
+      out[i] = iovec{const_cast<std::byte*>(bufs[i].data()), bufs[i].size()};
+    size_ = bufs.size();
+  }
+  iovec_list(iovec_list&&) noexcept = default;
+  iovec* data() noexcept { return heap_.empty() ? inline_.data() : heap_.data(); }
+  std::size_t size() const noexcept { return size_; }
+
+ private:
+  std::array<iovec, 4> inline_{};
+  std::vector<iovec> heap_;
+  std::size_t size_ = 0;
+};
+
+/// co_await s.send_msg(bufs, control, to): IORING_OP_SENDMSG, MSG_NOSIGNAL.
+class send_msg_op : public io_op<send_msg_op, std::size_t> {
+ public:
+  static constexpr const char* name = "send_msg";
+  send_msg_op(io_context& ctx, int fd, std::span<const std::span<const std::byte>> bufs,
+              const ancillary* control, const address* to, int flags)
+      : io_op(ctx), fd_(fd), iov_(bufs), control_(control), flags_(flags) {
+    if (to) to_ = *to;
+  }
+  send_msg_op(send_msg_op&&) noexcept = default;
+  void prep(io_uring_sqe& sqe) noexcept;
+  result<std::size_t> complete(int res, std::uint32_t flags) noexcept;
+
+ private:
+  int fd_;
+  iovec_list iov_;
+  const ancillary* control_;  // caller's; may be null
+  address to_{};              // AF_UNSPEC: no msg_name
+  int flags_;
+  msghdr msg_{};
+};
+
+/// co_await s.recv_msg(bufs, control): IORING_OP_RECVMSG with msg_name and msg_control,
+/// MSG_CMSG_CLOEXEC.
+class recv_msg_op : public io_op<recv_msg_op, message_info> {
+ public:
+  static constexpr const char* name = "recv_msg";
+  recv_msg_op(io_context& ctx, int fd, std::span<const std::span<std::byte>> bufs,
+              control_buffer* control, int flags)
+      : io_op(ctx), fd_(fd), iov_(bufs), control_(control), flags_(flags) {}
+  recv_msg_op(recv_msg_op&&) noexcept = default;
+  void prep(io_uring_sqe& sqe) noexcept;
+  result<message_info> complete(int res, std::uint32_t flags) noexcept;
+
+ private:
+  int fd_;
+  iovec_list iov_;
+  control_buffer* control_;  // caller's; may be null (then no control data is received)
+  int flags_;
+  address from_{};
+  msghdr msg_{};
+};
+
 /// co_await s.close(): IORING_OP_CLOSE.
 class close_op : public io_op<close_op, void> {
  public:
@@ -171,8 +447,14 @@ class socket {
   /// Opens a socket (CLOEXEC): family AF_INET/AF_INET6/AF_UNIX, type SOCK_STREAM/SOCK_DGRAM/
   /// SOCK_SEQPACKET/SOCK_RAW. Throws: std::system_error (errno, "socket").
   socket(io_context& ctx, int family, int type, int protocol = 0);
-  /// Adopts an open descriptor (takes ownership). Throws: std::system_error(EBADF) if fd < 0.
+  /// Adopts an open socket descriptor (takes ownership once it returns; family(), type() and
+  /// protocol() then read back what it is).
+  /// Throws: std::system_error(EBADF) if fd < 0, std::system_error(ENOTSOCK) if fd is not a
+  /// socket (fd is then still the caller's).
   static socket from_fd(io_context& ctx, int fd);
+  /// Adopts fd without any check or syscall (for descriptors known to be sockets, such as
+  /// those an accept returned). Takes ownership.
+  static socket adopt(io_context& ctx, int fd) noexcept { return socket(ctx, fd, nullptr); }
   socket(socket&& o) noexcept : ctx_(o.ctx_), fd_(std::exchange(o.fd_, -1)) {}
   socket& operator=(socket&& o) noexcept;
   socket(const socket&) = delete;
@@ -219,6 +501,54 @@ class socket {
   [[nodiscard]] detail::send_all_op send_all(std::string_view text, int flags = 0) noexcept {
     return send_all(std::as_bytes(std::span(text.data(), text.size())), flags);
   }
+  /// Sends one datagram to `to` (sendto; IORING_OP_SENDMSG, MSG_NOSIGNAL). Works on any
+  /// socket type; on a connected one `to` must match the peer or be ignored, as the kernel says.
+  /// Returns: bytes sent. Throws: std::system_error (errno, e.g. EMSGSIZE, ECONNREFUSED after an
+  /// ICMP error on a connected socket, EAFNOSUPPORT for a wrong-family `to`).
+  /// Note: buf must stay valid until the co_await completes; `to` is copied into the operation.
+  [[nodiscard]] detail::send_to_op send_to(std::span<const std::byte> buf, const address& to,
+                                           int flags = 0) noexcept {
+    return {*ctx_, fd_, buf, to, flags};
+  }
+  /// Receives one datagram and its sender (recvfrom; IORING_OP_RECVMSG). A datagram longer
+  /// than buf is truncated, not an error: the result has truncated == true and size ==
+  /// buf.size() (pass MSG_TRUNC in flags to get the full length in size instead, which may then
+  /// exceed buf.size(); on a TCP socket MSG_TRUNC discards data, as recv(2) says).
+  /// MSG_PEEK and MSG_WAITALL pass through.
+  /// Returns: datagram{size, from, truncated}; size 0 with an empty datagram or at EOF.
+  /// Throws: std::system_error (errno; operation_canceled on cancel).
+  /// Note: buf must stay valid until the co_await completes.
+  [[nodiscard]] detail::recv_from_op recv_from(std::span<std::byte> buf, int flags = 0) noexcept {
+    return {*ctx_, fd_, buf, flags};
+  }
+  /// Sends a message gathered from buffers, with ancillary data (SCM_RIGHTS, SCM_CREDENTIALS,
+  /// IP_PKTINFO, ...) and an optional destination (sendmsg; IORING_OP_SENDMSG, MSG_NOSIGNAL).
+  /// Returns: bytes sent (on a stream socket possibly fewer than the total).
+  /// Throws: std::system_error (errno, e.g. EPERM for foreign credentials, EBADF for a closed
+  /// descriptor in SCM_RIGHTS); std::bad_alloc when more than 4 buffers need heap iovecs.
+  /// Note: the buffers, the span of buffers' pointees, and control must stay valid until the
+  /// co_await completes (the iovec array and *to are copied into the operation).
+  [[nodiscard]] detail::send_msg_op send_msg(std::span<const std::span<const std::byte>> buffers,
+                                             const ancillary& control, const address* to = nullptr,
+                                             int flags = 0) {
+    return {*ctx_, fd_, buffers, &control, to, flags};
+  }
+  /// Receives a message scattered into buffers, with its sender and its ancillary data, which
+  /// lands, parsed and owned, in control (recvmsg; IORING_OP_RECVMSG with MSG_CMSG_CLOEXEC, so
+  /// received descriptors are close-on-exec). MSG_PEEK and MSG_WAITALL pass through (with a
+  /// control buffer the kernel may still end a MSG_WAITALL stream receive early, as seen on
+  /// Linux 6.18 over a Unix stream: loop if you need every byte).
+  /// Returns: message_info{size, from, flags}; a datagram longer than the buffers is
+  /// truncated and reported by truncated(), not thrown.
+  /// Throws: std::system_error(errc::message_truncated) if the control messages did not fit
+  /// control (MSG_CTRUNC; descriptors that did arrive are closed, the data is consumed);
+  /// std::system_error (errno).
+  /// Note: the buffers and control must stay valid (and control unmoved) until the co_await
+  /// completes; the iovec array is copied into the operation.
+  [[nodiscard]] detail::recv_msg_op recv_msg(std::span<const std::span<std::byte>> buffers,
+                                             control_buffer& control, int flags = 0) {
+    return {*ctx_, fd_, buffers, &control, flags};
+  }
   /// Closes the descriptor on the ring; the socket is empty at once. Idempotent.
   /// Throws: std::system_error (errno, "close").
   [[nodiscard]] detail::close_op close() noexcept { return {*ctx_, std::exchange(fd_, -1)}; }
@@ -242,6 +572,18 @@ class socket {
   /// holds the port the kernel picked. Throws: std::system_error (errno).
   address sock_name() const;
   io_context& context() const noexcept { return *ctx_; }
+  /// The socket's address family (getsockopt SO_DOMAIN): AF_INET, AF_INET6, AF_UNIX, ...
+  /// Throws: std::system_error (errno, e.g. EBADF when empty).
+  int family() const;
+  /// The socket type (SO_TYPE): SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET, SOCK_RAW.
+  /// Throws: std::system_error (errno).
+  int type() const;
+  /// The protocol (SO_PROTOCOL), e.g. IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP; 0 for AF_UNIX.
+  /// Throws: std::system_error (errno).
+  int protocol() const;
+  /// The credentials of the connected Unix peer, as they were at connect/socketpair time
+  /// (SO_PEERCRED). Throws: std::system_error (errno, e.g. ENOTCONN).
+  credentials peer_credentials() const;
 
   /// Sets a typed option: `s.set_option(sockopt::no_delay{true})`.
   /// Throws: std::system_error (errno, "setsockopt").
@@ -285,14 +627,45 @@ class socket {
   int fd_ = -1;
 };
 
+/// Creates a connected pair of Unix sockets (socketpair, CLOEXEC): type SOCK_STREAM,
+/// SOCK_DGRAM or SOCK_SEQPACKET. Returns: the two ends.
+/// Throws: std::system_error (errno, "socketpair").
+std::pair<socket, socket> socket_pair(io_context& ctx, int type = SOCK_STREAM, int family = AF_UNIX);
+
+/// Sends data plus the descriptors fds in one SCM_RIGHTS message (Python's socket.send_fds).
+/// Returns: bytes of data sent (data must not be empty on a stream socket: the descriptors ride
+/// on the data). Throws: std::system_error (errno, e.g. EBADF for a closed descriptor).
+/// Note: s, fds and data must stay valid until the task completes; the descriptors stay the
+/// caller's (the receiver gets duplicates).
+[[nodiscard]] task<std::size_t> send_fds(socket& s, std::span<const int> fds,
+                                         std::span<const std::byte> data);
+
+/// What recv_fds() returns.
+struct received_fds {
+  std::size_t size = 0;          ///< bytes of data stored in the buffer
+  std::vector<unique_fd> fds;    ///< received descriptors, owned and CLOEXEC
+  int flags = 0;                 ///< msg_flags (MSG_TRUNC when the data did not fit)
+};
+/// Receives data and up to max_fds descriptors (Python's socket.recv_fds).
+/// Returns: received_fds. Throws: std::system_error(errc::message_truncated) if more than
+/// max_fds descriptors came (all of them are closed; the data is consumed); std::system_error
+/// (errno). Note: s and data must stay valid until the task completes.
+[[nodiscard]] task<received_fds> recv_fds(socket& s, std::span<std::byte> data,
+                                          std::size_t max_fds);
+
 /// Opens a TCP listener on "host:port" (numeric host; port 0 picks a free one) with
 /// SO_REUSEADDR. Read the chosen port back with sock_name().port().
 /// Throws: std::system_error (errc::invalid_address, or the errno of socket/bind/listen).
 socket tcp_listen(io_context& ctx, std::string_view host_port, int backlog = SOMAXCONN);
 /// As above, for an address.
 socket tcp_listen(io_context& ctx, const address& addr, int backlog = SOMAXCONN);
-/// Connects a new TCP socket to "host:port" (numeric host) or to addr, with TCP_NODELAY.
-/// Throws: std::system_error (errc::invalid_address, or the errno, e.g. ECONNREFUSED).
+/// Connects a new TCP socket, with TCP_NODELAY, to addr or to "host:port". A numeric host is
+/// used as is; a name ("localhost:9000", "[name]:port" also works) is looked up with
+/// coring::resolve (off the ring's thread) and each address is tried in turn.
+/// Returns: the connected socket.
+/// Throws: std::system_error: errc::invalid_address (no port), resolve_category() (lookup
+/// failed), or the errno of the last address tried (e.g. ECONNREFUSED).
+/// Note: host_port is copied before the first suspension; it need not outlive the call.
 [[nodiscard]] task<socket> tcp_connect(io_context& ctx, std::string_view host_port);
 [[nodiscard]] task<socket> tcp_connect(io_context& ctx, address addr);
 

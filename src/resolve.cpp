@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: MIT
+// Description: resolve: getaddrinfo on a helper thread; the ring reads an eventfd to wake up.
+#include <coring/detail/op.hpp>
+#include <coring/resolve.hpp>
+
+#include <liburing.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <netdb.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+namespace coring {
+
+namespace {
+
+class resolve_category_impl : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "resolve"; }
+  std::string message(int ev) const override { return ::gai_strerror(ev); }
+};
+
+/// The lookup's state, shared by the awaiting coroutine and the helper thread: whichever lets go
+/// last closes the eventfd.
+struct lookup {
+  std::string host, service;
+  int family = AF_UNSPEC, type = 0;
+  int efd = -1;
+  int gai = 0, sys_errno = 0;
+  std::vector<address> addrs;
+  ~lookup() {
+    if (efd >= 0) ::close(efd);
+  }
+  void run() noexcept {
+    addrinfo hints{};
+    hints.ai_family = family;
+    hints.ai_socktype = type;
+    addrinfo* res = nullptr;
+    gai = ::getaddrinfo(host.empty() ? nullptr : host.c_str(),
+                        service.empty() ? "0" : service.c_str(), &hints, &res);
+    if (gai == EAI_SYSTEM) sys_errno = errno;
+    try {
+      for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
+        address a(ai->ai_addr, ai->ai_addrlen);
+        bool seen = false;
+        for (const address& b : addrs) seen = seen || b == a;
+        if (!seen) addrs.push_back(a);
+      }
+    } catch (...) {
+      gai = EAI_MEMORY;
+      addrs.clear();
+    }
+    if (res) ::freeaddrinfo(res);
+    // The write publishes the fields above (the reader's read of the eventfd synchronizes).
+    std::uint64_t one = 1;
+    while (::write(efd, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+};
+
+/// co_await: IORING_OP_READ of the eventfd's 8-byte counter.
+class eventfd_read_op : public detail::io_op<eventfd_read_op, void> {
+ public:
+  static constexpr const char* name = "resolve: eventfd read";
+  eventfd_read_op(io_context& ctx, int fd) noexcept : io_op(ctx), fd_(fd) {}
+  eventfd_read_op(eventfd_read_op&&) noexcept = default;
+  void prep(io_uring_sqe& sqe) noexcept { io_uring_prep_read(&sqe, fd_, &value_, sizeof value_, 0); }
+  result<void> complete(int res, std::uint32_t) noexcept {
+    if (res < 0) return errno_code(-res);
+    return {};
+  }
+
+ private:
+  int fd_;
+  std::uint64_t value_ = 0;  // LIFETIME: the kernel writes it; lives in the op
+};
+
+}  // namespace
+
+const std::error_category& resolve_category() noexcept {
+  static const resolve_category_impl cat;
+  return cat;
+}
+
+task<std::vector<address>> resolve(io_context& ctx, std::string host, std::string service,
+                                   int family, int type) {
+  auto job = std::make_shared<lookup>();
+  job->host = std::move(host);
+  job->service = std::move(service);
+  job->family = family;
+  job->type = type;
+  job->efd = ::eventfd(0, EFD_CLOEXEC);
+  if (job->efd < 0) throw_errno(errno, "resolve: eventfd");
+  // TRICKY: the thread holds its own reference: if this frame is destroyed while getaddrinfo
+  // runs (io_context teardown cancels the read), the thread still writes to a live eventfd and
+  // the last owner closes it.
+  std::thread([job] { job->run(); }).detach();
+  co_await eventfd_read_op(ctx, job->efd);
+  if (job->gai == EAI_SYSTEM)
+    throw_errno(job->sys_errno, ("resolve " + job->host + ":" + job->service).c_str());
+  if (job->gai != 0)
+    throw_error(std::error_code(job->gai, resolve_category()),
+                "resolve " + job->host + ":" + job->service);
+  co_return std::move(job->addrs);
+}
+
+}  // namespace coring
