@@ -17,18 +17,21 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <string_view>
 
 namespace {
 
 const char* usage =
-    "usage: chat_server [--host ADDR] [--port N]\n"
+    "usage: chat_server [--host ADDR] [--port N] [--idle-timeout SECONDS] [--grace SECONDS]\n"
     "  Replies \"ack: <message>\\n\" to every line a client sends and prints \"<peer>: <message>\";\n"
     "  logs connects and disconnects. Serves many clients at once. Lines over 64 KiB get\n"
     "  \"error: line too long\" and that client is disconnected. Default 127.0.0.1:9000;\n"
-    "  --port 0 picks a free port. Prints the address it listens on; exits 0 on SIGINT or\n"
-    "  SIGTERM.\n";
+    "  --port 0 picks a free port. Prints the address it listens on. On SIGINT or SIGTERM it\n"
+    "  stops accepting, acks the messages it already received (at most --grace seconds,\n"
+    "  default 2), closes its clients and exits 0. --idle-timeout disconnects clients silent\n"
+    "  for that long (\"<peer> disconnected: idle for too long\"; default: off).\n";
 
 constexpr std::size_t max_line = 64 * 1024;
 constexpr auto idle_flush = std::chrono::milliseconds(200);
@@ -72,18 +75,37 @@ coring::task<> acknowledge(coring::socket& s, std::string_view peer, std::string
   co_await s.send_all(reply);
 }
 
-// Serves one client until EOF. Returns: why it ended ("" for an orderly EOF).
-coring::task<std::string> chat(coring::socket& s, std::string_view peer) {
+// Serves one client until EOF. idle > 0: a client silent for longer than idle (counted from
+// the last bytes it sent) is dropped. Returns: why it ended ("" for an orderly EOF).
+coring::task<std::string> chat(coring::socket& s, std::string_view peer,
+                               std::chrono::nanoseconds idle) {
+  using clock = std::chrono::steady_clock;
   std::string pending;  // received bytes after the last '\n'
   std::array<std::byte, 4096> buf;
+  auto last_heard = clock::now();
+  bool idle_too_long = false;
   for (;;) {
+    // How long this recv may wait, and what its timeout means: the partial-line flush (see the
+    // rule above) or the client's idle limit, whichever comes first. No limit: wait for ever.
+    std::optional<std::chrono::nanoseconds> limit;
+    bool flush = false;
+    if (idle.count() > 0) {
+      limit = last_heard + idle - clock::now();
+      idle_too_long = limit->count() <= 0;
+      if (idle_too_long) break;
+    }
+    if (!pending.empty() && (!limit || idle_flush < *limit)) {
+      limit = idle_flush;
+      flush = true;
+    }
     std::size_t n = 0;
-    if (pending.empty()) {
+    if (!limit) {
       n = co_await s.recv(buf);
     } else {
-      // A partial line is waiting: give the rest idle_flush to arrive (see the rule above).
-      auto r = co_await coring::as_result(s.recv(buf).with_timeout(idle_flush));
+      auto r = co_await coring::as_result(s.recv(buf).with_timeout(*limit));
       if (!r && r.error() == std::errc::timed_out) {
+        idle_too_long = !flush;
+        if (idle_too_long) break;
         co_await acknowledge(s, peer, pending);
         pending.clear();
         continue;
@@ -92,6 +114,7 @@ coring::task<std::string> chat(coring::socket& s, std::string_view peer) {
       n = *r;
     }
     if (n == 0) break;
+    last_heard = clock::now();
     pending.append(reinterpret_cast<const char*>(buf.data()), n);
     std::size_t start = 0;
     for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
@@ -105,48 +128,64 @@ coring::task<std::string> chat(coring::socket& s, std::string_view peer) {
       co_return "line too long";
     }
   }
-  if (!pending.empty()) co_await acknowledge(s, peer, pending);  // unterminated last line
-  co_return "";
+  // The unterminated last line (before EOF, or before dropping an idle client) is a message too.
+  if (!pending.empty()) co_await acknowledge(s, peer, pending);
+  co_return idle_too_long ? "idle for too long" : "";
 }
 
+struct server {
+  coring::io_context& ctx;
+  std::chrono::nanoseconds idle;  // 0: no idle timeout
+  example::client_list clients;   // the live clients, so that shutdown can reach them
+  bool accepting = false;         // the accept loop is still running
+};
+
 // Errors (a reset, a broken pipe, garbage) end this client only; the others go on.
-coring::task<> serve_client(coring::socket s) {
+coring::task<> serve_client(server& srv, coring::socket s) {
+  example::client_list::node me(srv.clients, s);  // on the list while this client is served
   std::string peer = "?";
   std::string why;
   try {
     peer = s.peer_name().to_string();  // throws ENOTCONN if the client is already gone
     say(peer + " connected");
-    why = co_await chat(s, peer);
+    why = co_await chat(s, peer, srv.idle);
   } catch (const std::system_error& e) {
     why = e.code().message();
   }
   say(peer + " disconnected" + (why.empty() ? "" : ": " + why));
 }
 
-coring::task<> accept_loop(coring::io_context& ctx, coring::socket listener) {
-  for (;;) {
+coring::task<> accept_loop(server& srv, coring::socket& listener) {
+  while (!srv.clients.closing) {
     auto client = co_await coring::as_result(listener.accept());
     if (client) {
-      ctx.spawn(serve_client(std::move(*client)));  // a coroutine per client
+      srv.ctx.spawn(serve_client(srv, std::move(*client)));  // a coroutine per client
     } else if (client.error() == std::errc::too_many_files_open ||
                client.error() == std::errc::too_many_files_open_in_system ||
                client.error() == std::errc::not_enough_memory ||
                client.error() == std::errc::no_buffer_space) {
       // Out of descriptors or memory: the connection stays in the backlog; back off, retry.
       std::fprintf(stderr, "accept: %s; pausing 100 ms\n", client.error().message().c_str());
-      co_await coring::sleep_for(ctx, std::chrono::milliseconds(100));
+      co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(100));
     } else if (client.error() == std::errc::operation_canceled) {
-      co_return;
+      break;  // shutting down
     } else {
       std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
     }
   }
+  srv.accepting = false;
 }
 
-coring::task<> stop_on_signal(coring::io_context& ctx, coring::signal_set& signals) {
+// Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text): each client
+// sees EOF on its reading side, so its pending partial line is acked before it is closed.
+coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
+                   std::chrono::nanoseconds grace) {
+  srv.accepting = true;
+  srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
   std::fprintf(stderr, "chat_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  ctx.stop();
+  listener.cancel();  // a pending accept fails with operation_canceled
+  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
 }
 
 }  // namespace
@@ -155,6 +194,8 @@ int main(int argc, char** argv) {
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
+  double idle_s = args.get_double("--idle-timeout", 0, 0, 86400);
+  double grace_s = args.get_double("--grace", 2, 0, 3600);
   args.done();
   example::raise_fd_limit();
   try {
@@ -163,9 +204,8 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("chat_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    ctx.spawn(stop_on_signal(ctx, signals));
-    ctx.spawn(accept_loop(ctx, std::move(listener)));
-    ctx.run();
+    server srv{ctx, example::seconds(idle_s), {}, false};
+    coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "chat_server: %s\n", e.what());
     return 1;

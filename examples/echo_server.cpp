@@ -41,40 +41,17 @@ coring::task<> echo(coring::socket& s, coring::buffer_ring& ring, std::chrono::n
     co_await s.send_all(b.data());
 }
 
-// The live clients, so that shutdown can reach them. The node lives in the client's frame.
-struct client_list {
-  struct node {
-    node(client_list& l, coring::socket& sock) : list(l), s(&sock) {
-      next = l.head;
-      if (next) next->prev = this;
-      l.head = this;
-      ++l.count;
-    }
-    ~node() {
-      if (prev) prev->next = next; else list.head = next;
-      if (next) next->prev = prev;
-      --list.count;
-    }
-    client_list& list;
-    coring::socket* s;
-    node* prev = nullptr;
-    node* next = nullptr;
-  };
-  node* head = nullptr;
-  std::size_t count = 0;
-};
-
 struct server {
   coring::io_context& ctx;
   coring::buffer_ring* ring;  // null: --plain, or the kernel has no buffer rings
   std::chrono::nanoseconds idle;
-  client_list clients;
+  example::client_list clients;  // the live clients, so that shutdown can reach them
   bool accepting = false;
 };
 
 // One client's error (a reset, a broken pipe, the idle timeout) ends that client only.
 coring::task<> serve_client(server& srv, coring::socket s) {
-  client_list::node me(srv.clients, s);
+  example::client_list::node me(srv.clients, s);
   std::string peer = s.peer_name().to_string();
   try {
     if (srv.ring)
@@ -120,17 +97,11 @@ coring::task<> run(server& srv, coring::socket listener, coring::signal_set& sig
   std::fprintf(stderr, "echo_server: %s, shutting down (%zu clients)\n",
                sig == SIGINT ? "SIGINT" : "SIGTERM", srv.clients.count);
   // Stop accepting; end every client's reading side: its pending recv sees EOF, a reply being
-  // sent still goes out, then the client's loop ends and closes the connection.
-  listener.cancel();
-  for (auto* n = srv.clients.head; n; n = n->next) ::shutdown(n->s->fileno(), SHUT_RD);
-  const auto deadline = std::chrono::steady_clock::now() + grace;
-  while ((srv.clients.count > 0 || srv.accepting) && std::chrono::steady_clock::now() < deadline)
-    co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(5));
-  // Grace is over: cancel what is left, and wait until the kernel has let go of everything
+  // sent still goes out, then the client's loop ends and closes the connection. After the grace
+  // period, cancel what is left and wait until the kernel has let go of everything
   // (LIFETIME: the clients use srv and the ring, which main destroys before the io_context).
-  for (auto* n = srv.clients.head; n; n = n->next) n->s->cancel();
-  for (int i = 0; i < 1000 && (srv.clients.count > 0 || srv.ctx.in_flight() > 0); ++i)
-    co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(1));
+  listener.cancel();
+  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
 }
 
 }  // namespace

@@ -1,13 +1,20 @@
 // SPDX-License-Identifier: MIT
-// Description: tiny helpers shared by the examples: flag parsing and the open-file limit.
+// Description: tiny helpers shared by the examples: flag parsing, the open-file limit, and the
+// live-client list and drain step of a server's graceful shutdown.
 #pragma once
 
+#include <coring/coring.hpp>
+
+#include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 namespace example {
 
@@ -90,6 +97,82 @@ inline rlim_t raise_fd_limit() {
   }
   getrlimit(RLIMIT_NOFILE, &rl);
   return rl.rlim_cur;
+}
+
+/// A duration in seconds from the command line (e.g. --idle-timeout 0.2) as nanoseconds.
+inline std::chrono::nanoseconds seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(s));
+}
+
+/// The peer's address as text, or "?" if the client is already gone (getpeername failed).
+inline std::string peer_name(const coring::socket& s) {
+  try {
+    return s.peer_name().to_string();
+  } catch (const std::system_error&) {
+    return "?";
+  }
+}
+
+/// The live clients of a server, so that shutdown can reach them. Each client's coroutine
+/// holds a node in its own frame: it is on the list exactly while that coroutine runs (no
+/// allocation, nothing to clean up). Single-threaded, like the io_context.
+struct client_list {
+  struct node {
+    /// Joins the list. A client that starts after shut_reads() (accepted while shutdown began)
+    /// has its reading side shut at once, so it ends like the others.
+    node(client_list& l, coring::socket& sock) : list(l), s(&sock) {
+      next = l.head;
+      if (next) next->prev = this;
+      l.head = this;
+      ++l.count;
+      if (l.closing) ::shutdown(sock.fileno(), SHUT_RD);
+    }
+    ~node() {
+      if (prev) prev->next = next; else list.head = next;
+      if (next) next->prev = prev;
+      --list.count;
+    }
+    node(const node&) = delete;
+    node& operator=(const node&) = delete;
+    client_list& list;
+    coring::socket* s;
+    node* prev = nullptr;
+    node* next = nullptr;
+  };
+
+  /// Ends every client's reading side (SHUT_RD): its pending recv sees EOF, a reply being sent
+  /// still goes out, then its loop ends and it closes the connection. From now on closing is
+  /// true (an accept loop should stop).
+  void shut_reads() noexcept {
+    closing = true;
+    for (node* n = head; n; n = n->next) ::shutdown(n->s->fileno(), SHUT_RD);
+  }
+  /// Cancels every operation of every client (each throws operation_canceled).
+  void cancel_all() noexcept {
+    for (node* n = head; n; n = n->next) n->s->cancel();
+  }
+
+  node* head = nullptr;
+  std::size_t count = 0;
+  bool closing = false;
+};
+
+/// The end of a graceful shutdown, once the server stopped accepting (listener.cancel()):
+/// shuts every client's reading side, waits up to grace for the clients to finish (and for
+/// busy, e.g. "the accept loop is still running", to turn false), then cancels the clients
+/// left and waits (at most about a second) until they are gone and the kernel has let go of
+/// every operation (LIFETIME: clients use state that main destroys before the io_context).
+/// CORING_NO_SANITIZE_FUNCTION: an inline coroutine, see TRICKY in <coring/when_all.hpp>.
+CORING_NO_SANITIZE_FUNCTION inline coring::task<> drain(coring::io_context& ctx,
+                                                        client_list& clients, const bool& busy,
+                                                        std::chrono::nanoseconds grace) {
+  clients.shut_reads();
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while ((clients.count > 0 || busy) && std::chrono::steady_clock::now() < deadline)
+    co_await coring::sleep_for(ctx, std::chrono::milliseconds(5));
+  clients.cancel_all();
+  for (int i = 0; i < 1000 && (clients.count > 0 || ctx.in_flight() > 0); ++i)
+    co_await coring::sleep_for(ctx, std::chrono::milliseconds(1));
 }
 
 }  // namespace example

@@ -19,57 +19,82 @@
 namespace {
 
 const char* usage =
-    "usage: serial_server [--host ADDR] [--port N]\n"
+    "usage: serial_server [--host ADDR] [--port N] [--idle-timeout SECONDS] [--grace SECONDS]\n"
     "  Serves ONE client at a time: sends its bytes back with ASCII a-z upper-cased until it\n"
     "  disconnects, then accepts the next (a contrast to upper_server, which serves all at once).\n"
     "  Logs each connect and disconnect. Default 127.0.0.1:9000; --port 0 picks a free port.\n"
-    "  Prints the address it listens on; exits 0 on SIGINT or SIGTERM.\n";
+    "  Prints the address it listens on. On SIGINT or SIGTERM it stops accepting, lets the\n"
+    "  current client's replies in flight finish (at most --grace seconds, default 2), closes\n"
+    "  it and exits 0. --idle-timeout disconnects a client silent for that long (\"<peer>\n"
+    "  disconnected: idle for too long\"), so that the next one gets its turn (default: off).\n";
 
 void say(const std::string& text) {
   std::printf("%s\n", text.c_str());
   std::fflush(stdout);
 }
 
-// Serves one client until EOF. Errors end this client only.
-coring::task<> serve_one(coring::socket& s) {
+struct server {
+  coring::io_context& ctx;
+  std::chrono::nanoseconds idle;  // 0: no idle timeout
+  example::client_list clients;   // the current client (at most one), so shutdown can reach it
+  bool accepting = false;         // the accept loop is still running
+};
+
+// Serves one client until EOF. Errors (and the idle timeout) end this client only.
+coring::task<> serve_one(server& srv, coring::socket& s) {
+  example::client_list::node me(srv.clients, s);  // on the list while this client is served
   std::string peer = "?";
   std::string why;
   try {
     peer = s.peer_name().to_string();
     say(peer + " connected");
     std::array<std::byte, 4096> buf;
-    while (std::size_t n = co_await s.recv(buf)) {
+    for (;;) {
+      std::size_t n = 0;
+      if (srv.idle.count() == 0)
+        n = co_await s.recv(buf);
+      else
+        n = co_await s.recv(buf).with_timeout(srv.idle);
+      if (n == 0) break;
       auto chunk = std::span(buf).first(n);
       for (std::byte& b : chunk)
         if (b >= std::byte{'a'} && b <= std::byte{'z'}) b &= std::byte{0xdf};
       co_await s.send_all(chunk);
     }
   } catch (const std::system_error& e) {
-    why = e.code().message();
+    why = e.code() == std::errc::timed_out ? "idle for too long" : e.code().message();
   }
   say(peer + " disconnected" + (why.empty() ? "" : ": " + why));
 }
 
-coring::task<> accept_loop(coring::io_context& ctx, coring::socket listener) {
-  for (;;) {
+coring::task<> accept_loop(server& srv, coring::socket& listener) {
+  while (!srv.clients.closing) {
     auto client = co_await coring::as_result(listener.accept());
     if (client) {
       coring::socket conn = std::move(*client);
-      co_await serve_one(conn);  // the whole difference: awaited here, not spawned
+      co_await serve_one(srv, conn);  // the whole difference: awaited here, not spawned
     } else if (client.error() == std::errc::operation_canceled) {
-      co_return;
+      break;  // shutting down
     } else {
       // EMFILE and friends: back off instead of spinning on the same error.
       std::fprintf(stderr, "accept: %s; pausing 100 ms\n", client.error().message().c_str());
-      co_await coring::sleep_for(ctx, std::chrono::milliseconds(100));
+      co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(100));
     }
   }
+  srv.accepting = false;
 }
 
-coring::task<> stop_on_signal(coring::io_context& ctx, coring::signal_set& signals) {
+// Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text). The accept
+// loop is usually busy with a client then, not accepting: drain() ends that client's reading
+// side, and the loop, seeing clients.closing, accepts no one else.
+coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
+                   std::chrono::nanoseconds grace) {
+  srv.accepting = true;
+  srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
   std::fprintf(stderr, "serial_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  ctx.stop();
+  listener.cancel();  // a pending accept fails with operation_canceled
+  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
 }
 
 }  // namespace
@@ -78,6 +103,8 @@ int main(int argc, char** argv) {
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
+  double idle_s = args.get_double("--idle-timeout", 0, 0, 86400);
+  double grace_s = args.get_double("--grace", 2, 0, 3600);
   args.done();
   try {
     coring::io_context ctx;
@@ -85,9 +112,8 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("serial_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    ctx.spawn(stop_on_signal(ctx, signals));
-    ctx.spawn(accept_loop(ctx, std::move(listener)));
-    ctx.run();
+    server srv{ctx, example::seconds(idle_s), {}, false};
+    coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "serial_server: %s\n", e.what());
     return 1;

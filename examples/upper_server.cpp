@@ -19,11 +19,13 @@
 namespace {
 
 const char* usage =
-    "usage: upper_server [--host ADDR] [--port N]\n"
+    "usage: upper_server [--host ADDR] [--port N] [--idle-timeout SECONDS] [--grace SECONDS]\n"
     "  Sends every byte back to its client with ASCII a-z upper-cased (other bytes, UTF-8\n"
     "  included, unchanged), as soon as it arrives. Serves many clients at once.\n"
-    "  Default 127.0.0.1:9000; --port 0 picks a free port. Prints the address it listens on;\n"
-    "  exits 0 on SIGINT or SIGTERM.\n";
+    "  Default 127.0.0.1:9000; --port 0 picks a free port. Prints the address it listens on.\n"
+    "  On SIGINT or SIGTERM it stops accepting, lets replies in flight finish (at most --grace\n"
+    "  seconds, default 2), closes its clients and exits 0. --idle-timeout disconnects clients\n"
+    "  silent for that long (default: off).\n";
 
 // ASCII only: std::toupper depends on the locale and is undefined for negative chars.
 void upper_case(std::span<std::byte> bytes) {
@@ -31,48 +33,74 @@ void upper_case(std::span<std::byte> bytes) {
     if (b >= std::byte{'a'} && b <= std::byte{'z'}) b &= std::byte{0xdf};
 }
 
-coring::task<> upper(coring::socket& s) {
+// idle > 0: a recv that waits longer throws std::system_error(std::errc::timed_out).
+coring::task<> upper(coring::socket& s, std::chrono::nanoseconds idle) {
   std::array<std::byte, 4096> buf;
-  while (std::size_t n = co_await s.recv(buf)) {
+  for (;;) {
+    std::size_t n = 0;
+    if (idle.count() == 0)
+      n = co_await s.recv(buf);
+    else
+      n = co_await s.recv(buf).with_timeout(idle);
+    if (n == 0) break;  // EOF: the client is done (or shutdown ended our reading side)
     auto chunk = std::span(buf).first(n);
     upper_case(chunk);
     co_await s.send_all(chunk);
   }
 }
 
-// One client's errors (a reset, a broken pipe) end that client only.
-coring::task<> serve_client(coring::socket s) {
+struct server {
+  coring::io_context& ctx;
+  std::chrono::nanoseconds idle;  // 0: no idle timeout
+  example::client_list clients;   // the live clients, so that shutdown can reach them
+  bool accepting = false;         // the accept loop is still running
+};
+
+// One client's errors (a reset, a broken pipe, the idle timeout) end that client only.
+coring::task<> serve_client(server& srv, coring::socket s) {
+  example::client_list::node me(srv.clients, s);  // on the list while this client is served
   try {
-    co_await upper(s);  // by reference: no socket temporary inside the co_await (STYLE L10)
+    // By reference: no socket temporary inside the co_await (STYLE L10).
+    co_await upper(s, srv.idle);
   } catch (const std::system_error& e) {
-    std::fprintf(stderr, "client: %s\n", e.what());
+    if (e.code() == std::errc::timed_out)
+      std::fprintf(stderr, "client %s: idle for too long, disconnected\n",
+                   example::peer_name(s).c_str());
+    else
+      std::fprintf(stderr, "client: %s\n", e.what());
   }
 }
 
-coring::task<> accept_loop(coring::io_context& ctx, coring::socket listener) {
-  for (;;) {
+coring::task<> accept_loop(server& srv, coring::socket& listener) {
+  while (!srv.clients.closing) {
     auto client = co_await coring::as_result(listener.accept());
     if (client) {
-      ctx.spawn(serve_client(std::move(*client)));  // a coroutine per client: nobody waits
+      srv.ctx.spawn(serve_client(srv, std::move(*client)));  // a coroutine per client: nobody waits
     } else if (client.error() == std::errc::too_many_files_open ||
                client.error() == std::errc::too_many_files_open_in_system ||
                client.error() == std::errc::not_enough_memory ||
                client.error() == std::errc::no_buffer_space) {
       // Out of descriptors or memory: the connection stays in the backlog; back off, retry.
       std::fprintf(stderr, "accept: %s; pausing 100 ms\n", client.error().message().c_str());
-      co_await coring::sleep_for(ctx, std::chrono::milliseconds(100));
+      co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(100));
     } else if (client.error() == std::errc::operation_canceled) {
-      co_return;
+      break;  // shutting down
     } else {
       std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
     }
   }
+  srv.accepting = false;
 }
 
-coring::task<> stop_on_signal(coring::io_context& ctx, coring::signal_set& signals) {
+// Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text).
+coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
+                   std::chrono::nanoseconds grace) {
+  srv.accepting = true;
+  srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
   std::fprintf(stderr, "upper_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  ctx.stop();
+  listener.cancel();  // a pending accept fails with operation_canceled
+  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
 }
 
 }  // namespace
@@ -81,6 +109,8 @@ int main(int argc, char** argv) {
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
+  double idle_s = args.get_double("--idle-timeout", 0, 0, 86400);
+  double grace_s = args.get_double("--grace", 2, 0, 3600);
   args.done();
   example::raise_fd_limit();
   try {
@@ -89,9 +119,8 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("upper_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    ctx.spawn(stop_on_signal(ctx, signals));
-    ctx.spawn(accept_loop(ctx, std::move(listener)));
-    ctx.run();
+    server srv{ctx, example::seconds(idle_s), {}, false};
+    coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "upper_server: %s\n", e.what());
     return 1;

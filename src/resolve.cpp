@@ -5,6 +5,7 @@
 
 #include <liburing.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <memory>
@@ -33,6 +34,7 @@ struct lookup {
   int efd = -1;
   int gai = 0, sys_errno = 0;
   std::vector<address> addrs;
+  std::atomic<bool> done{false};
   ~lookup() {
     if (efd >= 0) ::close(efd);
   }
@@ -57,7 +59,9 @@ struct lookup {
       addrs.clear();
     }
     if (res) ::freeaddrinfo(res);
-    // The write publishes the fields above (the reader's read of the eventfd synchronizes).
+    // The eventfd write/read pair already orders these writes before the reader's reads, but
+    // TSan cannot see through the kernel (HAZARDS.md 4.2): publish them with release/acquire too.
+    done.store(true, std::memory_order_release);
     std::uint64_t one = 1;
     while (::write(efd, &one, sizeof one) < 0 && errno == EINTR) {
     }
@@ -102,6 +106,8 @@ task<std::vector<address>> resolve(io_context& ctx, std::string host, std::strin
   // the last owner closes it.
   std::thread([job] { job->run(); }).detach();
   co_await eventfd_read_op(ctx, job->efd);
+  if (!job->done.load(std::memory_order_acquire))  // cannot happen: the write comes after it
+    throw_errno(EIO, "resolve: woken before the lookup finished");
   if (job->gai == EAI_SYSTEM)
     throw_errno(job->sys_errno, ("resolve " + job->host + ":" + job->service).c_str());
   if (job->gai != 0)

@@ -3,6 +3,7 @@
 #include "process.hpp"
 #include "test_support.hpp"
 
+#include <algorithm>
 #include <array>
 #include <csignal>
 #include <cstdlib>
@@ -481,6 +482,184 @@ TEST_CASE("tutorial programs print usage for --help and reject bad arguments wit
     for (auto args : {std::vector<std::string>{"--port", "70000"},
                       std::vector<std::string>{"--bogus"}, std::vector<std::string>{"--port"}}) {
       std::vector<std::string> argv{path};
+      argv.insert(argv.end(), args.begin(), args.end());
+      test::child p(argv);
+      auto st = p.wait(5s);
+      REQUIRE(st);
+      CHECK(*st == 2);
+    }
+  }
+}
+
+// ---- graceful shutdown and --idle-timeout (issue 4) ---------------------------------------
+
+namespace {
+
+// One recv, bounded: a server that never answers fails the test instead of hanging it.
+// Returns: the byte count (0: EOF). Throws: a reset, or timed_out after 5 s.
+task<std::size_t> recv_with_timeout(coring::socket& s, std::span<std::byte> buf) {
+  std::size_t n = co_await s.recv(buf).with_timeout(5s);
+  co_return n;
+}
+
+// Connects n clients and has each answered once, so that the server is serving all of them.
+task<std::vector<coring::socket>> connect_served(io_context& ctx, int port, int n,
+                                                 std::string_view ping, std::string_view want) {
+  std::vector<coring::socket> socks;
+  for (int i = 0; i < n; ++i) {
+    coring::socket s = co_await connect_to(ctx, port);
+    co_await s.send_all(ping);
+    std::string got = co_await recv_exactly(s, want.size());
+    CHECK(got == want);
+    socks.push_back(std::move(s));
+  }
+  co_return socks;
+}
+
+// 100 clients being served, SIGTERM: the server ends them all and exits 0 well within the
+// default grace period (a server that had to wait out the grace period would take 2 s).
+void check_shutdown_with_100_clients(test::child& server, int port, std::string_view ping,
+                                     std::string_view want) {
+  io_context ctx;
+  std::vector<coring::socket> socks = test::run(ctx, connect_served(ctx, port, 100, ping, want));
+  REQUIRE(socks.size() == 100);
+  server.signal(SIGTERM);
+  auto st = server.wait(2s);
+  REQUIRE(st);
+  CHECK(*st == 0);
+  // Every client was closed in order: EOF, not a reset or silence.
+  std::array<std::byte, 16> buf;
+  for (auto& s : socks) CHECK(test::run(ctx, recv_with_timeout(s, buf)) == 0);
+}
+
+// What a silent and an active client see with --idle-timeout 0.2. Returns: the silent one's
+// recv result (0: EOF, the server disconnected it).
+task<std::size_t> silent_and_active(io_context& ctx, coring::socket& silent,
+                                    coring::socket& active, std::string_view tick,
+                                    std::string_view reply) {
+  for (int i = 0; i < 8; ++i) {  // 8 x 50 ms: well past the idle timeout in total
+    co_await sleep_for(ctx, 50ms);
+    co_await active.send_all(tick);
+    std::string got = co_await recv_exactly(active, reply.size());
+    CHECK(got == reply);
+  }
+  std::array<std::byte, 16> buf;
+  std::size_t n = co_await silent.recv(buf).with_timeout(5s);  // EOF, or timed_out
+  co_return n;
+}
+
+}  // namespace
+
+TEST_CASE("upper_server exits 0 within 2 s of SIGTERM with 100 clients connected") {
+  test::child server({test::example_path("UPPER_SERVER"), "--port", "0"});
+  int port = start_server(server, "upper_server");
+  check_shutdown_with_100_clients(server, port, "ping", "PING");
+}
+
+TEST_CASE("chat_server exits 0 within 2 s of SIGTERM with 100 clients, logging each goodbye") {
+  test::child server({test::example_path("CHAT_SERVER"), "--port", "0"});
+  int port = start_server(server, "chat_server");
+  check_shutdown_with_100_clients(server, port, "ping\n", "ack: ping\n");
+  int connected = 0, disconnected = 0;
+  std::string out = server.read_rest(2s);
+  for (std::size_t at = 0, nl; (nl = out.find('\n', at)) != std::string::npos; at = nl + 1) {
+    std::string_view line(out.data() + at, nl - at);
+    if (line.ends_with(" connected")) ++connected;
+    if (line.ends_with(" disconnected")) ++disconnected;  // orderly: no error reason
+  }
+  CHECK(connected == 100);
+  CHECK(disconnected == 100);
+}
+
+TEST_CASE("chat_server's shutdown acks a partial line it already received") {
+  test::child server({test::example_path("CHAT_SERVER"), "--port", "0"});
+  int port = start_server(server, "chat_server");
+  io_context ctx;
+  coring::socket s = test::run(ctx, connect_to(ctx, port));
+  std::string me = local_name(s);
+  CHECK(next_line(server) == me + " connected");
+  test::run(ctx, send_text(s, "full\npart"));
+  CHECK(test::run(ctx, recv_line(s)) == "ack: full\n");
+  CHECK(next_line(server) == me + ": full");
+  server.signal(SIGTERM);  // "part" may or may not have been flushed by the 200 ms rule yet
+  CHECK(test::run(ctx, recv_exactly(s, 100)) == "ack: part\n");  // then EOF
+  auto st = server.wait(5s);
+  REQUIRE(st);
+  CHECK(*st == 0);
+  CHECK(next_line(server) == me + ": part");
+  CHECK(next_line(server) == me + " disconnected");
+}
+
+TEST_CASE("upper_server --idle-timeout drops a silent client and keeps an active one") {
+  test::child server({test::example_path("UPPER_SERVER"), "--port", "0", "--idle-timeout", "0.2"});
+  int port = start_server(server, "upper_server");
+  io_context ctx;
+  coring::socket silent = test::run(ctx, connect_to(ctx, port));
+  coring::socket active = test::run(ctx, connect_to(ctx, port));
+  CHECK(test::run(ctx, silent_and_active(ctx, silent, active, "tick", "TICK")) == 0);
+  CHECK(test::run(ctx, round_trip(active, "still here")) == "STILL HERE");
+  stop_server(server);
+}
+
+TEST_CASE("chat_server --idle-timeout drops a silent client and keeps an active one") {
+  test::child server({test::example_path("CHAT_SERVER"), "--port", "0", "--idle-timeout", "0.2"});
+  int port = start_server(server, "chat_server");
+  io_context ctx;
+  coring::socket silent = test::run(ctx, connect_to(ctx, port));
+  coring::socket active = test::run(ctx, connect_to(ctx, port));
+  std::string p_silent = local_name(silent), p_active = local_name(active);
+  CHECK(test::run(ctx, silent_and_active(ctx, silent, active, "tick\n", "ack: tick\n")) == 0);
+  test::run(ctx, send_text(active, "still here\n"));
+  CHECK(test::run(ctx, recv_line(active)) == "ack: still here\n");
+  // The log: both connect, the silent one leaves for being idle, the active one never leaves.
+  std::vector<std::string> log;
+  for (;;) {
+    std::string line = next_line(server);
+    log.push_back(line);
+    if (line == p_active + ": still here") break;
+  }
+  auto has = [&log](const std::string& line) {
+    return std::find(log.begin(), log.end(), line) != log.end();
+  };
+  CHECK(has(p_silent + " connected"));
+  CHECK(has(p_active + " connected"));
+  CHECK(has(p_silent + " disconnected: idle for too long"));
+  CHECK(std::count(log.begin(), log.end(), p_active + ": tick") == 8);
+  for (const auto& line : log) CHECK(line.find(p_active + " disconnected") != 0);
+  stop_server(server);
+}
+
+TEST_CASE("serial_server --idle-timeout drops a silent client so that the next one is served") {
+  test::child server({test::example_path("SERIAL_SERVER"), "--port", "0", "--idle-timeout", "0.2"});
+  int port = start_server(server, "serial_server");
+  io_context ctx;
+  coring::socket c1 = test::run(ctx, connect_to(ctx, port));
+  std::string p1 = local_name(c1);
+  CHECK(next_line(server) == p1 + " connected");
+  coring::socket c2 = test::run(ctx, connect_to(ctx, port));  // waits in the backlog
+  std::string p2 = local_name(c2);
+  test::run(ctx, send_text(c2, "two\n"));
+  // Client 1 never sends: the server drops it (EOF) and serves client 2.
+  std::array<std::byte, 16> buf;
+  CHECK(test::run(ctx, recv_with_timeout(c1, buf)) == 0);
+  CHECK(test::run(ctx, recv_exactly(c2, 4)) == "TWO\n");
+  CHECK(next_line(server) == p1 + " disconnected: idle for too long");
+  CHECK(next_line(server) == p2 + " connected");
+  stop_server(server);
+}
+
+TEST_CASE("tutorial servers document --idle-timeout and --grace and reject bad values") {
+  for (const char* env : {"UPPER_SERVER", "CHAT_SERVER", "SERIAL_SERVER"}) {
+    CAPTURE(env);
+    std::string path = test::example_path(env);
+    test::child help({path, "--help"});
+    std::string text = help.read_rest(5s);
+    CHECK(text.find("--idle-timeout SECONDS") != std::string::npos);
+    CHECK(text.find("--grace SECONDS") != std::string::npos);
+    for (auto args : {std::vector<std::string>{"--idle-timeout", "-1"},
+                      std::vector<std::string>{"--idle-timeout", "soon"},
+                      std::vector<std::string>{"--grace"}}) {
+      std::vector<std::string> argv{path, "--port", "0"};
       argv.insert(argv.end(), args.begin(), args.end());
       test::child p(argv);
       auto st = p.wait(5s);
