@@ -7,10 +7,12 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <vector>
 #include <system_error>
 
 #include <sys/resource.h>
@@ -44,7 +46,10 @@ class args {
     std::string v = get(name, std::to_string(fallback));
     char* end = nullptr;
     long n = std::strtol(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || n < lo || n > hi)
+    // strtol skips blanks and takes a sign: accept plain digits only ("-1" only if lo < 0).
+    const bool plain = !v.empty() && (std::isdigit(static_cast<unsigned char>(v[0])) ||
+                                      (lo < 0 && v[0] == '-' && v.size() > 1));
+    if (!plain || *end != '\0' || n < lo || n > hi)
       fail(name, ("must be a number from " + std::to_string(lo) + " to " + std::to_string(hi)).c_str());
     return n;
   }
@@ -52,7 +57,8 @@ class args {
     std::string v = get(name, std::to_string(fallback));
     char* end = nullptr;
     double n = std::strtod(v.c_str(), &end);
-    if (v.empty() || *end != '\0' || !(n >= lo && n <= hi))
+    const bool plain = !v.empty() && (std::isdigit(static_cast<unsigned char>(v[0])) || v[0] == '.');
+    if (!plain || *end != '\0' || !(n >= lo && n <= hi))
       fail(name, "is out of range or not a number");
     return n;
   }
@@ -67,7 +73,7 @@ class args {
   /// Call after every get/flag: rejects anything not consumed.
   void done() {
     for (int i = 1; i < argc_; ++i)
-      if (!(consumed_ >> i & 1ULL) && i < 64) {
+      if (!consumed_[static_cast<std::size_t>(i)]) {
         std::fprintf(stderr, "unknown argument: %s\n%s", argv_[i], usage_);
         std::exit(2);
       }
@@ -79,12 +85,12 @@ class args {
     std::exit(2);
   }
   void used(int i, int n) {
-    for (int k = i; k < i + n && k < 64; ++k) consumed_ |= 1ULL << k;
+    for (int k = i; k < i + n && k < argc_; ++k) consumed_[static_cast<std::size_t>(k)] = true;
   }
   int argc_;
   char** argv_;
   const char* usage_;
-  unsigned long long consumed_ = 0;
+  std::vector<bool> consumed_ = std::vector<bool>(static_cast<std::size_t>(argc_ > 0 ? argc_ : 1));
 };
 
 /// Raises the soft open-file limit to the hard limit (a server holding thousands of clients

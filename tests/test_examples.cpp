@@ -86,6 +86,9 @@ TEST_CASE("echo_server exits 0 on SIGTERM with clients connected") {
 
 TEST_CASE("example programs reject bad arguments with usage and exit status 2") {
   for (auto args : {std::vector<std::string>{"--port", "70000"},
+                    std::vector<std::string>{"--port", " 80"}, std::vector<std::string>{"--port", "+80"},
+                    std::vector<std::string>{"--idle-timeout", "-1"},
+                    std::vector<std::string>{"--idle-timeout", " 1"},
                     std::vector<std::string>{"--bogus"}, std::vector<std::string>{"--port"}}) {
     std::vector<std::string> argv{test::example_path("ECHO_SERVER")};
     argv.insert(argv.end(), args.begin(), args.end());
