@@ -84,7 +84,7 @@ struct recv_stream_state : completion {
 
   recv_stream_state(io_context& c, int f, buffer_ring& r, const recv_stream_options& o) noexcept
       : completion{&recv_stream_state::on_cqe}, ctx(&c), fd(f), ring(&r),
-        max_queued(o.max_queued < 1 ? 1 : (o.max_queued > 32 ? 32 : o.max_queued)),
+        max_queued(o.max_queued < 1 ? 1 : (o.max_queued > 16 ? 16 : o.max_queued)),
         multishot(o.multishot), idle(o.idle_timeout) {
     timer.fn_ = &recv_stream_state::on_timer;
     timer.owner = this;
@@ -270,7 +270,7 @@ struct recv_stream_state : completion {
   kernel_timespec deadline{};  // LIFETIME: read by the kernel; lives as long as the state
   bool timer_armed = false;
   std::coroutine_handle<> waiter{};
-  std::array<item, 32> queue{};
+  std::array<item, 16> queue{};
   unsigned head = 0, size = 0;
   std::vector<item> spill;
   std::unique_ptr<std::byte[]> fallback;

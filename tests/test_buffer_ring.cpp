@@ -109,7 +109,7 @@ TEST_CASE("ENOBUFS: a ring of 2 buffers and 4,096 sends of 64 bytes lose nothing
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 2, 64);
     auto pair = co_await test::make_tcp_pair(ctx);
-    recv_stream rx(pair.server, ring, {.max_queued = 32, .multishot = true});
+    recv_stream rx(pair.server, ring, {.max_queued = 16, .multishot = true});
     ctx.spawn(send_pattern(pair.client, 4096 * 64, 64));
     std::size_t bad = 0;
     // Hold each buffer across a loop turn so the ring really runs dry.
@@ -163,7 +163,7 @@ TEST_CASE("a ring running low falls back to a private buffer and loses nothing" 
     auto pair = co_await test::make_tcp_pair(ctx);
     // Hold every ring buffer outside the stream under test.
     auto other = co_await test::make_tcp_pair(ctx);
-    recv_stream hog(other.server, ring, {.max_queued = 32});
+    recv_stream hog(other.server, ring, {.max_queued = 16});
     std::vector<buffer> held;
     std::vector<std::byte> chunk(256, std::byte{1});
     while (ring.available() > 0) {

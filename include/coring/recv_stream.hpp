@@ -36,7 +36,7 @@ class recv_next_op {
 
 /// How a recv_stream receives.
 struct recv_stream_options {
-  /// Buffers received ahead of the consumer (1 to 32). Together with the buffers the consumer
+  /// Buffers received ahead of the consumer (1 to 16). Together with the buffers the consumer
   /// holds, this bounds what one connection takes from the shared ring (HAZARDS.md fact 13).
   unsigned max_queued = 2;
   /// Keep one multishot recv (Linux 6.0+) armed instead of one recv per buffer. Saves an SQE

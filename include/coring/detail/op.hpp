@@ -41,7 +41,7 @@ class io_op : public completion {
   explicit io_op(io_context& ctx) noexcept : completion{&io_op::on_cqe}, ctx_(&ctx) {}
   io_op(io_op&& o) noexcept  // only before it is awaited
       : completion{&io_op::on_cqe}, ctx_(o.ctx_), stop_token_(std::move(o.stop_token_)),
-        deadline_(o.deadline_), timeout_(o.timeout_) {}
+        deadline_(o.deadline_) {}
   io_op& operator=(io_op&&) = delete;
   ~io_op() = default;
 
@@ -49,7 +49,8 @@ class io_op : public completion {
   /// co_await throws std::system_error(std::errc::timed_out) (as_result: returns it).
   template <class Rep, class Period>
   Op&& with_timeout(std::chrono::duration<Rep, Period> d) && noexcept {
-    timeout_ = std::chrono::duration_cast<std::chrono::nanoseconds>(d);
+    // The deadline is absolute from here: with_timeout is called in the co_await expression.
+    deadline_ = deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
     return static_cast<Op&&>(*this);
   }
   /// Cancels the operation in the kernel when stop is requested on tok (same thread as the ring);
@@ -67,7 +68,6 @@ class io_op : public completion {
       res_ = -125;                        // -ECANCELED
       return false;
     }
-    if (timeout_) deadline_ = deadline_after(*timeout_);
     submit();  // may throw: nothing is attached yet (STYLE L9)
     waiter_ = waiter;
     if (stop_token_.stop_possible()) stop_cb_.emplace(stop_token_, canceller{this});
@@ -99,17 +99,19 @@ class io_op : public completion {
     }
   };
 
+  bool has_deadline() const noexcept { return deadline_.tv_nsec >= 0; }
+
   void submit() {
-    io_uring_sqe& sqe = ctx_->acquire_sqe(deadline_ ? 2 : 1);
+    io_uring_sqe& sqe = ctx_->acquire_sqe(has_deadline() ? 2 : 1);
     static_cast<Op*>(this)->prep(sqe);
     ctx_->attach(sqe, this);
-    if (deadline_) link_timeout(*ctx_, sqe, *deadline_);
+    if (has_deadline()) link_timeout(*ctx_, sqe, deadline_);
   }
 
   result<T> complete_checked() noexcept {
     // A linked timeout cancels its op with -ECANCELED; report it as a timeout unless a stop
     // request asked for the cancel.
-    if (res_ == -125 && deadline_ && !cancel_requested_) res_ = -110;  // -ETIMEDOUT
+    if (res_ == -125 && has_deadline() && !cancel_requested_) res_ = -110;  // -ETIMEDOUT
     return static_cast<Op*>(this)->complete(res_, flags_);
   }
 
@@ -134,8 +136,7 @@ class io_op : public completion {
   std::coroutine_handle<> waiter_{};
   std::stop_token stop_token_{};
   std::optional<std::stop_callback<canceller>> stop_cb_{};
-  std::optional<kernel_timespec> deadline_{};
-  std::optional<std::chrono::nanoseconds> timeout_{};
+  kernel_timespec deadline_{0, -1};  // tv_nsec < 0: no deadline
   int res_ = 0;
   std::uint32_t flags_ = 0;
   bool cancel_requested_ = false;
