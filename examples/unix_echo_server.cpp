@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: MIT
+// Description: Unix-domain echo server (filesystem path or abstract name; stream or seqpacket):
+// logs each client's credentials, graceful shutdown on SIGINT/SIGTERM.
+//
+// The same coroutine-per-client shape as echo_server, over AF_UNIX. What differs:
+// - The address is a file (removed when stale at start, and at exit) or an abstract name
+//   (no file; it disappears with the socket).
+// - The kernel tells us who the client is: peer_credentials() (SO_PEERCRED) gives the pid, uid
+//   and gid the client had when it connected. Nothing the client sends can forge them.
+// - SOCK_SEQPACKET keeps message boundaries: one recv returns exactly one message, so echoing
+//   each recv as one send returns every message whole. A message longer than the 64 KiB buffer
+//   is cut by the kernel; it is reported on stderr and its first 64 KiB echoed (as in
+//   udp_echo_server). An empty message reads the same as EOF (recv returns 0) and ends that
+//   client, which is how SOCK_SEQPACKET works on Linux.
+#include <coring/coring.hpp>
+
+#include "example_util.hpp"
+
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace {
+
+const char* usage =
+    "usage: unix_echo_server (--path PATH | --abstract NAME) [--type stream|seqpacket]\n"
+    "                        [--idle-timeout SECONDS] [--grace SECONDS]\n"
+    "  Echoes every byte (stream, the default) or every message (seqpacket) back to each client\n"
+    "  over a Unix socket: a file at PATH (a stale socket file there is removed at start, and\n"
+    "  the file is removed at exit) or the abstract name NAME (no file). Prints the address it\n"
+    "  listens on (unix:PATH or unix:@NAME) and, for each client, its credentials:\n"
+    "  \"client pid=P uid=U gid=G connected\" and \"... disconnected\". On SIGINT or SIGTERM\n"
+    "  it stops accepting, lets replies in flight finish (at most --grace seconds, default 2),\n"
+    "  closes its clients and exits 0. --idle-timeout disconnects clients silent for that long.\n";
+
+constexpr std::size_t message_buffer = 64 * 1024;
+
+// Stream: the echo loop. idle > 0 bounds every wait for data.
+coring::task<> echo_stream(coring::socket& s, std::chrono::nanoseconds idle) {
+  std::array<std::byte, 4096> buf;
+  for (;;) {
+    std::size_t n = 0;
+    if (idle.count() == 0)
+      n = co_await s.recv(buf);
+    else
+      n = co_await s.recv(buf).with_timeout(idle);
+    if (n == 0) break;
+    co_await s.send_all(std::span(buf).first(n));
+  }
+}
+
+// Seqpacket: one recv is one message; it goes back as one send (atomic on SOCK_SEQPACKET: all
+// of it or an error, never a short send).
+coring::task<> echo_messages(coring::socket& s, std::chrono::nanoseconds idle) {
+  std::vector<std::byte> buf(message_buffer);
+  for (;;) {
+    coring::datagram d;
+    if (idle.count() == 0)
+      d = co_await s.recv_from(buf, MSG_TRUNC);
+    else
+      d = co_await s.recv_from(buf, MSG_TRUNC).with_timeout(idle);
+    if (d.size == 0) break;  // EOF (or an empty message, which Linux reports the same way)
+    std::size_t kept = d.size < buf.size() ? d.size : buf.size();
+    if (d.truncated || d.size > buf.size())
+      std::fprintf(stderr, "unix_echo_server: message of %zu bytes truncated to %zu; echoing those\n",
+                   d.size, kept);
+    co_await s.send(std::span(buf).first(kept));
+  }
+}
+
+struct server {
+  coring::io_context& ctx;
+  bool seqpacket;
+  std::chrono::nanoseconds idle;
+  example::client_list clients;
+  bool accepting = false;
+};
+
+coring::task<> serve_client(server& srv, coring::socket s) {
+  example::client_list::node me(srv.clients, s);
+  coring::credentials who;
+  try {
+    who = s.peer_credentials();
+  } catch (const std::system_error& e) {
+    std::fprintf(stderr, "unix_echo_server: peer credentials: %s\n", e.what());
+  }
+  std::printf("client pid=%d uid=%u gid=%u connected\n", static_cast<int>(who.pid),
+              static_cast<unsigned>(who.uid), static_cast<unsigned>(who.gid));
+  std::fflush(stdout);
+  try {
+    if (srv.seqpacket)
+      co_await echo_messages(s, srv.idle);
+    else
+      co_await echo_stream(s, srv.idle);
+  } catch (const std::system_error& e) {
+    if (e.code() == std::errc::timed_out)
+      std::fprintf(stderr, "client pid=%d: idle for too long, disconnected\n", static_cast<int>(who.pid));
+    else
+      std::fprintf(stderr, "client pid=%d: %s\n", static_cast<int>(who.pid), e.what());
+  }
+  std::printf("client pid=%d uid=%u gid=%u disconnected\n", static_cast<int>(who.pid),
+              static_cast<unsigned>(who.uid), static_cast<unsigned>(who.gid));
+  std::fflush(stdout);
+}
+
+coring::task<> accept_loop(server& srv, coring::socket& listener) {
+  srv.accepting = true;
+  coring::acceptor acc(listener);
+  for (;;) {
+    auto client = co_await coring::as_result(acc.accept());
+    if (client) {
+      srv.ctx.spawn(serve_client(srv, std::move(*client)));
+    } else if (client.error() == std::errc::too_many_files_open ||
+               client.error() == std::errc::too_many_files_open_in_system ||
+               client.error() == std::errc::not_enough_memory ||
+               client.error() == std::errc::no_buffer_space) {
+      std::fprintf(stderr, "accept: %s; pausing 100 ms\n", client.error().message().c_str());
+      co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(100));
+    } else if (client.error() == std::errc::operation_canceled) {
+      break;
+    } else {
+      std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
+    }
+  }
+  srv.accepting = false;
+}
+
+coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
+                   std::chrono::nanoseconds grace) {
+  srv.ctx.spawn(accept_loop(srv, listener));
+  int sig = co_await signals.wait();
+  std::fprintf(stderr, "unix_echo_server: %s, shutting down (%zu clients)\n",
+               sig == SIGINT ? "SIGINT" : "SIGTERM", srv.clients.count);
+  listener.cancel();
+  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
+}
+
+// Removes path if it is a Unix socket that nobody serves (left behind by a server that was
+// killed). Refuses (throws) if something else is there or a server still answers on it.
+void remove_stale_socket(const std::string& path, int type) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;  // nothing there
+  if (!S_ISSOCK(st.st_mode)) throw std::runtime_error(path + " exists and is not a socket");
+  coring::address a = coring::address::unix_path(path);
+  int fd = ::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw std::system_error(errno, std::system_category(), "socket");
+  int rc = ::connect(fd, a.data(), a.size());
+  int err = errno;
+  ::close(fd);
+  // ECONNREFUSED: the file is bound to no socket. Anything else (connected, EAGAIN for a full
+  // backlog, EPROTOTYPE for a server of the other type) means someone is there.
+  if (rc == 0 || err != ECONNREFUSED) throw std::runtime_error(path + " is in use by a running server");
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    throw std::system_error(errno, std::system_category(), "unlink " + path);
+  std::fprintf(stderr, "unix_echo_server: removed stale socket %s\n", path.c_str());
+}
+
+// Removes the socket file when main's scope ends (normal exit or an exception).
+struct unlink_at_exit {
+  std::string path;  // empty: nothing to remove (abstract name)
+  ~unlink_at_exit() {
+    if (!path.empty()) ::unlink(path.c_str());
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  example::args args(argc, argv, usage);
+  std::string path = args.get("--path", "");
+  std::string abstract = args.get("--abstract", "");
+  std::string type_name = args.get("--type", "stream");
+  double idle_s = args.get_double("--idle-timeout", 0, 0, 86400);
+  double grace_s = args.get_double("--grace", 2, 0, 3600);
+  args.done();
+  if (path.empty() == abstract.empty()) {
+    std::fprintf(stderr, "give exactly one of --path and --abstract\n%s", usage);
+    return 2;
+  }
+  if (type_name != "stream" && type_name != "seqpacket") {
+    std::fprintf(stderr, "--type must be stream or seqpacket\n%s", usage);
+    return 2;
+  }
+  const int type = type_name == "stream" ? SOCK_STREAM : SOCK_SEQPACKET;
+  coring::address where;
+  try {
+    where = path.empty() ? coring::address::unix_abstract(abstract) : coring::address::unix_path(path);
+  } catch (const std::system_error& e) {
+    std::fprintf(stderr, "%s: %s\n%s", path.empty() ? "--abstract" : "--path", e.what(), usage);
+    return 2;
+  }
+  example::raise_fd_limit();
+  unlink_at_exit cleanup;
+  try {
+    coring::io_context ctx;
+    coring::signal_set signals(ctx, {SIGINT, SIGTERM});
+    if (!path.empty()) remove_stale_socket(path, type);
+    coring::socket listener(ctx, AF_UNIX, type);
+    listener.bind(where);
+    cleanup.path = path;  // ours from now on
+    listener.listen();
+    std::printf("unix_echo_server listening on %s\n", listener.sock_name().to_string().c_str());
+    std::fflush(stdout);
+    server srv{ctx, type == SOCK_SEQPACKET, example::seconds(idle_s), {}, false};
+    coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "unix_echo_server: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
