@@ -85,7 +85,7 @@ struct unlink_at_exit {
 // Accepts one peer and hands it file_fd, with name as the data the descriptor rides on.
 coring::task<> hand_over(coring::socket& listener, int file_fd, std::string name,
                          std::stop_token tok) {
-  coring::detail::accept_op op = listener.accept().with_stop(std::move(tok));
+  auto op = listener.accept().with_stop(std::move(tok));
   coring::socket peer = co_await op;
   coring::credentials who = peer.peer_credentials();
   const int fds[1] = {file_fd};
@@ -97,7 +97,7 @@ coring::task<> hand_over(coring::socket& listener, int file_fd, std::string name
 }
 
 coring::task<int> wait_signal(coring::signal_set& signals, std::stop_token tok) {
-  coring::detail::signal_wait_op op = signals.wait().with_stop(std::move(tok));
+  auto op = signals.wait().with_stop(std::move(tok));
   int sig = co_await op;
   co_return sig;
 }

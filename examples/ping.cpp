@@ -217,7 +217,7 @@ coring::task<> ping_loop(pinger& p, std::stop_token tok) {
       }
     }
     if (i < p.count) {
-      coring::detail::sleep_op pause = coring::sleep_until(p.ctx, sent_at + p.interval).with_stop(tok);
+      auto pause = coring::sleep_until(p.ctx, sent_at + p.interval).with_stop(tok);
       auto slept = coring::as_result(std::move(pause));
       coring::result<void> woke = co_await slept;
       if (!woke) co_return;  // stopped
@@ -226,7 +226,7 @@ coring::task<> ping_loop(pinger& p, std::stop_token tok) {
 }
 
 coring::task<int> wait_signal(coring::signal_set& signals, std::stop_token tok) {
-  coring::detail::signal_wait_op op = signals.wait().with_stop(std::move(tok));
+  auto op = signals.wait().with_stop(std::move(tok));
   int sig = co_await op;
   co_return sig;
 }

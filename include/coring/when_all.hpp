@@ -272,7 +272,7 @@ CORING_NO_SANITIZE_FUNCTION task<std::variant<non_void_t<factory_value_t<F>>...>
 /// The timer side of with_timeout: sleeps for d unless stop is requested first.
 CORING_NO_SANITIZE_FUNCTION inline task<> sleep_or_stop(io_context& ctx, std::chrono::nanoseconds d,
                                                      std::stop_token tok) {
-  sleep_op op = sleep_for(ctx, d).with_stop(std::move(tok));
+  auto op = sleep_for(ctx, d).with_stop(std::move(tok));
   co_await op;
 }
 struct timeout_timer {

@@ -33,6 +33,9 @@ kernel_timespec deadline_after(std::chrono::nanoseconds d) noexcept;
 /// final CQE arrived, even when it was cancelled (a cancel is a request, never a completion).
 /// Everything the SQE points at (buffers, sockaddr, msghdr, timespec) lives in the op or is the
 /// caller's and must outlive the co_await.
+template <class Op>
+class stop_op;
+
 template <class Op, class T>
 class io_op : public completion {
  public:
@@ -40,8 +43,7 @@ class io_op : public completion {
 
   explicit io_op(io_context& ctx) noexcept : completion{&io_op::on_cqe}, ctx_(&ctx) {}
   io_op(io_op&& o) noexcept  // only before it is awaited
-      : completion{&io_op::on_cqe}, ctx_(o.ctx_), stop_token_(std::move(o.stop_token_)),
-        deadline_(o.deadline_) {}
+      : completion{&io_op::on_cqe}, ctx_(o.ctx_), deadline_(o.deadline_) {}
   io_op& operator=(io_op&&) = delete;
   ~io_op() = default;
 
@@ -56,21 +58,17 @@ class io_op : public completion {
   /// Cancels the operation in the kernel when stop is requested on tok (same thread as the ring);
   /// the co_await then throws std::system_error(std::errc::operation_canceled), unless the result
   /// raced the cancel: a result that completed is always delivered.
-  Op&& with_stop(std::stop_token tok) && noexcept {
-    stop_token_ = std::move(tok);
-    return static_cast<Op&&>(*this);
+  /// Returns: the same operation wrapped with the stop callback (a separate object, so that
+  /// operations without one carry no stop state).
+  stop_op<Op> with_stop(std::stop_token tok) && noexcept {
+    return stop_op<Op>(static_cast<Op&&>(*this), std::move(tok));
   }
 
   bool await_ready() const noexcept { return false; }
 
   bool await_suspend(std::coroutine_handle<> waiter) {
-    if (stop_token_.stop_requested()) {  // nothing submitted: complete at once
-      res_ = -125;                        // -ECANCELED
-      return false;
-    }
     submit();  // may throw: nothing is attached yet (STYLE L9)
     waiter_ = waiter;
-    if (stop_token_.stop_possible()) stop_cb_.emplace(stop_token_, canceller{this});
     return true;
   }
 
@@ -86,19 +84,22 @@ class io_op : public completion {
   [[noreturn]] void raise(std::error_code ec) const { throw_error(ec, Op::name); }
   bool again(int, std::uint32_t) noexcept { return false; }
 
+  /// Asks the kernel to cancel this op (in flight); its own CQE still ends it (stop_op).
+  void request_cancel() noexcept {
+    cancel_requested_ = true;
+    ctx_->cancel(this);
+  }
+  /// Completes without submitting, with res (a negative errno) (stop_op: already stopped).
+  void complete_inline(int res) noexcept {
+    cancel_requested_ = true;
+    res_ = res;
+  }
+
  protected:
   io_context& context() const noexcept { return *ctx_; }
   bool cancel_requested() const noexcept { return cancel_requested_; }
 
  private:
-  struct canceller {
-    io_op* op;
-    void operator()() const noexcept {
-      op->cancel_requested_ = true;
-      op->ctx_->cancel(op);
-    }
-  };
-
   bool has_deadline() const noexcept { return deadline_.tv_nsec >= 0; }
 
   void submit() {
@@ -126,7 +127,6 @@ class io_op : public completion {
         res = -125;  // could not resubmit (context stopping): report as cancelled
       }
     }
-    self->stop_cb_.reset();  // the op is finished: no later cancel may target our address
     self->res_ = res;
     self->flags_ = flags;
     self->waiter_.resume();
@@ -134,12 +134,59 @@ class io_op : public completion {
 
   io_context* ctx_;
   std::coroutine_handle<> waiter_{};
-  std::stop_token stop_token_{};
-  std::optional<std::stop_callback<canceller>> stop_cb_{};
   kernel_timespec deadline_{0, -1};  // tv_nsec < 0: no deadline
   int res_ = 0;
   std::uint32_t flags_ = 0;
   bool cancel_requested_ = false;
+};
+
+/// An operation plus a std::stop_token: a stop request cancels it in the kernel (same thread
+/// as the ring); the co_await then throws std::system_error(std::errc::operation_canceled),
+/// unless the result raced the cancel: a result that completed is always delivered.
+template <class Op>
+class [[nodiscard]] stop_op {
+ public:
+  using value_type = typename Op::value_type;
+  stop_op(Op&& op, std::stop_token tok) noexcept : op_(std::move(op)), tok_(std::move(tok)) {}
+  stop_op(stop_op&& o) noexcept : op_(std::move(o.op_)), tok_(std::move(o.tok_)) {}
+  stop_op& operator=(stop_op&&) = delete;
+
+  /// As io_op::with_timeout.
+  template <class Rep, class Period>
+  stop_op&& with_timeout(std::chrono::duration<Rep, Period> d) && noexcept {
+    std::move(op_).with_timeout(d);
+    return std::move(*this);
+  }
+
+  bool await_ready() const noexcept { return op_.await_ready(); }
+  bool await_suspend(std::coroutine_handle<> h) {
+    if (tok_.stop_requested()) {  // nothing submitted: complete at once
+      op_.complete_inline(-125);  // -ECANCELED
+      return false;
+    }
+    if (!op_.await_suspend(h)) return false;
+    // TRICKY: registered after the SQE carries our address, and (std::stop_callback runs the
+    // callback at once if stop was requested meanwhile) never before: a cancel needs a target.
+    cb_.emplace(tok_, canceller{&op_});
+    return true;
+  }
+  value_type await_resume() {
+    cb_.reset();  // finished: no later stop request may target the op's address
+    return op_.await_resume();
+  }
+  result<value_type> await_resume_result() noexcept {
+    cb_.reset();
+    return op_.await_resume_result();
+  }
+
+ private:
+  struct canceller {
+    Op* op;
+    void operator()() const noexcept { op->request_cancel(); }
+  };
+  Op op_;
+  std::stop_token tok_;
+  std::optional<std::stop_callback<canceller>> cb_;
 };
 
 }  // namespace coring::detail
