@@ -194,6 +194,7 @@ class loadgen {
   void flush(conn& c);
   void refill(conn& c);
   void on_readable(conn& c);
+  void drain();
   std::int64_t slot_time(std::uint64_t slot) const {
     return t0_ + static_cast<std::int64_t>(static_cast<double>(slot) * slot_ns_);
   }
@@ -213,6 +214,7 @@ class loadgen {
   double slot_ns_ = 0;
   std::int64_t spin_ns_ = 0;
   bool measuring_ = false;
+  bool draining_ = false;  // after the run: shut down, read the last echoes, expect EOF
   std::uint64_t completed_ = 0;  // round trips completed while measuring
   std::uint64_t bytes_ = 0;      // bytes echoed while measuring
   clockid_t server_clock_{};
@@ -362,7 +364,12 @@ void loadgen::on_readable(conn& c) {
   for (;;) {
     ssize_t r = recv(c.fd, rbuf_.data(), rbuf_.size(), 0);
     if (r == 0) {
-      fail(c, err_.eofs, "unexpected EOF");
+      if (draining_ && c.rx_off == c.tx_off) {  // the orderly end: every byte came back
+        close(c.fd);
+        c.fd = -1;
+        return;
+      }
+      fail(c, err_.eofs, draining_ ? "EOF before every byte was echoed" : "unexpected EOF");
       return;
     }
     if (r < 0) {
@@ -398,8 +405,8 @@ void loadgen::on_readable(conn& c) {
         bytes_ += opt_.size;
       }
     }
-    refill(c);
-    if (c.dead) return;
+    if (!draining_) refill(c);
+    if (c.dead || c.fd < 0) return;
     if (static_cast<std::size_t>(r) < rbuf_.size()) return;  // short read: socket drained
   }
 }
@@ -441,6 +448,36 @@ std::string fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
   return b;
+}
+
+// Ends every connection the polite way: shutdown(SHUT_WR), read (and verify) the echoes still
+// in flight, and wait up to 1 s for the server's EOF. Closing with unread data would make the
+// kernel send RST, and the servers would log a reset for every connection.
+void loadgen::drain() {
+  draining_ = true;
+  std::size_t open = 0;
+  for (conn& c : conns_) {
+    if (c.dead || c.fd < 0) continue;
+    shutdown(c.fd, SHUT_WR);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = c.id;
+    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+    ++open;
+  }
+  std::vector<epoll_event> evs(1024);
+  const std::int64_t deadline = now_ns() + 1'000'000'000;
+  while (open > 0) {
+    std::int64_t left = (deadline - now_ns()) / 1'000'000;
+    if (left <= 0) break;
+    int k = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), static_cast<int>(left));
+    for (int i = 0; i < k; ++i) {
+      conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
+      if (c.dead || c.fd < 0) continue;
+      on_readable(c);
+      if (c.dead || c.fd < 0) --open;
+    }
+  }
 }
 
 int loadgen::run() {
@@ -530,6 +567,13 @@ int loadgen::run() {
     if (c.queued > c.done && end.wall - queued_at_[c.id * depth + c.done % depth] > timeout_ns)
       fail(c, err_.timeouts, "message " + std::to_string(c.done) + " not echoed within --timeout");
   }
+  int alive = 0;
+  for (const conn& c : conns_) alive += c.dead ? 0 : 1;
+  if (completed_ == 0 && alive > 0) {  // e.g. a server that swallows everything in a short run
+    ++err_.timeouts;
+    std::fprintf(stderr, "loadgen: no round trip completed in the measured interval\n");
+  }
+  drain();
   close_all();
 
   double secs = static_cast<double>(end.wall - start.wall) / 1e9;
@@ -546,8 +590,6 @@ int loadgen::run() {
   double p99 = hist_.quantile(0.99) / 1e3, p999 = hist_.quantile(0.999) / 1e3;
   double maxl = static_cast<double>(hist_.max()) / 1e3;
   std::uint64_t errors = err_.total();
-  int alive = 0;
-  for (const conn& c : conns_) alive += c.dead ? 0 : 1;
 
   if (opt_.json) {
     std::printf(

@@ -15,6 +15,7 @@ the connections come from another process; every baseline server raises its own 
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -39,9 +40,8 @@ def idle_clients(loadgen, port, n, hold):
 
 def release(p, timeout=30):
     """Closes loadgen's stdin (it then closes its connections and exits); returns its summary."""
-    p.stdin.close()
     try:
-        out, _ = p.communicate(timeout=timeout)
+        out, _ = p.communicate(timeout=timeout)  # closes stdin first
     except subprocess.TimeoutExpired:
         p.kill()
         out, _ = p.communicate()
@@ -114,4 +114,6 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM -> SystemExit, so the finally blocks stop the servers this script started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

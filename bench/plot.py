@@ -8,7 +8,9 @@ when it can be imported (Debian: apt-get install python3-matplotlib); without it
 next to the requested file instead (same content, no dependency)."""
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 from collections import OrderedDict
 
@@ -56,7 +58,7 @@ def plot_matplotlib(path, profiles, servers, values, title, ylabel):
 
 def plot_svg(path, profiles, servers, values, title, ylabel):
     colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
-    w, h, left, bottom, top = 160 * len(profiles) + 120, 420, 70, 90, 40
+    w, h, left, bottom, top = max(160 * len(profiles) + 120, 120 * len(servers) + 120), 420, 70, 90, 40
     vmax = max((max(v) for v in values.values()), default=1.0) * 1.1 or 1.0
     plot_h = h - bottom - top
     group_w = (w - left - 20) / max(1, len(profiles))
@@ -122,6 +124,13 @@ def main():
     try:
         import matplotlib  # noqa: F401
     except ImportError:
+        # A pyenv/venv python3 may lack the Debian package that /usr/bin/python3 has.
+        system_python = "/usr/bin/python3"
+        if (os.path.realpath(sys.executable) != os.path.realpath(system_python)
+                and os.access(system_python, os.X_OK)
+                and subprocess.run([system_python, "-c", "import matplotlib"],
+                                   capture_output=True).returncode == 0):
+            os.execv(system_python, [system_python, os.path.abspath(__file__)] + sys.argv[1:])
         svg = args.output.rsplit(".", 1)[0] + ".svg"
         plot_svg(svg, profiles, servers, values, title, ylabel)
         print(f"plot.py: matplotlib not importable (apt-get install python3-matplotlib); "

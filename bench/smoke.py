@@ -5,14 +5,20 @@
 
 1. epoll_echo and uring_echo (port 0) each serve loadgen for 1 s with 10 connections, flat
    (depth 4) and paced (2000 rt/s): exit status 0 and "errors": 0 required.
-2. epoll_echo --broken drop|flip|dup|close: loadgen must exit 1 with errors > 0, proving that the
+2. Half-close: 256 KiB written in 100-byte writes, then shutdown(SHUT_WR): every byte must come
+   back, then EOF.
+3. epoll_echo --broken drop|flip|dup|close: loadgen must exit 1 with errors > 0, proving that the
    checker sees loss, corruption, duplication and an early close.
 Every step has a timeout; servers are killed whatever happens."""
 import argparse
 import json
 import os
+import selectors
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serverproc import start_server, stop_server  # noqa: E402
@@ -27,6 +33,41 @@ def run_loadgen(loadgen, port, extra, timeout=30):
     except (IndexError, ValueError):
         result = None
     return p.returncode, result, p.stderr
+
+
+def half_close_echo(port, total=256 * 1024, chunk=100, timeout=10.0):
+    """Writes total bytes in small writes, shuts down the write side, reads to EOF.
+    Returns None if every byte came back in order, else a description of what went wrong."""
+    data = bytes((i * 7 + i // 251) & 0xFF for i in range(total))
+    got = bytearray()
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.setblocking(False)
+        sent = 0
+        with selectors.DefaultSelector() as sel:
+            sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            while time.monotonic() < deadline:
+                for _, ev in sel.select(0.1):
+                    if ev & selectors.EVENT_WRITE and sent < total:
+                        try:
+                            sent += s.send(data[sent:sent + chunk])
+                        except BlockingIOError:
+                            pass
+                        if sent == total:
+                            s.shutdown(socket.SHUT_WR)
+                            sel.modify(s, selectors.EVENT_READ)
+                    if ev & selectors.EVENT_READ:
+                        try:
+                            b = s.recv(65536)
+                        except BlockingIOError:
+                            continue
+                        if not b:
+                            if bytes(got) == data:
+                                return None
+                            return f"EOF after {len(got)} of {total} bytes (match so far: " \
+                                   f"{bytes(got) == data[:len(got)]})"
+                        got += b
+    return f"timed out with {len(got)} of {total} bytes echoed"
 
 
 def main():
@@ -50,6 +91,18 @@ def main():
             if not ok:
                 failures.append(f"{name} {mode}: {err.strip()}")
 
+    # Half-close: the client stops sending, the server must still echo everything, then close.
+    for name, binary in (("epoll_echo", a.epoll_echo), ("uring_echo", a.uring_echo)):
+        server, port = start_server([binary, "--port", "0"])
+        try:
+            problem = half_close_echo(port)
+        finally:
+            stop_server(server)
+        print(f"{'ok  ' if problem is None else 'FAIL'} {name} echoes all bytes after the "
+              f"client's shutdown(SHUT_WR){'' if problem is None else ': ' + problem}")
+        if problem is not None:
+            failures.append(f"{name} half-close: {problem}")
+
     for broken in ("drop", "flip", "dup", "close"):
         server, port = start_server([a.epoll_echo, "--port", "0", "--broken", broken])
         try:
@@ -68,4 +121,6 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM -> SystemExit, so the finally blocks stop the servers this script started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.exit(main())

@@ -41,7 +41,8 @@ struct conn {
   uint8_t open;         // slot in use
   uint8_t recv_armed;   // a multishot recv is armed (until its CQE without F_MORE)
   uint8_t sending;      // the head buffer is in a send (sends are serialized per connection)
-  uint8_t closing;      // EOF or error seen: close once nothing is in flight
+  uint8_t eof;          // peer shut down its side: echo what is queued, then close
+  uint8_t closing;      // error seen: drop what is queued, close once nothing is in flight
   uint8_t cancel_sent;  // an ASYNC_CANCEL for the recv was submitted
   uint8_t parked;       // in the parked list: waiting for the ring to have buffers again
 };
@@ -132,11 +133,12 @@ static void submit_send(int fd, uint32_t bid) {
   conns[fd].inflight++;
 }
 
-// Closes the connection once no op names it any more; drops (returns) queued buffers.
+// Closes the connection once no op names it any more. After an error the queued buffers are
+// dropped (returned); after EOF they are echoed first (half-close: the peer still reads).
 static void maybe_close(int fd) {
   struct conn* c = &conns[fd];
-  if (!c->closing) return;
-  if (!c->sending) {
+  if (!c->closing && !c->eof) return;
+  if (c->closing && !c->sending) {
     while (c->head != NO_BUF) {
       uint32_t bid = c->head;
       c->head = bufs[bid].next;
@@ -146,7 +148,7 @@ static void maybe_close(int fd) {
     c->tail = NO_BUF;
   }
   if (c->recv_armed) cancel_recv(fd);
-  if (c->inflight == 0) {
+  if (c->inflight == 0 && c->head == NO_BUF) {
     close(fd);
     c->open = 0;
   }
@@ -156,7 +158,7 @@ static void maybe_rearm(int fd) {
   struct conn* c = &conns[fd];
   // Backpressure (HAZARDS fact 13): a connection whose echoes are not being drained may not
   // drain the shared ring; its recv stays disarmed until it holds at most half its quota.
-  if (!c->recv_armed && !c->closing && c->held <= max_held / 2) arm_recv(fd);
+  if (!c->recv_armed && !c->closing && !c->eof && c->held <= max_held / 2) arm_recv(fd);
 }
 
 // Re-arms parked connections once buffers came back (called before each submit).
@@ -218,8 +220,9 @@ static void on_recv(int fd, int res, uint32_t flags) {
       if (c->held >= max_held) cancel_recv(fd);
     }
   }
-  if (res == 0 || (res < 0 && res != -ENOBUFS && res != -ECANCELED)) c->closing = 1;
-  if (c->closing) {
+  if (res == 0) c->eof = 1;
+  if (res < 0 && res != -ENOBUFS && res != -ECANCELED) c->closing = 1;
+  if (c->closing || c->eof) {
     maybe_close(fd);
   } else if (!c->recv_armed && res == -ENOBUFS && c->held == 0) {
     // Nothing of ours will come back to trigger a re-arm, and re-arming now would spin on the
@@ -257,7 +260,10 @@ static void on_send(int fd, uint32_t bid, int res) {
     maybe_close(fd);
     return;
   }
-  if (c->head != NO_BUF) submit_send(fd, c->head);
+  if (c->head != NO_BUF)
+    submit_send(fd, c->head);
+  else if (c->eof)
+    maybe_close(fd);
   maybe_rearm(fd);
 }
 
@@ -294,6 +300,9 @@ static void setup_ring(void) {
   e = posix_memalign(&mem, (size_t)sysconf(_SC_PAGESIZE), (size_t)nbufs * buf_size);
   if (e) die("posix_memalign", e);
   buf_base = mem;
+  // Fault the pool in now: it is a fixed cost, and RSS-per-connection (memory.py) must not
+  // mistake the ring filling up with touched pages for per-connection memory.
+  memset(buf_base, 0, (size_t)nbufs * buf_size);
   bufs = calloc(nbufs, sizeof *bufs);
   if (!bufs) die("calloc", ENOMEM);
   ring_mask = (unsigned)io_uring_buf_ring_mask(nbufs);
