@@ -215,6 +215,7 @@ class loadgen {
   std::int64_t spin_ns_ = 0;
   bool measuring_ = false;
   bool draining_ = false;  // after the run: shut down, read the last echoes, expect EOF
+  std::uint64_t max_messages_ = 0;  // idle mode: messages per connection (0 = unlimited)
   std::uint64_t completed_ = 0;  // round trips completed while measuring
   std::uint64_t bytes_ = 0;      // bytes echoed while measuring
   clockid_t server_clock_{};
@@ -348,6 +349,7 @@ void loadgen::refill(conn& c) {
   auto depth = static_cast<std::uint64_t>(opt_.depth);
   std::uint64_t limit = c.done + depth;
   if (opt_.rate > 0) limit = std::min(limit, c.due);
+  if (max_messages_ > 0) limit = std::min(limit, max_messages_);
   if (c.queued >= limit) return;
   std::int64_t now = now_ns();
   auto conns = static_cast<std::uint64_t>(opt_.connections);
@@ -472,7 +474,9 @@ void loadgen::drain() {
     if (left <= 0) break;
     int k = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), static_cast<int>(left));
     for (int i = 0; i < k; ++i) {
-      conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
+      std::uint32_t id = evs[static_cast<std::size_t>(i)].data.u32;
+      if (id >= conns_.size()) continue;  // not a connection (idle mode's stdin watch)
+      conn& c = conns_[id];
       if (c.dead || c.fd < 0) continue;
       on_readable(c);
       if (c.dead || c.fd < 0) --open;
@@ -633,6 +637,7 @@ int loadgen::run_idle() {
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   opt_.connections = opt_.idle_connections;
   opt_.depth = 1;
+  max_messages_ = 1;  // one echo each, then silence
   open_connections(opt_.idle_connections);
   sent_at_.assign(conns_.size(), 0);
   queued_at_ = sent_at_;
@@ -687,7 +692,8 @@ int loadgen::run_idle() {
     }
     if (stop || (k < 0 && errno != EINTR)) break;
   }
-  (void)watch_stdin;
+  if (watch_stdin) epoll_ctl(ep_, EPOLL_CTL_DEL, STDIN_FILENO, nullptr);
+  drain();
   close_all();
   std::uint64_t errors = err_.total();
   if (opt_.json)

@@ -116,4 +116,7 @@ def main():
 if __name__ == "__main__":
     # SIGTERM -> SystemExit, so the finally blocks stop the servers this script started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -17,13 +17,15 @@ from collections import OrderedDict
 
 def collect(data, metric):
     """Returns (profiles, servers, {(profile, server): [values]}) in first-seen order."""
-    profiles, servers, values = OrderedDict(), OrderedDict(), {}
+    profiles, servers, clean, noisy = OrderedDict(), OrderedDict(), {}, {}
     for s in data["samples"]:
         v = s.get(metric)
         profiles[s["profile"]] = None
         servers[s["server"]] = None
         if isinstance(v, (int, float)):
-            values.setdefault((s["profile"], s["server"]), []).append(v)
+            (noisy if s.get("noisy") else clean).setdefault((s["profile"], s["server"]), []).append(v)
+    # Like run.py's table: noisy samples only count where a cell has nothing else.
+    values = {k: clean.get(k) or noisy[k] for k in set(clean) | set(noisy)}
     return list(profiles), list(servers), values
 
 

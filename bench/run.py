@@ -162,15 +162,26 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
+def noisy_note(every):
+    noisy = sum(1 for s in every if s.get("noisy"))
+    if noisy == len(every):
+        return f"{noisy}/{len(every)}: ALL NOISY, medians unreliable"
+    return f"{noisy}/{len(every)}"
+
+
 def table(samples, servers, profiles, reference):
     rows = ["| profile | server | round trips/s | p50 µs | p99 µs | server CPU µs/rt | "
-            f"CPU/rt ÷ {reference} | errors | noisy |",
+            f"CPU/rt ÷ {reference} | errors | noisy (left out) |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    def pick(profile, name):
+        """Samples of one cell, noisy ones left out unless nothing else is there."""
+        ss = [s for s in samples if s["profile"] == profile and s["server"] == name]
+        return [s for s in ss if not s.get("noisy")] or ss, ss
+
     for profile in profiles:
-        ref = [s for s in samples if s["profile"] == profile and s["server"] == reference]
-        ref_cpu = median(ref, "server_cpu_us_per_rt")
+        ref_cpu = median(pick(profile, reference)[0], "server_cpu_us_per_rt")
         for name in servers:
-            ss = [s for s in samples if s["profile"] == profile and s["server"] == name]
+            ss, every = pick(profile, name)
             if not ss:
                 continue
             cpu = median(ss, "server_cpu_us_per_rt")
@@ -181,7 +192,7 @@ def table(samples, servers, profiles, reference):
             rows.append(f"| {profile} | {name} | {fmt(median(ss, 'rt_per_s'), ',.0f')} | "
                         f"{fmt(median(ss, 'p50_us'), '.1f')} | {fmt(median(ss, 'p99_us'), '.1f')} | "
                         f"{fmt(cpu, '.2f')} | {fmt(ratio, '.2f')} | {err} | "
-                        f"{sum(1 for s in ss if s.get('noisy'))}/{len(ss)} |")
+                        f"{noisy_note(every)} |")
     return "\n".join(rows)
 
 
@@ -203,6 +214,8 @@ def main():
     ap.add_argument("--loadgen-cpu", type=int, default=1)
     ap.add_argument("--no-pin", dest="pin", action="store_false", help="don't use taskset")
     ap.add_argument("--json-out", help="write every raw sample to this JSON file")
+    ap.add_argument("--table-from", metavar="JSON", help="print the table for a --json-out file "
+                    "and exit (with --reference to change the reference)")
     ap.add_argument("--max-other-load", type=float, default=0.10,
                     help="a sample is noisy when another tenant used more than this share of "
                     "the server's or loadgen's CPU (default 0.10)")
@@ -212,6 +225,16 @@ def main():
                     help="before each sample, wait up to this long for both CPUs to be idle "
                     "(busy < --max-other-load over 1 s)")
     args = ap.parse_args()
+
+    if args.table_from:
+        with open(args.table_from) as f:
+            data = json.load(f)
+        samples, meta = data["samples"], data.get("meta", {})
+        names = list(dict.fromkeys(s["server"] for s in samples))
+        profiles = list(dict.fromkeys(s["profile"] for s in samples))
+        reference = args.reference or meta.get("reference") or names[0]
+        print(table(samples, names, profiles, reference))
+        return 0
 
     servers = {}
     for spec in args.server:
@@ -294,4 +317,7 @@ def main():
 if __name__ == "__main__":
     # SIGTERM -> SystemExit, so the finally blocks stop the servers this script started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
