@@ -75,10 +75,14 @@ def main():
     ap.add_argument("--epoll-echo", required=True)
     ap.add_argument("--uring-echo", required=True)
     ap.add_argument("--loadgen", required=True)
+    ap.add_argument("--coring-echo", help="examples/echo_server, when built")
     a = ap.parse_args()
     failures = []
+    servers = [("epoll_echo", a.epoll_echo), ("uring_echo", a.uring_echo)]
+    if a.coring_echo:
+        servers.insert(0, ("coring echo_server", a.coring_echo))
 
-    for name, binary in (("epoll_echo", a.epoll_echo), ("uring_echo", a.uring_echo)):
+    for name, binary in servers:
         for mode, extra in (("flat d4", ["--depth", "4"]), ("rate 2000", ["--rate", "2000"])):
             server, port = start_server([binary, "--port", "0"])
             try:
@@ -92,7 +96,7 @@ def main():
                 failures.append(f"{name} {mode}: {err.strip()}")
 
     # Half-close: the client stops sending, the server must still echo everything, then close.
-    for name, binary in (("epoll_echo", a.epoll_echo), ("uring_echo", a.uring_echo)):
+    for name, binary in servers:
         server, port = start_server([binary, "--port", "0"])
         try:
             problem = half_close_echo(port)
