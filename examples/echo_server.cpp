@@ -14,12 +14,14 @@ namespace {
 
 const char* usage =
     "usage: echo_server [--host ADDR] [--port N] [--idle-timeout SECONDS] [--grace SECONDS]\n"
-    "                   [--plain]\n"
+    "                   [--plain | --oneshot]\n"
     "  Echoes every byte back to every client. Default 127.0.0.1:9000; --port 0 picks a free\n"
     "  port. Prints the address it listens on. On SIGINT or SIGTERM it stops accepting, lets\n"
     "  replies in flight finish (at most --grace seconds, default 2), closes its clients and\n"
     "  exits 0. --idle-timeout disconnects clients silent for that long (default: off).\n"
-    "  --plain uses a private 4 KiB buffer per client instead of the shared buffer ring.\n";
+    "  By default each client keeps one multishot recv armed on a buffer ring shared by all\n"
+    "  clients. --oneshot submits one recv per buffer instead (tighter per-client bound on\n"
+    "  ring buffers, one more SQE per message); --plain uses a private 4 KiB buffer per client.\n";
 
 // The straight-line loop of the README: a private buffer per connection.
 coring::task<> echo(coring::socket& s, std::chrono::nanoseconds idle) {
@@ -35,8 +37,9 @@ coring::task<> echo(coring::socket& s, std::chrono::nanoseconds idle) {
 
 // The same loop on the fast path: buffers come from a ring shared by all connections and are
 // taken only when data arrives, so an idle connection holds no buffer at all.
-coring::task<> echo(coring::socket& s, coring::buffer_ring& ring, std::chrono::nanoseconds idle) {
-  coring::recv_stream rx(s, ring, {.idle_timeout = idle});
+coring::task<> echo(coring::socket& s, coring::buffer_ring& ring, std::chrono::nanoseconds idle,
+                    bool multishot) {
+  coring::recv_stream rx(s, ring, {.multishot = multishot, .idle_timeout = idle});
   while (coring::buffer b = co_await rx.next())
     co_await s.send_all(b.data());
 }
@@ -45,6 +48,7 @@ struct server {
   coring::io_context& ctx;
   coring::buffer_ring* ring;  // null: --plain, or the kernel has no buffer rings
   std::chrono::nanoseconds idle;
+  bool multishot;
   example::client_list clients;  // the live clients, so that shutdown can reach them
   bool accepting = false;
 };
@@ -55,7 +59,7 @@ coring::task<> serve_client(server& srv, coring::socket s) {
   std::string peer = s.peer_name().to_string();
   try {
     if (srv.ring)
-      co_await echo(s, *srv.ring, srv.idle);
+      co_await echo(s, *srv.ring, srv.idle, srv.multishot);
     else
       co_await echo(s, srv.idle);
   } catch (const std::system_error& e) {
@@ -113,10 +117,13 @@ int main(int argc, char** argv) {
   double idle_s = args.get_double("--idle-timeout", 0, 0, 86400);
   double grace_s = args.get_double("--grace", 2, 0, 3600);
   bool plain = args.flag("--plain");
+  bool multishot = !args.flag("--oneshot");
+  // For benchmarks: the ring's task-run mode (DEFER_TASKRUN costs CPU at some loads).
+  bool coop = args.flag("--coop-taskrun");
   args.done();
   example::raise_fd_limit();
   try {
-    coring::io_context ctx;
+    coring::io_context ctx(coring::io_context_options{.defer_taskrun = !coop});
     coring::signal_set signals(ctx, {SIGINT, SIGTERM});
     std::optional<coring::buffer_ring> ring;
     if (!plain && ctx.features().buf_ring) ring.emplace(ctx, 4096, 4096);
@@ -126,7 +133,7 @@ int main(int argc, char** argv) {
     server srv{ctx, ring ? &*ring : nullptr,
                std::chrono::duration_cast<std::chrono::nanoseconds>(
                    std::chrono::duration<double>(idle_s)),
-               {}, false};
+               multishot, {}, false};
     coring::sync_wait(ctx, run(srv, std::move(listener), signals,
                                std::chrono::duration_cast<std::chrono::nanoseconds>(
                                    std::chrono::duration<double>(grace_s))));

@@ -165,3 +165,23 @@ TEST_CASE("echo_server shutdown sends what it already echoes intact, then ends t
   REQUIRE(st);
   CHECK(*st == 0);
 }
+
+TEST_CASE("echo_server --oneshot and --plain serve 200 verified clients too") {
+  for (const char* mode : {"--oneshot", "--plain"}) {
+    CAPTURE(mode);
+    test::child server({test::example_path("ECHO_SERVER"), "--port", "0", mode});
+    int port = start_server(server);
+    test::child client({test::example_path("ECHO_CLIENT"), "--port", std::to_string(port),
+                        "--connections", "200", "--count", "20", "--size", "3000"});
+    auto status = client.wait(60s);
+    std::string out = client.read_rest(1s);
+    REQUIRE(status);
+    CHECK(*status == 0);
+    CHECK(out.find("200 ok, 0 failed, 12000000 bytes echoed and verified, 0 mismatches") !=
+          std::string::npos);
+    server.signal(SIGTERM);
+    auto st = server.wait(5s);
+    REQUIRE(st);
+    CHECK(*st == 0);
+  }
+}
