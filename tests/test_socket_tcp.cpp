@@ -305,3 +305,66 @@ TEST_CASE("close is awaitable, idempotent, and the descriptor is gone afterwards
   };
   test::run(ctx, body(ctx));
 }
+
+TEST_CASE("send_all_zc sends 8 MiB intact and resumes only after the kernel let go") {
+  io_context ctx;
+  MESSAGE("IORING_OP_SEND_ZC " << (ctx.features().op_send_zc ? "used" : "absent: plain send"));
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    std::vector<std::byte> data(8 << 20);
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 11 + 3);
+    auto sender = [](coring::socket& s, std::vector<std::byte>& d) -> task<> {
+      CHECK(co_await s.send_all_zc(d) == d.size());
+      s.shutdown(SHUT_WR);
+    };
+    ctx.spawn(sender(client, data));
+    std::string got = co_await test::read_all(server);
+    REQUIRE(got.size() == data.size());
+    CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
+    CHECK(ctx.in_flight() == 0);  // the notification CQE arrived before the co_await ended
+  };
+  test::run(ctx, body(ctx), 60s);
+}
+
+TEST_CASE("send_all_zc to a reset peer fails with the errno, not a hang") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    client.set_option(sockopt::linger{true, 0});
+    co_await client.close();
+    std::vector<std::byte> chunk(65536);
+    std::error_code err;
+    for (int i = 0; i < 10 && !err; ++i) {
+      auto r = co_await as_result(server.send_all_zc(chunk));
+      if (!r) err = r.error();
+    }
+    CHECK((err == std::errc::connection_reset || err == std::errc::broken_pipe));
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("deadlines expire on accept and on connect") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    coring::socket listener = tcp_listen(ctx, "127.0.0.1:0", 1);
+    auto r = co_await as_result(listener.accept().with_timeout(20ms));
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::timed_out);
+    // Fill the backlog of a listener nobody accepts on: further SYNs are dropped, so a
+    // connect cannot complete and only its deadline ends it.
+    coring::socket full = tcp_listen(ctx, "127.0.0.1:0", 0);
+    std::vector<coring::socket> queued;
+    std::error_code err;
+    for (int i = 0; i < 64 && !err; ++i) {
+      coring::socket c(ctx, AF_INET, SOCK_STREAM);
+      auto cr = co_await as_result(c.connect(full.sock_name()).with_timeout(100ms));
+      if (cr) queued.push_back(std::move(c));
+      else err = cr.error();
+    }
+    CHECK(err == std::errc::timed_out);
+    CHECK(queued.size() <= 8);
+  };
+  test::run(ctx, body(ctx));
+}

@@ -119,6 +119,14 @@ class io_op : public completion {
   static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {
     auto* self = static_cast<io_op*>(c);
     auto* op = static_cast<Op*>(self);
+    // Two-CQE operations (IORING_OP_SEND_ZC): the first CQE carries the result and
+    // IORING_CQE_F_MORE; the last one (IORING_CQE_F_NOTIF) says the kernel let go of the buffer.
+    // LIFETIME: resume only after the last one, or the caller could reuse the buffer too early.
+    if (cqe_more(flags)) {
+      self->res_ = res;
+      return;
+    }
+    if (flags & (1U << 3)) res = self->res_;  // IORING_CQE_F_NOTIF
     if (!self->cancel_requested_ && op->again(res, flags)) {
       try {
         self->submit();
