@@ -160,17 +160,12 @@ coring::task<> accept_loop(server& srv, coring::socket& listener) {
     auto client = co_await coring::as_result(listener.accept());
     if (client) {
       srv.ctx.spawn(serve_client(srv, std::move(*client)));  // a coroutine per client
-    } else if (client.error() == std::errc::too_many_files_open ||
-               client.error() == std::errc::too_many_files_open_in_system ||
-               client.error() == std::errc::not_enough_memory ||
-               client.error() == std::errc::no_buffer_space) {
-      // Out of descriptors or memory: the connection stays in the backlog; back off, retry.
-      std::fprintf(stderr, "accept: %s; pausing 100 ms\n", client.error().message().c_str());
-      co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(100));
-    } else if (client.error() == std::errc::operation_canceled) {
-      break;  // shutting down
     } else {
-      std::fprintf(stderr, "accept: %s\n", client.error().message().c_str());
+      // Out of descriptors or memory: back off instead of spinning; cancelled: shutting down.
+      auto next = example::after_accept_error(client.error());
+      if (next == example::accept_action::stop) break;
+      if (next == example::accept_action::back_off)
+        co_await coring::sleep_for(srv.ctx, example::accept_back_off);
     }
   }
   srv.accepting = false;

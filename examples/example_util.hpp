@@ -12,8 +12,8 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
-#include <vector>
 #include <system_error>
+#include <vector>
 
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -92,6 +92,27 @@ class args {
   const char* usage_;
   std::vector<bool> consumed_ = std::vector<bool>(static_cast<std::size_t>(argc_ > 0 ? argc_ : 1));
 };
+
+/// What an accept loop does after a failed accept.
+enum class accept_action { back_off, stop, go_on };
+/// How long an accept loop pauses when out of descriptors or memory (nginx uses 500 ms).
+inline constexpr std::chrono::milliseconds accept_back_off{100};
+
+/// Classifies (and logs) a failed accept. EMFILE, ENFILE, ENOMEM, ENOBUFS: the connection waits
+/// in the backlog, so back off instead of spinning on the same error (a multishot accept ends
+/// with it and is re-armed by the next accept); operation_canceled: the listener was cancelled
+/// (shutdown), stop; anything else (e.g. ECONNABORTED): log it and go on.
+inline accept_action after_accept_error(std::error_code ec) {
+  if (ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+      ec == std::errc::not_enough_memory || ec == std::errc::no_buffer_space) {
+    std::fprintf(stderr, "accept: %s; pausing %lld ms\n", ec.message().c_str(),
+                 static_cast<long long>(accept_back_off.count()));
+    return accept_action::back_off;
+  }
+  if (ec == std::errc::operation_canceled) return accept_action::stop;
+  std::fprintf(stderr, "accept: %s\n", ec.message().c_str());
+  return accept_action::go_on;
+}
 
 /// Raises the soft open-file limit to the hard limit (a server holding thousands of clients
 /// needs one descriptor each). Returns: the new soft limit.
