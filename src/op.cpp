@@ -4,8 +4,29 @@
 
 #include <liburing.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
+
+namespace coring {
+namespace {
+void default_freed_buffer_handler(const char* op, const void* buffer, std::size_t size) {
+  std::fprintf(stderr,
+               "coring: the %zu-byte buffer at %p of a %s was freed while the kernel owned it; "
+               "a buffer must outlive the co_await of its operation\n",
+               size, buffer, op);
+  std::abort();
+}
+std::atomic<freed_buffer_handler> freed_buffer_hook{&default_freed_buffer_handler};
+}  // namespace
+
+freed_buffer_handler set_freed_buffer_handler(freed_buffer_handler h) noexcept {
+  return freed_buffer_hook.exchange(h ? h : &default_freed_buffer_handler);
+}
+
+}  // namespace coring
 
 namespace coring::detail {
 
@@ -19,6 +40,10 @@ void link_timeout(io_context& ctx, io_uring_sqe& sqe, const kernel_timespec& dea
                                      reinterpret_cast<const __kernel_timespec*>(&deadline)),
                              IORING_TIMEOUT_ABS);
   io_uring_sqe_set_data64(&t, 0);  // its CQE (-ETIME or -ECANCELED) is ignored
+}
+
+void report_freed_buffer(const char* op, const void* buffer, std::size_t size) noexcept {
+  freed_buffer_hook.load()(op, buffer, size);
 }
 
 kernel_timespec deadline_after(std::chrono::nanoseconds d) noexcept {

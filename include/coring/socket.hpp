@@ -265,6 +265,11 @@ class recv_op : public io_op<recv_op, std::size_t> {
   recv_op(io_context& ctx, int fd, std::span<std::byte> buf, int flags) noexcept
       : io_op(ctx), fd_(fd), buf_(buf), flags_(flags) {}
   recv_op(recv_op&&) noexcept = default;
+  /// The caller buffer the kernel reads or writes (checked at completion in ASan builds).
+  template <class F>
+  void for_each_buffer(F f) const {
+    f(buf_.data(), buf_.size());
+  }
   void prep(io_uring_sqe& sqe) noexcept;
   result<std::size_t> complete(int res, std::uint32_t flags) noexcept;
 
@@ -281,6 +286,11 @@ class send_op : public io_op<send_op, std::size_t> {
   send_op(io_context& ctx, int fd, std::span<const std::byte> buf, int flags) noexcept
       : io_op(ctx), fd_(fd), buf_(buf), flags_(flags) {}
   send_op(send_op&&) noexcept = default;
+  /// The caller buffer the kernel reads or writes (checked at completion in ASan builds).
+  template <class F>
+  void for_each_buffer(F f) const {
+    f(buf_.data(), buf_.size());
+  }
   void prep(io_uring_sqe& sqe) noexcept;
   result<std::size_t> complete(int res, std::uint32_t flags) noexcept;
 
@@ -299,6 +309,11 @@ class send_all_op : public io_op<send_all_op, std::size_t> {
               bool zero_copy = false) noexcept
       : io_op(ctx), fd_(fd), buf_(buf), flags_(flags), zero_copy_(zero_copy) {}
   send_all_op(send_all_op&&) noexcept = default;
+  /// The caller buffer the kernel reads or writes (checked at completion in ASan builds).
+  template <class F>
+  void for_each_buffer(F f) const {
+    f(buf_.data(), buf_.size());
+  }
   bool await_ready() const noexcept { return buf_.empty(); }
   void prep(io_uring_sqe& sqe) noexcept;
   bool again(int res, std::uint32_t flags) noexcept;
@@ -323,6 +338,11 @@ class send_to_op : public io_op<send_to_op, std::size_t> {
              int flags) noexcept
       : io_op(ctx), fd_(fd), buf_(buf), to_(to), flags_(flags) {}
   send_to_op(send_to_op&&) noexcept = default;
+  /// The caller buffer the kernel reads or writes (checked at completion in ASan builds).
+  template <class F>
+  void for_each_buffer(F f) const {
+    f(buf_.data(), buf_.size());
+  }
   void prep(io_uring_sqe& sqe) noexcept;
   result<std::size_t> complete(int res, std::uint32_t flags) noexcept;
 
@@ -342,6 +362,11 @@ class recv_from_op : public io_op<recv_from_op, datagram> {
   recv_from_op(io_context& ctx, int fd, std::span<std::byte> buf, int flags) noexcept
       : io_op(ctx), fd_(fd), buf_(buf), flags_(flags) {}
   recv_from_op(recv_from_op&&) noexcept = default;
+  /// The caller buffer the kernel reads or writes (checked at completion in ASan builds).
+  template <class F>
+  void for_each_buffer(F f) const {
+    f(buf_.data(), buf_.size());
+  }
   void prep(io_uring_sqe& sqe) noexcept;
   result<datagram> complete(int res, std::uint32_t flags) noexcept;
 
@@ -353,6 +378,13 @@ class recv_from_op : public io_op<recv_from_op, datagram> {
   msghdr msg_{};
   iovec iov_{};
 };
+
+/// Calls f(ptr, size) for each iovec and the control area of m.
+template <class F>
+void for_each_msg_buffer(const msghdr& m, F& f) {
+  for (std::size_t i = 0; i < m.msg_iovlen; ++i) f(m.msg_iov[i].iov_base, m.msg_iov[i].iov_len);
+  if (m.msg_control != nullptr) f(m.msg_control, m.msg_controllen);
+}
 
 /// Scatter/gather list of a send_msg / recv_msg: a few iovecs inline, more on the heap.
 class iovec_list {
@@ -385,6 +417,11 @@ class send_msg_op : public io_op<send_msg_op, std::size_t> {
     if (to) to_ = *to;
   }
   send_msg_op(send_msg_op&&) noexcept = default;
+  /// The caller buffers the kernel reads or writes (checked at completion in ASan builds).
+  template <class F>
+  void for_each_buffer(F f) const {
+    for_each_msg_buffer(msg_, f);
+  }
   void prep(io_uring_sqe& sqe) noexcept;
   result<std::size_t> complete(int res, std::uint32_t flags) noexcept;
 
@@ -406,6 +443,11 @@ class recv_msg_op : public io_op<recv_msg_op, message_info> {
               control_buffer* control, int flags)
       : io_op(ctx), fd_(fd), iov_(bufs), control_(control), flags_(flags) {}
   recv_msg_op(recv_msg_op&&) noexcept = default;
+  /// The caller buffers the kernel reads or writes (checked at completion in ASan builds).
+  template <class F>
+  void for_each_buffer(F f) const {
+    for_each_msg_buffer(msg_, f);
+  }
   void prep(io_uring_sqe& sqe) noexcept;
   result<message_info> complete(int res, std::uint32_t flags) noexcept;
 

@@ -8,12 +8,41 @@
 
 #include <chrono>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <stop_token>
 #include <utility>
 
+// In AddressSanitizer builds every operation checks, when its CQE arrives, that the caller's
+// buffers it pointed the kernel at are still allocated. ASan cannot see the kernel write into a
+// freed buffer (HAZARDS.md fact 10); this turns that classic io_uring bug into a report.
+#if defined(__SANITIZE_ADDRESS__)
+#define CORING_CHECK_BUFFERS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORING_CHECK_BUFFERS 1
+#endif
+#endif
+#ifdef CORING_CHECK_BUFFERS
+#include <sanitizer/asan_interface.h>
+#endif
+
+namespace coring {
+
+/// Called (ASan builds only) when an operation's completion arrives and a caller buffer it had
+/// handed the kernel was freed meanwhile: the kernel may have written into freed memory.
+using freed_buffer_handler = void (*)(const char* op, const void* buffer, std::size_t size);
+/// Installs h (null: the default, which prints the op, address and size to stderr and aborts).
+/// Returns: the previous handler. Not thread-safe: set it before starting io_contexts.
+freed_buffer_handler set_freed_buffer_handler(freed_buffer_handler h) noexcept;
+
+}  // namespace coring
+
 namespace coring::detail {
+
+/// Calls the installed freed_buffer_handler.
+void report_freed_buffer(const char* op, const void* buffer, std::size_t size) noexcept;
 
 /// Arms a linked timeout (IORING_OP_LINK_TIMEOUT, absolute CLOCK_MONOTONIC) behind sqe.
 void link_timeout(io_context& ctx, io_uring_sqe& sqe, const kernel_timespec& deadline) noexcept;
@@ -27,6 +56,8 @@ kernel_timespec deadline_after(std::chrono::nanoseconds d) noexcept;
 /// and may supply
 ///   bool again(int res, std::uint32_t flags) noexcept;   (true: prep and submit once more)
 ///   [[noreturn]] void raise(std::error_code);             (throws a richer error)
+///   void for_each_buffer(F f) const;   (f(ptr, size) for each caller buffer the kernel uses;
+///                                       ASan builds check them at completion)
 ///
 /// LIFETIME: the op's address is the SQE's user_data, so an op must not move once awaited; it
 /// lives in the awaiting coroutine's frame, and that frame stays suspended until the op's own
@@ -119,6 +150,9 @@ class io_op : public completion {
   static void on_cqe(completion* c, int res, std::uint32_t flags) noexcept {
     auto* self = static_cast<io_op*>(c);
     auto* op = static_cast<Op*>(self);
+#ifdef CORING_CHECK_BUFFERS
+    check_buffers(*op);
+#endif
     // Two-CQE operations (IORING_OP_SEND_ZC): the first CQE carries the result and
     // IORING_CQE_F_MORE; the last one (IORING_CQE_F_NOTIF) says the kernel let go of the buffer.
     // LIFETIME: resume only after the last one, or the caller could reuse the buffer too early.
@@ -139,6 +173,17 @@ class io_op : public completion {
     self->flags_ = flags;
     self->waiter_.resume();
   }
+
+#ifdef CORING_CHECK_BUFFERS
+  static void check_buffers(const Op& op) noexcept {
+    if constexpr (requires { op.for_each_buffer([](const void*, std::size_t) {}); }) {
+      op.for_each_buffer([](const void* p, std::size_t n) {
+        if (n > 0 && __asan_region_is_poisoned(const_cast<void*>(p), n) != nullptr)
+          report_freed_buffer(Op::name, p, n);
+      });
+    }
+  }
+#endif
 
   io_context* ctx_;
   std::coroutine_handle<> waiter_{};
