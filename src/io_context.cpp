@@ -11,6 +11,12 @@
 #include <cstdio>
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 namespace coring {
 
@@ -92,6 +98,8 @@ bool has_op(io_uring_probe* p, int op) { return p && io_uring_opcode_supported(p
 // user_data values that are not completions: ours (0: cancels, linked timeouts) and
 // liburing's own timeout SQE for waits with a timeout on kernels without EXT_ARG.
 inline bool ignored_user_data(std::uint64_t ud) { return ud == 0 || ud == LIBURING_UDATA_TIMEOUT; }
+// user_data of the poll on the wake eventfd (never a completion's address: those are aligned).
+constexpr std::uint64_t wake_user_data = 1;
 
 }  // namespace
 
@@ -166,9 +174,23 @@ io_context::io_context(io_context_options o)
   f.accept_multishot = f.buf_ring = f.cancel_any = f.op_socket;
   f.recv_multishot = f.op_send_zc;
   if (o.register_ring_fd) f.registered_ring_fd = io_uring_register_ring_fd(&impl_->ring) == 1;
+
+  owner_only_ = f.single_issuer || f.registered_ring_fd;
+  impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (impl_->wake_fd < 0) {
+    int e = errno;
+    io_uring_queue_exit(&impl_->ring);
+    impl_->ring_ok = false;
+    throw_errno(e, "eventfd (io_context wakeup)");
+  }
+  arm_wake();
 }
 
-io_context::~io_context() { teardown(); }
+io_context::~io_context() {
+  // A thread whose request let run() return may still be inside wake(): let it leave first.
+  while (remote_callers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  teardown();
+}
 
 const ring_features& io_context::features() const noexcept { return impl_->features; }
 
@@ -176,7 +198,101 @@ void io_context::set_exception_handler(std::function<void(std::exception_ptr)> h
   on_exception_ = handler ? std::move(handler) : &default_exception_handler;
 }
 
-void io_context::stop() noexcept { stop_ = true; }
+// LIFETIME: held by another thread for as long as it touches the context in stop(),
+// post_remote() or drop_work(); ~io_context waits until none is left.
+struct io_context::remote_call {
+  explicit remote_call(io_context& c) noexcept : ctx(c) { ctx.remote_callers_.fetch_add(1); }
+  ~remote_call() { ctx.remote_callers_.fetch_sub(1, std::memory_order_release); }
+  io_context& ctx;
+};
+
+void io_context::stop() noexcept {
+  remote_call guard(*this);
+  stop_.store(true, std::memory_order_release);
+  wake();  // another thread may have called it while run() waits in the kernel
+}
+
+void io_context::report_exception(std::exception_ptr e) noexcept {
+  try {
+    if (on_exception_) on_exception_(e);
+  } catch (...) {
+    std::fputs("coring: the exception handler itself threw; ignored\n", stderr);
+  }
+}
+
+void io_context::post_remote(detail::remote_node* n) noexcept {
+  remote_call guard(*this);
+  n->next = remote_head_.load(std::memory_order_relaxed);
+  while (!remote_head_.compare_exchange_weak(n->next, n, std::memory_order_release,
+                                             std::memory_order_relaxed)) {
+  }
+  // LIFETIME: n may already have run (and be gone) here; only the context is touched below.
+  wake();
+}
+
+void io_context::drop_work() noexcept {
+  remote_call guard(*this);
+  if (work_.fetch_sub(1, std::memory_order_acq_rel) == 1) wake();  // run() may return now
+}
+
+void io_context::wake() noexcept {
+  // One eventfd write per batch of requests: the flag is cleared by the loop before it drains.
+  if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+  std::uint64_t one = 1;
+  ssize_t r = ::write(impl_->wake_fd, &one, sizeof one);
+  (void)r;  // cannot fail short of a counter overflow, which still leaves it readable
+}
+
+void io_context::arm_wake() noexcept {
+  // A poll holds no buffer, so nothing is at risk if it is still armed at queue_exit.
+  io_uring_sqe* sqe = io_uring_get_sqe(&impl_->ring);
+  if (!sqe) {
+    io_uring_submit(&impl_->ring);
+    sqe = io_uring_get_sqe(&impl_->ring);
+    if (!sqe) return;  // retried at the next wake-up check in run_once
+  }
+  if (impl_->wake_multishot)
+    io_uring_prep_poll_multishot(sqe, impl_->wake_fd, POLLIN);
+  else
+    io_uring_prep_poll_add(sqe, impl_->wake_fd, POLLIN);
+  io_uring_sqe_set_data64(sqe, wake_user_data);
+  impl_->wake_armed = true;
+}
+
+void io_context::on_wake(int res, std::uint32_t flags) noexcept {
+  if (!detail::cqe_more(flags)) {
+    impl_->wake_armed = false;
+    if (res == -EINVAL && impl_->wake_multishot) impl_->wake_multishot = false;  // pre-5.13
+  }
+  if (res > 0) {
+    // Order matters (see wake()): reset the counter, then clear the flag, then drain. A wake()
+    // that saw the flag set pushed its node before we clear it (the exchange makes that push
+    // visible); one that sees it clear writes after our read, so the poll fires again.
+    std::uint64_t count;
+    ssize_t r = ::read(impl_->wake_fd, &count, sizeof count);
+    (void)r;
+    wake_pending_.exchange(false, std::memory_order_acq_rel);
+  }
+  run_remote(stopping_);
+  if (!impl_->wake_armed && !stopping_) arm_wake();
+}
+
+void io_context::run_remote(bool cancelled) noexcept {
+  if (remote_head_.load(std::memory_order_relaxed) == nullptr) return;
+  detail::remote_node* lifo = remote_head_.exchange(nullptr, std::memory_order_acquire);
+  detail::remote_node* fifo = nullptr;  // run them in the order they were posted
+  while (lifo) {
+    detail::remote_node* next = lifo->next;
+    lifo->next = fifo;
+    fifo = lifo;
+    lifo = next;
+  }
+  while (fifo) {
+    detail::remote_node* next = fifo->next;  // LIFETIME: fn may free the node
+    fifo->fn(fifo, cancelled);
+    fifo = next;
+  }
+}
 
 void io_context::spawn(task<> t) {
   auto h = t.release();
@@ -211,16 +327,25 @@ void io_context::run_ready() {
 }
 
 void io_context::run() {
-  while (!stop_ && run_once(true)) {
+  while (!stop_.load(std::memory_order_acquire) && run_once(true)) {
   }
-  stop_ = false;
+  stop_.store(false, std::memory_order_relaxed);
 }
 
 bool io_context::run_once(bool block) {
+  if (owner_only_ && std::this_thread::get_id() != owner_) [[unlikely]]
+    throw std::logic_error(
+        "io_context run on another thread than the one that created it: with SINGLE_ISSUER and "
+        "the registered ring fd the ring belongs to its creating thread (create the context on "
+        "the thread that runs it, or turn both off in io_context_options)");
+  run_remote(false);
   run_ready();
-  if (in_flight_ == 0 && ready_.empty()) return false;
+  if (in_flight_ == 0 && ready_.empty() && work_.load(std::memory_order_acquire) == 0)
+    return false;
   io_uring& ring = impl_->ring;
-  const bool wait = block && ready_.empty() && !stop_;
+  if (!impl_->wake_armed) arm_wake();
+  const bool wait = block && ready_.empty() && !stop_.load(std::memory_order_acquire) &&
+                    remote_head_.load(std::memory_order_acquire) == nullptr;
   int ret;
   if (wait)
     ret = io_uring_submit_and_wait(&ring, 1);
@@ -258,6 +383,10 @@ void io_context::reap() {
     for (unsigned i = 0; i < n; ++i) {
       const event& e = events[i];
       if (ignored_user_data(e.user_data)) continue;
+      if (e.user_data == wake_user_data) {
+        on_wake(e.res, e.flags);
+        continue;
+      }
       if (!detail::cqe_more(e.flags)) --in_flight_;
       auto* c = reinterpret_cast<detail::completion*>(static_cast<std::uintptr_t>(e.user_data));
       c->fn_(c, e.res, e.flags);
@@ -320,6 +449,7 @@ void io_context::teardown() noexcept {
   // only then free frames and the ring.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   try {
+    run_remote(true);  // resume_on awaiters resume with context_stopping; functions are dropped
     run_ready();
     while (in_flight_ > 0 && std::chrono::steady_clock::now() < give_up) {
       if (io_uring_sqe* sqe = sqe_for_cancel(ring)) {
@@ -333,6 +463,7 @@ void io_context::teardown() noexcept {
       io_uring_cqe* cqe = nullptr;
       io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, nullptr);
       reap();
+      run_remote(true);
       run_ready();
     }
   } catch (...) {
@@ -356,6 +487,7 @@ void io_context::teardown() noexcept {
   }
   ready_.clear();
   io_uring_queue_exit(&ring);
+  ::close(impl_->wake_fd);
 }
 
 }  // namespace coring

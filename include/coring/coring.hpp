@@ -14,5 +14,6 @@
 #include <coring/sync_wait.hpp>
 #include <coring/task.hpp>
 #include <coring/task_group.hpp>
+#include <coring/threads.hpp>
 #include <coring/timer.hpp>
 #include <coring/when_all.hpp>

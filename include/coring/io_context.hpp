@@ -5,15 +5,30 @@
 #include <coring/detail/completion.hpp>
 #include <coring/task.hpp>
 
+#include <atomic>
 #include <coroutine>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace coring {
+
+namespace detail {
+/// A request handed to an io_context from any thread (io_context::post_remote). Intrusive: it
+/// lives in the requester (an awaiter in a frame, or execute()'s heap node) until fn ran.
+struct remote_node {
+  remote_node* next = nullptr;
+  /// Runs on the context's thread; cancelled: the context is being destroyed (then it runs on
+  /// the destroying thread).
+  void (*fn)(remote_node*, bool cancelled) noexcept = nullptr;
+};
+}  // namespace detail
 
 /// How an io_context sets up its ring. The defaults suit a server on one thread.
 struct io_context_options {
@@ -47,7 +62,10 @@ struct ring_features {
 };
 
 /// Owns one io_uring and runs the coroutines whose operations it carries. One per thread; not
-/// thread-safe (except where noted). Operations prepared while coroutines run are submitted
+/// thread-safe, except stop(), execute(), post_remote() and work guards, which any thread may
+/// use while the context exists (coring::resume_on moves a coroutine between contexts).
+/// Create, run and destroy it on the same thread: with SINGLE_ISSUER and the registered ring fd
+/// (the defaults) the kernel ties the ring to the thread that created it. Operations prepared while coroutines run are submitted
 /// together, once per loop turn, in a single io_uring_submit_and_wait.
 /// Note: destroying it cancels every operation in flight and waits (bounded) for the kernel to
 /// finish with their buffers before freeing anything; unfinished spawned tasks are destroyed.
@@ -67,11 +85,43 @@ class io_context {
   void run();
   /// Runs one loop turn: resumes queued coroutines, submits, waits for at least one completion
   /// if block is true, dispatches. Returns: false if there was nothing to wait for.
+  /// Throws: std::logic_error if called on another thread than the one that created the
+  /// context while SINGLE_ISSUER or the registered ring fd ties the ring to that thread.
   bool run_once(bool block = true);
-  /// Makes run() return after the current loop turn. run() may be called again afterwards.
+  /// Makes run() return after the current loop turn (thread-safe: wakes a blocked run()).
+  /// run() may be called again afterwards.
   void stop() noexcept;
   /// True if stop() was called since the last run().
-  bool stopped() const noexcept { return stop_; }
+  bool stopped() const noexcept { return stop_.load(std::memory_order_acquire); }
+
+  /// Thread-safe: runs f() on this context's thread in a coming loop turn, waking a blocked
+  /// run(). f may be move-only; an exception escaping it goes to the exception handler.
+  /// Functions still queued when the context is destroyed are destroyed without running.
+  /// Throws: std::bad_alloc (one allocation per call; coring::resume_on needs none).
+  template <class F>
+  void execute(F&& f);
+  /// Thread-safe, never allocates: queues n, whose fn runs on this context's thread. n must stay
+  /// alive until then. Must not be called once the destructor has started.
+  void post_remote(detail::remote_node* n) noexcept;
+
+  /// While one exists, run() does not return for lack of work: it waits for execute(),
+  /// resume_on or stop() (Asio's executor_work_guard). Created and destroyed on any thread.
+  class work_guard {
+   public:
+    explicit work_guard(io_context& ctx) noexcept : ctx_(&ctx) { ctx.add_work(); }
+    work_guard(work_guard&& o) noexcept : ctx_(std::exchange(o.ctx_, nullptr)) {}
+    work_guard& operator=(work_guard&&) = delete;
+    ~work_guard() { reset(); }
+    /// Releases the guard early (idempotent).
+    void reset() noexcept {
+      if (ctx_) std::exchange(ctx_, nullptr)->drop_work();
+    }
+
+   private:
+    io_context* ctx_;
+  };
+  /// Returns: a work_guard on this context.
+  [[nodiscard]] work_guard make_work_guard() noexcept { return work_guard(*this); }
 
   /// Starts t on this context in the next loop turn and lets it run detached; its frame is freed
   /// when it ends. An exception escaping it goes to the exception handler and the context goes on.
@@ -101,6 +151,9 @@ class io_context {
   /// Best-effort: cancels every operation on fd (IORING_ASYNC_CANCEL_FD|ALL). Never throws.
   void cancel_fd(int fd) noexcept;
 
+  /// Hands e to the exception handler (as for a spawned task).
+  void report_exception(std::exception_ptr e) noexcept;
+
   struct impl;
   /// The private ring state (src/detail/ring.hpp), for coring's own sources.
   impl& native() noexcept { return *impl_; }
@@ -110,6 +163,12 @@ class io_context {
   void run_ready();
   void reap();
   void teardown() noexcept;
+  void add_work() noexcept { work_.fetch_add(1, std::memory_order_relaxed); }
+  void drop_work() noexcept;
+  void wake() noexcept;
+  void on_wake(int res, std::uint32_t flags) noexcept;
+  void arm_wake() noexcept;
+  void run_remote(bool cancelled) noexcept;
 
   std::unique_ptr<impl> impl_;
   std::vector<std::coroutine_handle<>> ready_, running_;
@@ -117,8 +176,45 @@ class io_context {
   std::function<void(std::exception_ptr)> on_exception_;
   std::size_t in_flight_ = 0;
   std::size_t spawned_ = 0;
-  bool stop_ = false;
+  std::atomic<bool> stop_{false};
   bool stopping_ = false;  // destructor running: no new operations
+  // Cross-thread requests: a lock-free LIFO pushed by any thread, drained by the context's
+  // thread each loop turn and whenever the eventfd the ring polls is written (wake()).
+  std::atomic<detail::remote_node*> remote_head_{nullptr};
+  std::atomic<bool> wake_pending_{false};  // an eventfd write is on its way: skip another
+  std::atomic<std::size_t> work_{0};       // live work_guards
+  // Other threads inside stop()/post_remote()/drop_work(): the destructor waits for them, as
+  // the loop may see their request, return and destroy the context before they finish waking it.
+  std::atomic<int> remote_callers_{0};
+  struct remote_call;
+  std::thread::id owner_ = std::this_thread::get_id();
+  bool owner_only_ = false;  // SINGLE_ISSUER or registered ring fd: only owner_ may enter
 };
+
+namespace detail {
+/// execute()'s heap node: the function and the context to report its exception to.
+template <class F>
+struct remote_function final : remote_node {
+  remote_function(io_context& c, F&& fn) : ctx(&c), f(std::move(fn)) { this->fn = &run; }
+  static void run(remote_node* n, bool cancelled) noexcept {
+    std::unique_ptr<remote_function> self(static_cast<remote_function*>(n));
+    if (cancelled) return;
+    try {
+      self->f();
+    } catch (...) {
+      self->ctx->report_exception(std::current_exception());
+    }
+  }
+  io_context* ctx;
+  F f;
+};
+}  // namespace detail
+
+template <class F>
+void io_context::execute(F&& f) {
+  using fn_t = std::decay_t<F>;
+  fn_t copy(std::forward<F>(f));
+  post_remote(new detail::remote_function<fn_t>(*this, std::move(copy)));
+}
 
 }  // namespace coring

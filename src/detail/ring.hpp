@@ -13,6 +13,9 @@ struct io_context::impl {
   ring_features features{};
   bool ring_ok = false;
   std::uint16_t next_buffer_group = 0;  // buffer_ring group ids handed out so far
+  int wake_fd = -1;                     // eventfd other threads write to wake the loop
+  bool wake_armed = false;              // a poll on wake_fd is in the ring
+  bool wake_multishot = true;           // false after the kernel refused multishot poll
 };
 
 namespace detail {
