@@ -5,6 +5,7 @@
 #include "example_util.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -14,47 +15,89 @@ namespace {
 
 const char* usage =
     "usage: echo_client [--host ADDR] [--port N] [--connections N --count M --size S]\n"
+    "                   [--timeout SECONDS]\n"
     "  Without --connections: sends each stdin line and prints the reply.\n"
     "  With --connections N: N concurrent connections each send M messages of S bytes,\n"
-    "  verify every echoed byte and print a summary; exit status 1 on any error.\n";
+    "  verify every echoed byte and print a summary; exit status 1 on any error.\n"
+    "  --timeout: a connection waiting that long for an echo fails (a server that lost bytes\n"
+    "  would otherwise be waited for forever); default 30, 0 for no limit.\n";
 
 struct totals {
   std::size_t done = 0, failed = 0, bytes = 0, mismatches = 0;
 };
 
-// The byte at offset i of connection c: distinct per connection, so that a server mixing up
-// streams, dropping, duplicating or reordering bytes is caught.
-inline std::byte pattern(std::size_t c, std::size_t i) {
-  return static_cast<std::byte>((c * 131 + i) & 0xff);
+// splitmix64's output function: a bijection on 64-bit words that scatters every input bit.
+inline std::uint64_t mix(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111eb;
+  return x ^ (x >> 31);
+}
+
+// The bytes at stream offsets [offset, offset + out.size()) of connection c. Each 8-byte word is
+// a hash of (connection, word index), so no stretch of a stream repeats elsewhere in it or in
+// another stream: a server mixing up streams, dropping, duplicating or reordering bytes is caught.
+// (A pattern with a short period, such as (c * 131 + i) & 0xff, misses a reorder of whole periods,
+// e.g. two 4 KiB buffers sent in the wrong order, and cannot tell connections c and c + 256 apart.)
+void fill_pattern(std::span<std::byte> out, std::size_t c, std::size_t offset) {
+  const std::uint64_t stream = mix(c);
+  std::uint64_t word = 0;
+  for (std::size_t k = 0; k < out.size(); ++k) {
+    const std::size_t i = offset + k;
+    if (k == 0 || i % 8 == 0) word = mix(stream ^ (i / 8));
+    out[k] = static_cast<std::byte>(word >> (8 * (i % 8)));
+  }
 }
 
 coring::task<> load_one(coring::io_context& ctx, coring::address server, std::size_t id,
-                        std::size_t count, std::size_t size, totals& t) {
+                        std::size_t count, std::size_t size, std::chrono::nanoseconds timeout,
+                        totals& t) {
   try {
     coring::socket s = co_await coring::tcp_connect(ctx, server);
     std::vector<std::byte> out(size), in(size);
     std::size_t offset = 0;
     for (std::size_t m = 0; m < count; ++m) {
-      for (std::size_t i = 0; i < size; ++i) out[i] = pattern(id, offset + i);
+      fill_pattern(out, id, offset);
       co_await s.send_all(out);
       std::size_t got = 0;
       while (got < size) {
-        std::size_t n = co_await s.recv(std::span(in).subspan(got));
+        // Bounded by --timeout if given: a lost byte would otherwise stall us forever.
+        std::size_t n = 0;
+        if (timeout.count() > 0)
+          n = co_await s.recv(std::span(in).subspan(got)).with_timeout(timeout);
+        else
+          n = co_await s.recv(std::span(in).subspan(got));
         if (n == 0) throw std::system_error(make_error_code(std::errc::connection_aborted),
                                             "server closed early");
         got += n;
       }
-      for (std::size_t i = 0; i < size; ++i)
+      bool same = true;
+      for (std::size_t i = 0; i < size && same; ++i)
         if (in[i] != out[i]) {
-          ++t.mismatches;
-          break;
+          same = false;
+          if (t.mismatches < 5)
+            std::fprintf(stderr,
+                         "connection %zu: mismatch at byte %zu of the stream (message %zu): "
+                         "got 0x%02x, expected 0x%02x\n",
+                         id, offset + i, m, static_cast<unsigned>(in[i]),
+                         static_cast<unsigned>(out[i]));
         }
+      if (same) t.bytes += size;  // only bytes that came back intact count as verified
+      else ++t.mismatches;
       offset += size;
-      t.bytes += size;
     }
     s.shutdown(SHUT_WR);
     std::byte extra[1];
-    if (co_await s.recv(extra) != 0) ++t.mismatches;  // the server must not send more
+    std::size_t more = 0;
+    if (timeout.count() > 0)
+      more = co_await s.recv(extra).with_timeout(timeout);
+    else
+      more = co_await s.recv(extra);
+    if (more != 0) {  // the server must not send more
+      if (t.mismatches < 5)
+        std::fprintf(stderr, "connection %zu: extra bytes after the %zu echoed\n", id, offset);
+      ++t.mismatches;
+    }
     ++t.done;
   } catch (const std::system_error& e) {
     if (t.failed++ < 5) std::fprintf(stderr, "connection %zu: %s\n", id, e.what());
@@ -93,6 +136,7 @@ int main(int argc, char** argv) {
   auto conns = static_cast<std::size_t>(args.get_int("--connections", 0, 0, 100000));
   auto count = static_cast<std::size_t>(args.get_int("--count", 10, 1, 1000000000));
   auto size = static_cast<std::size_t>(args.get_int("--size", 64, 1, 64 << 20));
+  std::chrono::nanoseconds timeout = example::seconds(args.get_double("--timeout", 30, 0, 86400));
   args.done();
   example::raise_fd_limit();
   try {
@@ -104,7 +148,8 @@ int main(int argc, char** argv) {
     }
     totals t;
     auto start = std::chrono::steady_clock::now();
-    for (std::size_t i = 0; i < conns; ++i) ctx.spawn(load_one(ctx, server, i, count, size, t));
+    for (std::size_t i = 0; i < conns; ++i)
+      ctx.spawn(load_one(ctx, server, i, count, size, timeout, t));
     ctx.run();  // returns when every connection finished
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("%zu connections x %zu messages x %zu bytes: %zu ok, %zu failed, %zu bytes "

@@ -6,22 +6,29 @@
 #include "example_util.hpp"
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <optional>
+#include <stop_token>
+#include <thread>
+#include <vector>
 
 namespace {
 
 const char* usage =
     "usage: echo_server [--host ADDR] [--port N] [--idle-timeout SECONDS] [--grace SECONDS]\n"
-    "                   [--plain | --oneshot]\n"
+    "                   [--plain | --oneshot] [--threads N]\n"
     "  Echoes every byte back to every client. Default 127.0.0.1:9000; --port 0 picks a free\n"
     "  port. Prints the address it listens on. On SIGINT or SIGTERM it stops accepting, lets\n"
     "  replies in flight finish (at most --grace seconds, default 2), closes its clients and\n"
     "  exits 0. --idle-timeout disconnects clients silent for that long (default: off).\n"
     "  By default each client keeps one multishot recv armed on a buffer ring shared by all\n"
     "  clients. --oneshot submits one recv per buffer instead (tighter per-client bound on\n"
-    "  ring buffers, one more SQE per message); --plain uses a private 4 KiB buffer per client.\n";
+    "  ring buffers, one more SQE per message); --plain uses a private 4 KiB buffer per client.\n"
+    "  --threads N (default 1) runs N threads, each with its own ring, buffer ring and\n"
+    "  SO_REUSEPORT listener on the same port (thread per core: they share nothing).\n";
 
 // The straight-line loop of the README: a private buffer per connection.
 coring::task<> echo(coring::socket& s, std::chrono::nanoseconds idle) {
@@ -58,6 +65,9 @@ coring::task<> serve_client(server& srv, coring::socket s) {
   example::client_list::node me(srv.clients, s);
   std::string peer = s.peer_name().to_string();
   try {
+    // An echo of more than one buffer goes out in several sends; without TCP_NODELAY the last
+    // one waits for the client's delayed ACK (~40 ms per message).
+    s.set_option(coring::sockopt::no_delay{true});
     if (srv.ring)
       co_await echo(s, *srv.ring, srv.idle, srv.multishot);
     else
@@ -88,19 +98,107 @@ coring::task<> accept_loop(server& srv, coring::socket& listener) {
   srv.accepting = false;
 }
 
+// Shutdown of one server: stop accepting; end every client's reading side: its pending recv
+// sees EOF, a reply being sent still goes out, then the client's loop ends and closes the
+// connection. After the grace period, cancel what is left and wait until the kernel has let go
+// of everything (LIFETIME: the clients use srv and the ring, destroyed before the io_context).
+coring::task<> shut_down(server& srv, coring::socket& listener, std::chrono::nanoseconds grace) {
+  listener.cancel();
+  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
+}
+
 coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
                    std::chrono::nanoseconds grace) {
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
   std::fprintf(stderr, "echo_server: %s, shutting down (%zu clients)\n",
                sig == SIGINT ? "SIGINT" : "SIGTERM", srv.clients.count);
-  // Stop accepting; end every client's reading side: its pending recv sees EOF, a reply being
-  // sent still goes out, then the client's loop ends and closes the connection. After the grace
-  // period, cancel what is left and wait until the kernel has let go of everything
-  // (LIFETIME: the clients use srv and the ring, which main destroys before the io_context).
-  listener.cancel();
-  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
+  co_await shut_down(srv, listener, grace);
 }
+
+coring::task<int> next_signal(coring::signal_set& signals) { co_return co_await signals.wait(); }
+
+struct options {
+  std::chrono::nanoseconds idle, grace;
+  bool plain, multishot, coop;
+};
+
+coring::io_context_options ring_options(const options& o) {
+  return coring::io_context_options{.defer_taskrun = !o.coop};
+}
+
+// The shared buffer ring (4,096 x 4 KiB), unless --plain or the kernel has none.
+coring::buffer_ring* make_ring(coring::io_context& ctx, const options& o,
+                               std::optional<coring::buffer_ring>& ring) {
+  if (!o.plain && ctx.features().buf_ring) ring.emplace(ctx, 4096, 4096);
+  return ring ? &*ring : nullptr;
+}
+
+// --threads: one listener per thread on the same address (SO_REUSEPORT: the kernel spreads new
+// connections across them).
+coring::socket reuse_port_listener(coring::io_context& ctx, const coring::address& at) {
+  coring::socket s(ctx, at.family(), SOCK_STREAM);
+  s.set_option(coring::sockopt::reuse_address{true});
+  s.set_option(coring::sockopt::reuse_port{true});
+  s.bind(at);
+  s.listen();
+  return s;
+}
+
+// One worker of --threads: its own io_context (created on its thread: the ring belongs to it),
+// buffer ring and listener; serves until the main thread requests stop through execute().
+class worker {
+ public:
+  worker(const coring::address& at, const options& o) {
+    thread_ = std::thread([this, at, o] {
+      try {
+        coring::io_context ctx(ring_options(o));
+        std::optional<coring::buffer_ring> ring;
+        server srv{ctx, make_ring(ctx, o, ring), o.idle, o.multishot, {}, false};
+        coring::socket listener = reuse_port_listener(ctx, at);
+        ctx_ = &ctx;
+        ready_ = true;
+        ready_.notify_one();
+        coring::sync_wait(ctx, serve(srv, std::move(listener), o.grace));
+      } catch (...) {
+        if (!ready_) {
+          failed_ = std::current_exception();
+          ready_ = true;
+          ready_.notify_one();
+          return;
+        }
+        std::fprintf(stderr, "echo_server: a worker failed\n");
+      }
+    });
+    ready_.wait(false);
+    if (failed_) {
+      thread_.join();
+      std::rethrow_exception(failed_);
+    }
+  }
+  /// Asks the worker to shut down gracefully (from any thread) and waits for it.
+  void stop_and_join() {
+    ctx_->execute([this] { stop_.request_stop(); });
+    thread_.join();
+  }
+
+ private:
+  coring::task<> serve(server& srv, coring::socket listener, std::chrono::nanoseconds grace) {
+    srv.ctx.spawn(accept_loop(srv, listener));
+    // Wait for the stop request (a sleep the request cancels), then shut down like main does.
+    auto tok = stop_.get_token();
+    while (!tok.stop_requested())
+      (void)co_await coring::as_result(
+          coring::sleep_for(srv.ctx, std::chrono::hours(1)).with_stop(tok));
+    co_await shut_down(srv, listener, grace);
+  }
+
+  std::stop_source stop_;  // used on the worker's thread only (execute runs the request there)
+  coring::io_context* ctx_ = nullptr;  // set before ready_
+  std::exception_ptr failed_;          // set before ready_ if the worker could not start
+  std::atomic<bool> ready_{false};
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -108,29 +206,53 @@ int main(int argc, char** argv) {
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
-  double idle_s = args.get_double("--idle-timeout", 0, 0, 86400);
-  double grace_s = args.get_double("--grace", 2, 0, 3600);
-  bool plain = args.flag("--plain");
-  bool multishot = !args.flag("--oneshot");
+  auto seconds = [](double s) {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(s));
+  };
+  options o{};
+  o.idle = seconds(args.get_double("--idle-timeout", 0, 0, 86400));
+  o.grace = seconds(args.get_double("--grace", 2, 0, 3600));
+  o.plain = args.flag("--plain");
+  o.multishot = !args.flag("--oneshot");
   // For benchmarks: the ring's task-run mode (DEFER_TASKRUN costs CPU at some loads).
-  bool coop = args.flag("--coop-taskrun");
+  o.coop = args.flag("--coop-taskrun");
+  int threads = static_cast<int>(args.get_int("--threads", 1, 1, 256));
   args.done();
   example::raise_fd_limit();
   try {
-    coring::io_context ctx(coring::io_context_options{.defer_taskrun = !coop});
+    coring::io_context ctx(ring_options(o));
+    // Created before any worker starts: the signals stay blocked in every thread (workers
+    // inherit the mask) and arrive only through this signalfd.
     coring::signal_set signals(ctx, {SIGINT, SIGTERM});
-    std::optional<coring::buffer_ring> ring;
-    if (!plain && ctx.features().buf_ring) ring.emplace(ctx, 4096, 4096);
-    coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
-    std::printf("echo_server listening on %s\n", listener.sock_name().to_string().c_str());
+    if (threads == 1) {
+      std::optional<coring::buffer_ring> ring;
+      coring::buffer_ring* shared = make_ring(ctx, o, ring);
+      coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
+      std::printf("echo_server listening on %s\n", listener.sock_name().to_string().c_str());
+      std::fflush(stdout);
+      server srv{ctx, shared, o.idle, o.multishot, {}, false};
+      coring::sync_wait(ctx, run(srv, std::move(listener), signals, o.grace));
+      return 0;
+    }
+    // Thread per core: with --port 0, the first worker's port is the one all others share.
+    coring::address at = coring::address::ip(host, port);
+    std::vector<std::unique_ptr<worker>> workers;
+    {
+      // Hold the port while the workers bind it (a port-0 bind picks it); bound, not listening,
+      // so it takes no connections.
+      coring::socket holder(ctx, at.family(), SOCK_STREAM);
+      holder.set_option(coring::sockopt::reuse_address{true});
+      holder.set_option(coring::sockopt::reuse_port{true});
+      holder.bind(at);
+      at = holder.sock_name();
+      for (int i = 0; i < threads; ++i) workers.push_back(std::make_unique<worker>(at, o));
+    }
+    std::printf("echo_server listening on %s (%d threads)\n", at.to_string().c_str(), threads);
     std::fflush(stdout);
-    server srv{ctx, ring ? &*ring : nullptr,
-               std::chrono::duration_cast<std::chrono::nanoseconds>(
-                   std::chrono::duration<double>(idle_s)),
-               multishot, {}, false};
-    coring::sync_wait(ctx, run(srv, std::move(listener), signals,
-                               std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::duration<double>(grace_s))));
+    int sig = coring::sync_wait(ctx, next_signal(signals));
+    std::fprintf(stderr, "echo_server: %s, shutting down %d threads\n",
+                 sig == SIGINT ? "SIGINT" : "SIGTERM", threads);
+    for (auto& w : workers) w->stop_and_join();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "echo_server: %s\n", e.what());
     return 1;

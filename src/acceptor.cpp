@@ -53,6 +53,15 @@ struct acceptor_state : completion {
       st->cancel_pending = true;  // backpressure: the backlog holds the rest
       st->ctx->cancel(st);
     }
+    // The multishot ended (the backpressure cancel's final CQE, say) while a caller waits with
+    // nothing queued: whoever waits needs an accept in flight, so arm a new one.
+    if (st->waiter && !st->ready() && !st->armed) {
+      try {
+        st->arm();
+      } catch (...) {
+        st->error = ECANCELED;  // no SQE (the context is being destroyed): end the wait
+      }
+    }
     if (st->waiter && st->ready()) std::exchange(st->waiter, {}).resume();
   }
 
