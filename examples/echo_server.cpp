@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -58,6 +59,7 @@ struct server {
   bool multishot;
   example::client_list clients;  // the live clients, so that shutdown can reach them
   bool accepting = false;
+  std::size_t accepted = 0;
 };
 
 // One client's error (a reset, a broken pipe, the idle timeout) ends that client only.
@@ -86,6 +88,7 @@ coring::task<> accept_loop(server& srv, coring::socket& listener) {
   for (;;) {
     auto client = co_await coring::as_result(acc.accept());
     if (client) {
+      ++srv.accepted;
       srv.ctx.spawn(serve_client(srv, std::move(*client)));
     } else {
       // Out of descriptors or memory: back off instead of spinning; cancelled: shutting down.
@@ -160,6 +163,7 @@ class worker {
         ready_ = true;
         ready_.notify_one();
         coring::sync_wait(ctx, serve(srv, std::move(listener), o.grace));
+        accepted_ = srv.accepted;
       } catch (...) {
         if (!ready_) {
           failed_ = std::current_exception();
@@ -177,9 +181,11 @@ class worker {
     }
   }
   /// Asks the worker to shut down gracefully (from any thread) and waits for it.
-  void stop_and_join() {
+  /// Returns: how many connections it accepted.
+  std::size_t stop_and_join() {
     ctx_->execute([this] { stop_.request_stop(); });
     thread_.join();
+    return accepted_;
   }
 
  private:
@@ -196,6 +202,7 @@ class worker {
   std::stop_source stop_;  // used on the worker's thread only (execute runs the request there)
   coring::io_context* ctx_ = nullptr;  // set before ready_
   std::exception_ptr failed_;          // set before ready_ if the worker could not start
+  std::size_t accepted_ = 0;           // set when the worker ends (read after join)
   std::atomic<bool> ready_{false};
   std::thread thread_;
 };
@@ -252,7 +259,9 @@ int main(int argc, char** argv) {
     int sig = coring::sync_wait(ctx, next_signal(signals));
     std::fprintf(stderr, "echo_server: %s, shutting down %d threads\n",
                  sig == SIGINT ? "SIGINT" : "SIGTERM", threads);
-    for (auto& w : workers) w->stop_and_join();
+    std::string per_thread;
+    for (auto& w : workers) per_thread += " " + std::to_string(w->stop_and_join());
+    std::printf("echo_server: connections accepted per thread:%s\n", per_thread.c_str());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "echo_server: %s\n", e.what());
     return 1;

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <optional>
 #include <sstream>
@@ -306,6 +307,42 @@ TEST_CASE("echo_client echoes stdin lines interactively") {
   auto sst = server.wait(5s);
   REQUIRE(sst);
   CHECK(*sst == 0);
+}
+
+TEST_CASE("echo_server --threads 2: one ring and SO_REUSEPORT listener per thread, both serve; "
+          "1,000 verified clients; SIGTERM stops every thread") {
+  test::child server({test::example_path("ECHO_SERVER"), "--port", "0", "--threads", "2"});
+  int port = start_server(server);
+  // The main thread (signals) and two workers.
+  std::size_t threads = 0;
+  for (const auto& e : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(server.pid()) + "/task")) {
+    (void)e;
+    ++threads;
+  }
+  CHECK(threads == 3);
+  test::child client({test::example_path("ECHO_CLIENT"), "--port", std::to_string(port),
+                      "--connections", "1000", "--count", "10", "--size", "100"});
+  auto status = client.wait(60s);
+  std::string out = client.read_rest(1s);
+  REQUIRE(status);
+  CHECK(*status == 0);
+  CHECK(out.find("1000 ok, 0 failed, 1000000 bytes echoed and verified, 0 mismatches") !=
+        std::string::npos);
+  server.signal(SIGTERM);
+  auto st = server.wait(5s);
+  REQUIRE(st);
+  CHECK(*st == 0);
+  // The kernel spread the connections over both listeners: each thread served some.
+  std::size_t a = 0, b = 0;
+  std::string rest = server.read_rest(1s);
+  auto at = rest.find("accepted per thread:");
+  REQUIRE(at != std::string::npos);
+  REQUIRE(std::sscanf(rest.c_str() + at, "accepted per thread: %zu %zu", &a, &b) == 2);
+  MESSAGE("connections per thread: " << a << " and " << b);
+  CHECK(a + b == 1000);
+  CHECK(a > 0);
+  CHECK(b > 0);
 }
 
 TEST_CASE("echo_server exits 0 on SIGTERM with clients connected") {
