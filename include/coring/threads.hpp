@@ -43,7 +43,9 @@ class resume_on_awaiter : remote_node {
 /// Throws (from the co_await): std::system_error(errc::context_stopping) if ctx is destroyed
 /// before it ran the coroutine (which then continues on the destroying thread).
 /// Note: a thread blocked in ctx.run() with nothing in flight returns at once unless a
-/// work_guard (io_context::make_work_guard) keeps it waiting for such requests.
+/// work_guard (io_context::make_work_guard) keeps it waiting for such requests. Compilers may
+/// reuse a thread-identity value across the co_await (glibc declares pthread_self() const, and
+/// clang caches it): read std::this_thread::get_id() in a non-inlined function, or use gettid().
 [[nodiscard]] inline detail::resume_on_awaiter resume_on(io_context& ctx) noexcept {
   return detail::resume_on_awaiter(ctx);
 }
