@@ -16,14 +16,8 @@ using namespace std::chrono_literals;
 namespace {
 
 bool has_multishot_accept() {
-  static const bool yes = [] {
-    io_context ctx;
-    if (!ctx.features().accept_multishot) {
-      std::printf("SKIP reason: no multishot accept: %s\n", ctx.features().describe().c_str());
-      return false;
-    }
-    return true;
-  }();
+  static const bool yes = test::ring_supports(
+      "multishot accept", [](const ring_features& f) { return f.accept_multishot; });
   return yes;
 }
 

@@ -82,11 +82,8 @@ TEST_CASE("an echo round trip allocates nothing in steady state (plain recv)") {
 }
 
 bool has_buf_ring() {
-  static const bool yes = [] {
-    io_context ctx;
-    if (!ctx.features().buf_ring) std::printf("SKIP reason: no buffer rings on this kernel\n");
-    return ctx.features().buf_ring;
-  }();
+  static const bool yes = test::ring_supports(
+      "provided-buffer rings", [](const ring_features& f) { return f.buf_ring; });
   return yes;
 }
 

@@ -13,15 +13,9 @@ using test::bytes;
 namespace {
 
 bool has_buf_ring() {
-  static const bool yes = [] {
-    io_context ctx;
-    if (!ctx.features().buf_ring || !ctx.features().recv_multishot) {
-      std::printf("SKIP reason: this kernel lacks buffer rings or multishot recv: %s\n",
-                  ctx.features().describe().c_str());
-      return false;
-    }
-    return true;
-  }();
+  static const bool yes = test::ring_supports(
+      "provided-buffer rings or multishot recv",
+      [](const ring_features& f) { return f.buf_ring && f.recv_multishot; });
   return yes;
 }
 

@@ -23,15 +23,8 @@ using namespace std::chrono_literals;
 namespace {
 
 bool has_buf_ring() {
-  static const bool yes = [] {
-    io_context ctx;
-    if (!ctx.features().buf_ring) {
-      std::printf("SKIP reason: this kernel lacks provided-buffer rings: %s\n",
-                  ctx.features().describe().c_str());
-      return false;
-    }
-    return true;
-  }();
+  static const bool yes = test::ring_supports(
+      "provided-buffer rings", [](const ring_features& f) { return f.buf_ring; });
   return yes;
 }
 

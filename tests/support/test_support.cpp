@@ -9,6 +9,17 @@
 
 namespace coring::test {
 
+bool ring_supports(const char* what, bool (*has)(const ring_features&)) {
+  try {
+    io_context ctx;
+    if (has(ctx.features())) return true;
+    std::printf("SKIP reason: this kernel lacks %s: %s\n", what, ctx.features().describe().c_str());
+  } catch (const std::exception& e) {
+    std::printf("SKIP reason: %s\n", e.what());
+  }
+  return false;
+}
+
 watchdog::watchdog(std::chrono::milliseconds limit, std::string what) {
   thread_ = std::thread([this, limit, what = std::move(what)] {
     std::unique_lock lock(mu_);

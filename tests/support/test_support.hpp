@@ -70,6 +70,11 @@ struct counted {
 /// Number of open descriptors of this process (/proc/self/fd).
 int open_fds();
 
+/// For doctest::skip(): true if this kernel's ring has what `has` asks for; otherwise prints
+/// "SKIP reason: this kernel lacks <what>: <features>" once and returns false (also when io_uring
+/// is unavailable altogether; main then exits 77 before any test runs).
+bool ring_supports(const char* what, bool (*has)(const ring_features&));
+
 /// A fresh unique abstract AF_UNIX name for this test run.
 std::string unique_abstract_name(std::string_view tag);
 
