@@ -610,6 +610,8 @@ class socket {
   void shutdown(int how = SHUT_RDWR);
   /// Asks the kernel to cancel every operation pending on this socket; each throws
   /// operation_canceled (unless its result raced the cancel). Never throws.
+  /// Note: a send_all whose partial send completed just before the cancel resubmits the rest
+  /// and is not cancelled; to end it for sure, use a stop token or shutdown(SHUT_WR).
   void cancel() noexcept;
   /// Releases ownership of the descriptor and returns it; the socket becomes empty.
   [[nodiscard]] int detach() noexcept { return std::exchange(fd_, -1); }
