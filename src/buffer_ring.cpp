@@ -6,6 +6,7 @@
 #include <coring/socket.hpp>
 
 #include "detail/ring.hpp"
+#include "detail/valgrind.hpp"
 
 #include <array>
 #include <chrono>
@@ -176,10 +177,11 @@ struct recv_stream_state : completion {
   }
 
   buffer take(item it) noexcept {
-    if (it.fallback)
-      return buffer(&recv_stream_state::release_fallback, this, 0,
-                    std::span(fallback.get(), it.len));
-    return ring->take(it.id, it.len);
+    buffer b = it.fallback ? buffer(&recv_stream_state::release_fallback, this, 0,
+                                    std::span(fallback.get(), it.len))
+                           : ring->take(it.id, it.len);
+    kernel_wrote(b.data().data(), b.size());
+    return b;
   }
 
   static void release_fallback(void* self, std::uint16_t) noexcept {

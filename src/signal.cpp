@@ -4,6 +4,8 @@
 
 #include <liburing.h>
 
+#include "detail/valgrind.hpp"
+
 #include <cerrno>
 #include <pthread.h>
 #include <sys/signalfd.h>
@@ -19,6 +21,7 @@ void signal_wait_op::prep(io_uring_sqe& sqe) noexcept {
 
 result<int> signal_wait_op::complete(int res, std::uint32_t) noexcept {
   if (res < 0) return errno_code(-res);
+  kernel_wrote(info_.data(), static_cast<std::size_t>(res));
   signalfd_siginfo si;
   static_assert(sizeof si == 128);
   __builtin_memcpy(&si, info_.data(), sizeof si);

@@ -4,6 +4,8 @@
 
 #include <liburing.h>
 
+#include "detail/valgrind.hpp"
+
 #include <coring/resolve.hpp>
 
 #include <algorithm>
@@ -26,6 +28,7 @@ void accept_op::prep(io_uring_sqe& sqe) noexcept {
 
 result<socket> accept_op::complete(int res, std::uint32_t) noexcept {
   if (res < 0) return errno_code(-res);
+  kernel_wrote(storage_.data(), len_);
   if (peer_) {
     *peer_ = storage_;
     peer_->resize(len_);
@@ -48,6 +51,7 @@ void recv_op::prep(io_uring_sqe& sqe) noexcept {
 
 result<std::size_t> recv_op::complete(int res, std::uint32_t) noexcept {
   if (res < 0) return errno_code(-res);
+  kernel_wrote(buf_.data(), std::min(buf_.size(), static_cast<std::size_t>(res)));
   return static_cast<std::size_t>(res);
 }
 
@@ -117,6 +121,8 @@ void recv_from_op::prep(io_uring_sqe& sqe) noexcept {
 
 result<datagram> recv_from_op::complete(int res, std::uint32_t) noexcept {
   if (res < 0) return errno_code(-res);
+  kernel_wrote(buf_.data(), std::min(buf_.size(), static_cast<std::size_t>(res)));
+  kernel_wrote(from_.data(), msg_.msg_namelen);
   datagram d;
   d.size = static_cast<std::size_t>(res);
   // A connected stream leaves msg_namelen 0: from stays empty (AF_UNSPEC).
@@ -164,6 +170,9 @@ void recv_msg_op::prep(io_uring_sqe& sqe) noexcept {
 
 result<message_info> recv_msg_op::complete(int res, std::uint32_t) noexcept {
   if (res < 0) return errno_code(-res);
+  kernel_wrote(msg_.msg_iov, msg_.msg_iovlen, static_cast<std::size_t>(res));
+  kernel_wrote(from_.data(), msg_.msg_namelen);
+  if (msg_.msg_control) kernel_wrote(msg_.msg_control, msg_.msg_controllen);
   if (control_) {
     try {
       if (auto ec = control_->adopt(msg_.msg_controllen, (msg_.msg_flags & MSG_CTRUNC) != 0))
