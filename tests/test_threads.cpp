@@ -6,6 +6,7 @@
 
 #include <coring/threads.hpp>
 
+#include <array>
 #include <atomic>
 #include <memory>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -193,4 +195,48 @@ TEST_CASE("requests still queued when a context is destroyed: resume_on resumes 
   CHECK_FALSE(ran);
   CHECK(test::counted::live == 0);
   CHECK(home.spawned() == 0);  // the mover finished (on the destroying thread)
+}
+
+namespace {
+task<> stoppable_recv(io_context& ctx, int fd, std::stop_token tok, std::atomic<int>& state,
+                      std::atomic<int>& outcome) {
+  coring::socket s = coring::socket::from_fd(ctx, ::dup(fd));
+  std::array<std::byte, 16> buf{};
+  state = 1;  // about to wait: the other thread may request stop from now on
+  auto r = co_await as_result(s.recv(buf).with_stop(std::move(tok)));
+  outcome = r ? 1 : (r.error() == std::errc::operation_canceled ? 2 : 3);
+  state = 2;
+}
+}  // namespace
+
+TEST_CASE("a stop request from another thread cancels an operation waiting on the ring's thread "
+          "(1,000 rounds, both before and while it waits)") {
+  test::watchdog w(60s, "cross-thread stop");
+  context_thread ct;
+  int sv[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  int cancelled = 0, other = 0, hung = 0;
+  for (int i = 0; i < 1000; ++i) {
+    std::stop_source src;
+    std::atomic<int> state{0}, outcome{0};
+    io_context& ctx = ct.context();
+    ctx.execute([&ctx, fd = sv[0], tok = src.get_token(), &state, &outcome] {
+      ctx.spawn(stoppable_recv(ctx, fd, tok, state, outcome));
+    });
+    for (int t = 0; t < 10'000'000 && state.load() == 0; ++t) std::this_thread::yield();
+    src.request_stop();  // runs the op's stop callback here, on this thread, if it registered
+    int t = 0;
+    for (; t < 10'000'000 && state.load() != 2; ++t) std::this_thread::yield();
+    if (state.load() != 2) {
+      ++hung;
+      break;
+    }
+    if (outcome.load() == 2) ++cancelled; else ++other;
+  }
+  ct.finish();
+  ::close(sv[0]);
+  ::close(sv[1]);
+  CHECK(hung == 0);
+  CHECK(other == 0);
+  CHECK(cancelled == 1000);
 }

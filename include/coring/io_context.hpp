@@ -91,6 +91,8 @@ class io_context {
   /// Makes run() return after the current loop turn (thread-safe: wakes a blocked run()).
   /// run() may be called again afterwards.
   void stop() noexcept;
+  /// True if called on the thread that created the context (the one that runs it).
+  bool running_in_this_thread() const noexcept { return std::this_thread::get_id() == owner_; }
   /// True if stop() was called since the last run().
   bool stopped() const noexcept { return stop_.load(std::memory_order_acquire); }
 

@@ -160,8 +160,8 @@ class task_group {
 
   /// The group's stop token: stop is requested by the first failure or by request_stop().
   std::stop_token token() const noexcept { return stop_.get_token(); }
-  /// Asks every child to stop (through token()); join() still waits for all of them. Same
-  /// thread only (ops cancel on their ring's thread).
+  /// Asks every child to stop (through token()); join() still waits for all of them. Any
+  /// thread: an operation forwards a request from another thread to its ring's thread.
   void request_stop() noexcept { stop_.request_stop(); }
   /// Children spawned and not finished yet (including those not started yet).
   std::size_t size() const noexcept { return count_; }

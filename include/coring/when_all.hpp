@@ -330,7 +330,8 @@ template <class T>
 /// until it finishes on its own. If a child finishes while the others are still being started,
 /// the rest start with stop already requested. The factories are kept in when_any's frame until
 /// it returns, so capturing lambdas are fine; name them before the co_await (STYLE L10).
-/// Stop requests are delivered on the calling thread (io_op cancels on its ring's thread only).
+/// Stop requests may come from any thread: an operation forwards one from another thread to its
+/// ring's thread.
 template <class... F>
   requires(sizeof...(F) > 0 && (detail::task_factory<std::decay_t<F>> && ...))
 [[nodiscard]] task<std::variant<detail::non_void_t<detail::factory_value_t<std::decay_t<F>>>...>>

@@ -10,6 +10,7 @@
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <optional>
 #include <stop_token>
 #include <utility>
@@ -86,9 +87,10 @@ class io_op : public completion {
     deadline_ = deadline_after(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
     return static_cast<Op&&>(*this);
   }
-  /// Cancels the operation in the kernel when stop is requested on tok (same thread as the ring);
-  /// the co_await then throws std::system_error(std::errc::operation_canceled), unless the result
-  /// raced the cancel: a result that completed is always delivered.
+  /// Cancels the operation in the kernel when stop is requested on tok (from any thread: another
+  /// thread's request is forwarded to the ring's thread); the co_await then throws
+  /// std::system_error(std::errc::operation_canceled), unless the result raced the cancel: a
+  /// result that completed is always delivered.
   /// Returns: the same operation wrapped with the stop callback (a separate object, so that
   /// operations without one carry no stop state).
   stop_op<Op> with_stop(std::stop_token tok) && noexcept {
@@ -115,6 +117,8 @@ class io_op : public completion {
   [[noreturn]] void raise(std::error_code ec) const { throw_error(ec, Op::name); }
   bool again(int, std::uint32_t) noexcept { return false; }
 
+  /// The context the op runs on (stop_op).
+  io_context& context_ref() const noexcept { return *ctx_; }
   /// Asks the kernel to cancel this op (in flight); its own CQE still ends it (stop_op).
   void request_cancel() noexcept {
     cancel_requested_ = true;
@@ -193,9 +197,10 @@ class io_op : public completion {
   bool cancel_requested_ = false;
 };
 
-/// An operation plus a std::stop_token: a stop request cancels it in the kernel (same thread
-/// as the ring); the co_await then throws std::system_error(std::errc::operation_canceled),
-/// unless the result raced the cancel: a result that completed is always delivered.
+/// An operation plus a std::stop_token: a stop request cancels it in the kernel; the co_await
+/// then throws std::system_error(std::errc::operation_canceled), unless the result raced the
+/// cancel: a result that completed is always delivered. A request from another thread than the
+/// ring's is forwarded to the ring's thread (one small allocation, only then).
 template <class Op>
 class [[nodiscard]] stop_op {
  public:
@@ -220,26 +225,57 @@ class [[nodiscard]] stop_op {
     if (!op_.await_suspend(h)) return false;
     // TRICKY: registered after the SQE carries our address, and (std::stop_callback runs the
     // callback at once if stop was requested meanwhile) never before: a cancel needs a target.
-    cb_.emplace(tok_, canceller{&op_});
+    cb_.emplace(tok_, canceller{this});
     return true;
   }
   value_type await_resume() {
-    cb_.reset();  // finished: no later stop request may target the op's address
+    finish();
     return op_.await_resume();
   }
   result<value_type> await_resume_result() noexcept {
-    cb_.reset();
+    finish();
     return op_.await_resume_result();
   }
 
  private:
-  struct canceller {
-    Op* op;
-    void operator()() const noexcept { op->request_cancel(); }
+  // A stop request made on another thread: runs on the ring's thread, cancels the op if it is
+  // still waiting (stop_op::finish() detaches it otherwise), then frees itself.
+  struct remote_cancel final : remote_node {
+    explicit remote_cancel(stop_op* o) noexcept : owner(o) { fn = &run; }
+    static void run(remote_node* n, bool) noexcept {
+      auto* self = static_cast<remote_cancel*>(n);
+      if (stop_op* o = self->owner) {
+        o->remote_ = nullptr;
+        o->op_.request_cancel();
+      }
+      delete self;
+    }
+    stop_op* owner;
   };
+  struct canceller {
+    stop_op* self;
+    void operator()() const noexcept {
+      io_context& ctx = self->op_.context_ref();
+      if (ctx.running_in_this_thread()) {
+        self->op_.request_cancel();
+        return;
+      }
+      // LIFETIME: the op may complete on the ring's thread meanwhile; finish() (which runs after
+      // this callback returned: ~stop_callback waits for it) detaches the node from the op.
+      auto* n = new (std::nothrow) remote_cancel(self);
+      if (!n) return;  // out of memory: the stop request is lost, the op completes normally
+      self->remote_ = n;
+      ctx.post_remote(n);
+    }
+  };
+  void finish() noexcept {
+    cb_.reset();  // finished: no later stop request may target the op; waits for a running one
+    if (remote_) std::exchange(remote_, nullptr)->owner = nullptr;
+  }
   Op op_;
   std::stop_token tok_;
   std::optional<std::stop_callback<canceller>> cb_;
+  remote_cancel* remote_ = nullptr;  // a forwarded request not yet run on the ring's thread
 };
 
 }  // namespace coring::detail
