@@ -138,13 +138,12 @@ coring::buffer_ring* make_ring(coring::io_context& ctx, const options& o,
 }
 
 // --threads: one listener per thread on the same address (SO_REUSEPORT: the kernel spreads new
-// connections across them).
-coring::socket reuse_port_listener(coring::io_context& ctx, const coring::address& at) {
+// connections across them). Bound, not yet listening.
+coring::socket reuse_port_socket(coring::io_context& ctx, const coring::address& at) {
   coring::socket s(ctx, at.family(), SOCK_STREAM);
   s.set_option(coring::sockopt::reuse_address{true});
   s.set_option(coring::sockopt::reuse_port{true});
   s.bind(at);
-  s.listen();
   return s;
 }
 
@@ -158,7 +157,8 @@ class worker {
         coring::io_context ctx(ring_options(o));
         std::optional<coring::buffer_ring> ring;
         server srv{ctx, make_ring(ctx, o, ring), o.idle, o.multishot, {}, false};
-        coring::socket listener = reuse_port_listener(ctx, at);
+        coring::socket listener = reuse_port_socket(ctx, at);
+        listener.listen();
         ctx_ = &ctx;
         ready_ = true;
         ready_.notify_one();
@@ -247,10 +247,7 @@ int main(int argc, char** argv) {
     {
       // Hold the port while the workers bind it (a port-0 bind picks it); bound, not listening,
       // so it takes no connections.
-      coring::socket holder(ctx, at.family(), SOCK_STREAM);
-      holder.set_option(coring::sockopt::reuse_address{true});
-      holder.set_option(coring::sockopt::reuse_port{true});
-      holder.bind(at);
+      coring::socket holder = reuse_port_socket(ctx, at);
       at = holder.sock_name();
       for (int i = 0; i < threads; ++i) workers.push_back(std::make_unique<worker>(at, o));
     }

@@ -71,13 +71,8 @@ void detached_task_done(promise_base& p) noexcept {
   if (p.next_) p.next_->prev_ = p.prev_;
   p.prev_ = p.next_ = nullptr;
   --ctx->spawned_;
-  if (p.exception_ && !(ctx->stopping_ && is_cancellation(p.exception_))) {
-    try {
-      if (ctx->on_exception_) ctx->on_exception_(p.exception_);
-    } catch (...) {
-      std::fputs("coring: the exception handler itself threw; ignored\n", stderr);
-    }
-  }
+  if (p.exception_ && !(ctx->stopping_ && is_cancellation(p.exception_)))
+    ctx->report_exception(p.exception_);
 }
 }  // namespace detail
 

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <stop_token>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <sys/mman.h>
@@ -82,51 +83,58 @@ void run_until(io_context& ctx, const int& done) {
 
 }  // namespace
 
-TEST_CASE("ASan builds report a recv whose buffer was freed while the kernel owned it" *
-          doctest::skip(!need_asan())) {
-  record_reports guard;
+namespace {
+struct freed_run {
+  std::size_t got = 0;
+  int done = 0;
+  const void* where = nullptr;  // the freed buffer
+};
+
+// Starts receive(socket, buffer, got, done) into a heap buffer of N bytes, frees the buffer once
+// the receive is in the kernel (the bug under test; ASan's quarantine keeps it mapped), then
+// sends payload so that the kernel writes into it, and runs until the receive completed.
+template <std::size_t N>
+freed_run receive_into_freed_buffer(task<> (*receive)(coring::socket&, std::span<std::byte>,
+                                                      std::size_t&, int&),
+                                    std::string_view payload) {
   test::watchdog w(20s, "freed-buffer report");
   io_context ctx;
   unix_pair p(ctx);
-  auto* buf = new std::array<std::byte, 64>{};
-  const void* where = buf->data();
-  std::size_t got = 0;
-  int done = 0;
-  ctx.spawn(recv_into(p.mine, *buf, got, done));
+  auto* buf = new std::array<std::byte, N>{};
+  freed_run r;
+  r.where = buf->data();
+  ctx.spawn(receive(p.mine, *buf, r.got, r.done));
   for (int i = 0; i < 100 && ctx.in_flight() == 0; ++i) ctx.run_once(false);
   REQUIRE(ctx.in_flight() == 1);
-  delete buf;  // the bug under test: the kernel still owns it (ASan's quarantine keeps it mapped)
-  REQUIRE(::send(p.peer, "late!", 5, MSG_NOSIGNAL) == 5);
-  run_until(ctx, done);
-  CHECK(done == 1);
-  CHECK(got == 5);  // the kernel did write into the freed buffer: that is the point
+  delete buf;
+  REQUIRE(::send(p.peer, payload.data(), payload.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(payload.size()));
+  run_until(ctx, r.done);
+  return r;
+}
+}  // namespace
+
+TEST_CASE("ASan builds report a recv whose buffer was freed while the kernel owned it" *
+          doctest::skip(!need_asan())) {
+  record_reports guard;
+  freed_run r = receive_into_freed_buffer<64>(&recv_into, "late!");
+  CHECK(r.done == 1);
+  CHECK(r.got == 5);  // the kernel did write into the freed buffer: that is the point
   REQUIRE(reports.size() == 1);
   CHECK(reports[0].op == "recv");
-  CHECK(reports[0].buffer == where);
+  CHECK(reports[0].buffer == r.where);
   CHECK(reports[0].size == 64);
 }
 
 TEST_CASE("ASan builds report a recv_msg whose iovec buffer was freed while in flight" *
           doctest::skip(!need_asan())) {
   record_reports guard;
-  test::watchdog w(20s, "freed-buffer report");
-  io_context ctx;
-  unix_pair p(ctx);
-  auto* buf = new std::array<std::byte, 32>{};
-  const void* where = buf->data();
-  std::size_t got = 0;
-  int done = 0;
-  ctx.spawn(recv_msg_into(p.mine, *buf, got, done));
-  for (int i = 0; i < 100 && ctx.in_flight() == 0; ++i) ctx.run_once(false);
-  REQUIRE(ctx.in_flight() == 1);
-  delete buf;
-  REQUIRE(::send(p.peer, "xy", 2, MSG_NOSIGNAL) == 2);
-  run_until(ctx, done);
-  CHECK(done == 1);
-  CHECK(got == 2);
+  freed_run r = receive_into_freed_buffer<32>(&recv_msg_into, "xy");
+  CHECK(r.done == 1);
+  CHECK(r.got == 2);
   REQUIRE(reports.size() == 1);
   CHECK(reports[0].op == "recv_msg");
-  CHECK(reports[0].buffer == where);
+  CHECK(reports[0].buffer == r.where);
 }
 
 TEST_CASE("correct programs get no report: every buffer-carrying operation, live buffers" *

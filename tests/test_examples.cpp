@@ -321,14 +321,9 @@ TEST_CASE("echo_server --threads 2: one ring and SO_REUSEPORT listener per threa
     ++threads;
   }
   CHECK(threads == 3);
-  test::child client({test::example_path("ECHO_CLIENT"), "--port", std::to_string(port),
-                      "--connections", "1000", "--count", "10", "--size", "100"});
-  auto status = client.wait(60s);
-  std::string out = client.read_rest(1s);
-  REQUIRE(status);
-  CHECK(*status == 0);
-  CHECK(out.find("1000 ok, 0 failed, 1000000 bytes echoed and verified, 0 mismatches") !=
-        std::string::npos);
+  load_run run = run_load(port, {"--connections", "1000", "--count", "10", "--size", "100"}, 60s);
+  CHECK(run.status == 0);
+  CHECK(contains(run.out, "1000 ok, 0 failed, 1000000 bytes echoed and verified, 0 mismatches"));
   server.signal(SIGTERM);
   auto st = server.wait(5s);
   REQUIRE(st);

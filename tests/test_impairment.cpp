@@ -124,44 +124,30 @@ std::string probe_tool(const char* tool, const char* package, const std::string&
   return "";
 }
 
-std::string buf_ring_missing() {
-  try {
-    io_context ctx;
-    if (!ctx.features().buf_ring)
-      return "this kernel lacks provided-buffer rings: " + ctx.features().describe();
-  } catch (const std::system_error& e) {
-    return e.what();  // io_uring unavailable: the test main reports it and exits 77
+// True if the test can run: a private network namespace, the tool (probed with probe inside it)
+// and provided-buffer rings; otherwise prints why and returns false.
+bool usable(const char* what, const char* tool, const char* package, const char* probe) {
+  std::string why = private_netns_error();
+  if (why.empty()) why = probe_tool(tool, package, probe);
+  if (!why.empty()) {
+    std::printf("SKIP reason: %s: %s\n", what, why.c_str());
+    return false;
   }
-  return "";
-}
-
-bool usable(const char* what, std::string why) {
-  if (why.empty()) why = buf_ring_missing();
-  if (why.empty()) return true;
-  std::printf("SKIP reason: %s: %s\n", what, why.c_str());
-  return false;
+  return test::ring_supports("provided-buffer rings",
+                             [](const ring_features& f) { return f.buf_ring; });
 }
 
 bool can_drop() {
-  static const bool yes = [] {
-    std::string why = private_netns_error();
-    if (why.empty())
-      why = probe_tool("nft", "nftables",
-                       "nft add table inet coring_probe && nft delete table inet coring_probe");
-    return usable("packet drop", std::move(why));
-  }();
+  static const bool yes =
+      usable("packet drop", "nft", "nftables",
+             "nft add table inet coring_probe && nft delete table inet coring_probe");
   return yes;
 }
 
 bool can_rate_limit() {
-  static const bool yes = [] {
-    std::string why = private_netns_error();
-    if (why.empty())
-      why = probe_tool("tc", "iproute2",
-                       "tc qdisc add dev lo root tbf rate 1mbit burst 70kb latency 1s && "
-                       "tc qdisc del dev lo root");
-    return usable("rate limit", std::move(why));
-  }();
+  static const bool yes = usable("rate limit", "tc", "iproute2",
+                                 "tc qdisc add dev lo root tbf rate 1mbit burst 70kb latency 1s && "
+                                 "tc qdisc del dev lo root");
   return yes;
 }
 
