@@ -159,7 +159,6 @@ class worker {
         server srv{ctx, make_ring(ctx, o, ring), o.idle, o.multishot, {}, false};
         coring::socket listener = reuse_port_socket(ctx, at);
         listener.listen();
-        ctx_ = &ctx;
         ready_ = true;
         ready_.notify_one();
         coring::sync_wait(ctx, serve(srv, std::move(listener), o.grace));
@@ -180,10 +179,11 @@ class worker {
       std::rethrow_exception(failed_);
     }
   }
-  /// Asks the worker to shut down gracefully (from any thread) and waits for it.
-  /// Returns: how many connections it accepted.
+  /// Asks the worker to shut down gracefully and waits for it. Returns: how many connections
+  /// it accepted. LIFETIME: only the stop source is touched, never the worker's io_context, which
+  /// is gone if the worker ended early; a stop request reaches its sleep on the worker's thread.
   std::size_t stop_and_join() {
-    ctx_->execute([this] { stop_.request_stop(); });
+    stop_.request_stop();
     thread_.join();
     return accepted_;
   }
@@ -199,8 +199,7 @@ class worker {
     co_await shut_down(srv, listener, grace);
   }
 
-  std::stop_source stop_;  // used on the worker's thread only (execute runs the request there)
-  coring::io_context* ctx_ = nullptr;  // set before ready_
+  std::stop_source stop_;  // requested by the main thread, seen by the worker's sleep
   std::exception_ptr failed_;          // set before ready_ if the worker could not start
   std::size_t accepted_ = 0;           // set when the worker ends (read after join)
   std::atomic<bool> ready_{false};
