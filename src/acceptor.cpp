@@ -15,10 +15,12 @@ namespace coring::detail {
 struct acceptor_state : completion {
   acceptor_state(socket& l, acceptor_options o) noexcept
       : completion{&acceptor_state::on_cqe}, ctx(&l.context()), fd(l.fileno()),
-        max_queued(o.max_queued < 1 ? 1 : (o.max_queued > 256 ? 256 : o.max_queued)),
+        generation(l.cancel_generation()), max_queued(o.max_queued < 1 ? 1 : (o.max_queued > 256 ? 256 : o.max_queued)),
         multishot(o.multishot) {}
 
   bool ready() const noexcept { return !fds.empty() || error != 0; }
+  // listener.cancel() sticks: once nothing is queued, accept() ends with operation_canceled.
+  bool listener_cancelled() const noexcept { return ctx->cancel_generation(fd) != generation; }
 
   void arm() {  // may throw (no SQE): nothing registered yet
     io_uring_sqe& sqe = ctx->acquire_sqe();
@@ -43,6 +45,10 @@ struct acceptor_state : completion {
       if (!more) delete st;
       return;
     }
+    if (st->ctx->stopping()) {  // shutdown: keep what came, resume nobody (io_op::on_cqe)
+      if (res >= 0) st->fds.push_back(res);
+      return;
+    }
     if (res >= 0) {
       // Bounded by max_queued plus what raced the cancel; the vector keeps its capacity.
       st->fds.push_back(res);
@@ -56,10 +62,14 @@ struct acceptor_state : completion {
     // The multishot ended (the backpressure cancel's final CQE, say) while a caller waits with
     // nothing queued: whoever waits needs an accept in flight, so arm a new one.
     if (st->waiter && !st->ready() && !st->armed) {
-      try {
-        st->arm();
-      } catch (...) {
-        st->error = ECANCELED;  // no SQE (the context is being destroyed): end the wait
+      if (st->listener_cancelled()) {
+        st->error = ECANCELED;
+      } else {
+        try {
+          st->arm();
+        } catch (...) {
+          st->error = ECANCELED;  // no SQE: end the wait
+        }
       }
     }
     if (st->waiter && st->ready()) std::exchange(st->waiter, {}).resume();
@@ -67,6 +77,7 @@ struct acceptor_state : completion {
 
   io_context* ctx;
   int fd;
+  std::uint32_t generation;  // the listener's cancel generation (socket::cancel_generation)
   unsigned max_queued;
   bool multishot;
   std::coroutine_handle<> waiter{};
@@ -76,7 +87,10 @@ struct acceptor_state : completion {
   bool armed = false, cancel_pending = false, orphaned = false;
 };
 
-bool accept_next_op::await_ready() const noexcept { return st_->ready(); }
+bool accept_next_op::await_ready() const noexcept {
+  if (!st_->ready() && st_->listener_cancelled()) st_->error = ECANCELED;
+  return st_->ready();
+}
 
 void accept_next_op::await_suspend(std::coroutine_handle<> h) {
   if (!st_->armed) st_->arm();

@@ -83,8 +83,9 @@ struct recv_stream_state : completion {
     std::uint32_t len;
   };
 
-  recv_stream_state(io_context& c, int f, buffer_ring& r, const recv_stream_options& o) noexcept
-      : completion{&recv_stream_state::on_cqe}, ctx(&c), fd(f), ring(&r),
+  recv_stream_state(io_context& c, int f, std::uint32_t gen, buffer_ring& r,
+                    const recv_stream_options& o) noexcept
+      : completion{&recv_stream_state::on_cqe}, ctx(&c), fd(f), generation(gen), ring(&r),
         max_queued(o.max_queued < 1 ? 1 : (o.max_queued > 16 ? 16 : o.max_queued)),
         multishot(o.multishot), idle(o.idle_timeout) {
     timer.fn_ = &recv_stream_state::on_timer;
@@ -111,7 +112,7 @@ struct recv_stream_state : completion {
       if (st->can_delete()) delete st;
       return;
     }
-    if (res != -ETIME || st->eof || st->error) return;
+    if (res != -ETIME || st->eof || st->error || st->ctx->stopping()) return;
     auto due = st->last_activity + st->idle;
     if (std::chrono::steady_clock::now() < due) {
       try {
@@ -127,6 +128,9 @@ struct recv_stream_state : completion {
   }
 
   bool ready() const noexcept { return size > 0 || eof || error != 0; }
+  // socket::cancel() sticks: once the queued data is consumed, next() ends with
+  // operation_canceled instead of receiving again.
+  bool socket_cancelled() const noexcept { return ctx->cancel_generation(fd) != generation; }
   // LIFETIME: the state may go once the stream is gone and neither the kernel (reception,
   // idle timer) nor a fallback buffer handle refers to it.
   bool can_delete() const noexcept { return orphaned && !armed && !timer_armed && !fallback_busy; }
@@ -191,6 +195,7 @@ struct recv_stream_state : completion {
       if (st->can_delete()) delete st;
       return;
     }
+    if (st->ctx->stopping()) return;
     if (st->waiter && !st->armed && !st->ready()) {
       st->rearm_or_fail();
       if (st->ready()) st->resume_waiter();
@@ -198,6 +203,10 @@ struct recv_stream_state : completion {
   }
 
   void rearm_or_fail() noexcept {
+    if (socket_cancelled()) {
+      error = ECANCELED;
+      return;
+    }
     try {
       arm();
     } catch (const std::system_error& e) {
@@ -238,6 +247,7 @@ struct recv_stream_state : completion {
       if (st->can_delete()) delete st;
       return;
     }
+    if (st->ctx->stopping()) return;  // shutdown: resume nobody, arm nothing (io_op::on_cqe)
     if (data) st->last_activity = std::chrono::steady_clock::now();
     if (!data) {
       if (res == 0) {
@@ -261,6 +271,7 @@ struct recv_stream_state : completion {
 
   io_context* ctx;
   int fd;
+  std::uint32_t generation;  // the socket's cancel generation (socket::cancel_generation)
   buffer_ring* ring;
   unsigned max_queued;
   bool multishot;
@@ -281,7 +292,10 @@ struct recv_stream_state : completion {
   bool oneshot_fallback = false, fallback_busy = false;
 };
 
-bool recv_next_op::await_ready() const noexcept { return st_->ready(); }
+bool recv_next_op::await_ready() const noexcept {
+  if (!st_->ready() && !st_->armed && st_->socket_cancelled()) st_->error = ECANCELED;
+  return st_->ready();
+}
 
 void recv_next_op::await_suspend(std::coroutine_handle<> h) {
   if (!st_->armed) st_->arm();  // may throw: nothing is registered yet
@@ -304,7 +318,8 @@ buffer recv_next_op::await_resume() {
 }  // namespace detail
 
 recv_stream::recv_stream(socket& s, buffer_ring& ring, recv_stream_options o)
-    : st_(new detail::recv_stream_state(s.context(), s.fileno(), ring, o)) {}
+    : st_(new detail::recv_stream_state(s.context(), s.fileno(), s.cancel_generation(), ring,
+                                        o)) {}
 
 recv_stream::~recv_stream() {
   if (!st_) return;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -184,7 +185,8 @@ io_context::io_context(io_context_options o)
 io_context::~io_context() {
   // A thread whose request let run() return may still be inside wake(): let it leave first.
   while (remote_callers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
-  teardown();
+  shutdown();
+  exit_ring();
 }
 
 const ring_features& io_context::features() const noexcept { return impl_->features; }
@@ -426,6 +428,15 @@ void io_context::cancel(detail::completion* c) noexcept {
 }
 
 void io_context::cancel_fd(int fd) noexcept {
+  if (fd < 0) return;
+  // Sticky: operations of this socket compare the generation before they (re)submit.
+  const auto i = static_cast<std::size_t>(fd);
+  try {
+    if (i >= fd_cancels_.size()) fd_cancels_.resize(i + 1 + i / 2, 0);
+    ++fd_cancels_[i];
+  } catch (const std::bad_alloc&) {
+    // Out of memory: the kernel cancel below still ends what is pending.
+  }
   if (!impl_->features.cancel_any) return;
   io_uring_sqe* sqe = sqe_for_cancel(impl_->ring);
   if (!sqe) return;
@@ -434,18 +445,19 @@ void io_context::cancel_fd(int fd) noexcept {
   if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
 
-void io_context::teardown() noexcept {
-  if (!impl_ || !impl_->ring_ok) return;
+void io_context::shutdown() noexcept {
+  if (!impl_ || !impl_->ring_ok || stopping_) return;
   stopping_ = true;
   io_uring& ring = impl_->ring;
-  // LIFETIME: io_uring_queue_exit is not a barrier: an io-wq worker can still write into a
-  // buffer after it returns (HAZARDS.md fact 9). So: cancel everything, then reap until every
-  // operation's own final CQE has arrived, resuming its coroutine (which sees ECANCELED), and
-  // only then free frames and the ring.
+  // LIFETIME (docs/design.md, "Teardown"): io_uring_queue_exit is not a barrier: an io-wq
+  // worker can still write into a buffer after it returns. So: cancel everything, then reap
+  // until every operation's own final CQE has arrived, and only then free frames. While
+  // stopping_ is set a completion records its result but resumes nobody (see io_op::on_cqe):
+  // the code those coroutines would run may use objects that are already gone, and the
+  // coroutines queued to run (ready_) are not run either. They are destroyed below.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   try {
     run_remote(true);  // resume_on awaiters resume with context_stopping; functions are dropped
-    run_ready();
     while (in_flight_ > 0 && std::chrono::steady_clock::now() < give_up) {
       if (io_uring_sqe* sqe = sqe_for_cancel(ring)) {
         if (impl_->features.cancel_any)
@@ -459,29 +471,38 @@ void io_context::teardown() noexcept {
       io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, nullptr);
       reap();
       run_remote(true);
-      run_ready();
     }
   } catch (...) {
-    // An exception out of reap/run_ready here means a coroutine misbehaved; keep draining safe.
+    // reap() cannot throw while stopping (nothing is resumed); keep the drain safe regardless.
   }
+  ready_.clear();
   if (in_flight_ > 0) {
     // LIFETIME: the kernel may still own buffers in these frames. Leak them rather than free
-    // memory it could write into; the ring is left open for the same reason.
+    // memory it could write into; the ring is left open for the same reason (exit_ring).
     std::fprintf(stderr,
-                 "coring: io_context destroyed with %zu operation(s) still in flight after 5 s; "
+                 "coring: io_context shut down with %zu operation(s) still in flight after 5 s; "
                  "leaking their frames and the ring\n",
                  in_flight_);
     return;
   }
-  // Nothing is in flight: destroying the frames of unfinished spawned tasks is now safe.
+  // Nothing is in flight: destroying the frames of unfinished spawned tasks is now safe. A
+  // frame's destructors may spawn or post (nothing runs any more) or end other spawned tasks.
   while (spawned_head_) {
     detail::promise_base* p = spawned_head_;
     spawned_head_ = p->next_;
+    if (spawned_head_) spawned_head_->prev_ = nullptr;
+    p->prev_ = p->next_ = nullptr;
+    p->owner_ = nullptr;
     --spawned_;
     p->self_.destroy();
   }
   ready_.clear();
-  io_uring_queue_exit(&ring);
+}
+
+void io_context::exit_ring() noexcept {
+  if (!impl_ || !impl_->ring_ok || in_flight_ > 0) return;  // in flight: leaked (shutdown)
+  io_uring_queue_exit(&impl_->ring);
+  impl_->ring_ok = false;
   ::close(impl_->wake_fd);
 }
 

@@ -201,6 +201,7 @@ result<void> close_op::complete(int res, std::uint32_t) noexcept {
 socket::socket(io_context& ctx, int family, int type, int protocol) : ctx_(&ctx) {
   fd_ = ::socket(family, type | SOCK_CLOEXEC, protocol);
   if (fd_ < 0) throw_errno(errno, "socket");
+  cancel_generation_ = ctx.cancel_generation(fd_);
 }
 
 socket socket::from_fd(io_context& ctx, int fd) {
@@ -266,6 +267,7 @@ socket& socket::operator=(socket&& o) noexcept {
     if (fd_ >= 0) ::close(fd_);
     ctx_ = o.ctx_;
     fd_ = std::exchange(o.fd_, -1);
+    cancel_generation_ = o.cancel_generation_;
   }
   return *this;
 }

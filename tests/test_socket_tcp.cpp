@@ -239,9 +239,22 @@ TEST_CASE("a stop request cancels a pending recv; coring::socket::cancel cancels
     ctx.spawn(canceller(ctx, server));
     auto r3 = co_await as_result(server.recv(buf));
     CHECK(r3.error() == std::errc::operation_canceled);
-    // The connection still works afterwards.
+    // socket::cancel() sticks: later operations on the socket end at once, data or not.
     co_await client.send_all(bytes("ok"));
-    CHECK(co_await server.recv(buf) == 2);
+    auto r4 = co_await as_result(server.recv(buf));
+    CHECK(r4.error() == std::errc::operation_canceled);
+    auto r5 = co_await as_result(server.send_all(bytes("no")));
+    CHECK(r5.error() == std::errc::operation_canceled);
+    CHECK(server.cancelled());
+    CHECK_FALSE(client.cancelled());
+    // A new socket that reuses the descriptor number is not cancelled.
+    int fd = server.fileno();
+    server = coring::socket{};
+    std::vector<coring::socket> fresh;  // lower numbers may be free: open until fd comes back
+    for (int i = 0; i < 64 && (fresh.empty() || fresh.back().fileno() != fd); ++i)
+      fresh.emplace_back(ctx, AF_INET, SOCK_STREAM);
+    REQUIRE(fresh.back().fileno() == fd);
+    CHECK_FALSE(fresh.back().cancelled());
   };
   test::run(ctx, body(ctx));
 }

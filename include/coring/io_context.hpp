@@ -8,6 +8,7 @@
 #include <atomic>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -67,8 +68,8 @@ struct ring_features {
 /// Create, run and destroy it on the same thread: with SINGLE_ISSUER and the registered ring fd
 /// (the defaults) the kernel ties the ring to the thread that created it. Operations prepared while coroutines run are submitted
 /// together, once per loop turn, in a single io_uring_submit_and_wait.
-/// Note: destroying it cancels every operation in flight and waits (bounded) for the kernel to
-/// finish with their buffers before freeing anything; unfinished spawned tasks are destroyed.
+/// Note: destroying it calls shutdown() (see there): coroutines still suspended in it are
+/// destroyed, never resumed, once the kernel has let go of their buffers.
 class io_context {
  public:
   /// Creates the ring.
@@ -130,6 +131,19 @@ class io_context {
   void spawn(task<> t);
   /// Resumes h in the next loop turn (same thread only).
   void post(std::coroutine_handle<> h);
+  /// Ends everything still running on this context, without running any of it: cancels every
+  /// operation in flight, waits until the kernel has let go of each one (their buffers and
+  /// frames stay untouched until then; bounded by 5 s, after which what is left is leaked with
+  /// a message rather than freed under the kernel), then destroys the frames of unfinished
+  /// spawned tasks. Suspended coroutines are never resumed: only destructors of their locals
+  /// run. Afterwards new operations throw errc::context_stopping. Idempotent; the destructor
+  /// calls it. Call it yourself before destroying objects that unfinished tasks still use (a
+  /// server's state, a buffer_ring declared after the context), so their destructors find them.
+  /// Note: on this context's thread, not from inside a coroutine running on it.
+  void shutdown() noexcept;
+  /// True once shutdown() (or the destructor) started.
+  bool stopping() const noexcept { return stopping_; }
+
   /// Replaces the handler for exceptions escaping spawned tasks (default: print to stderr).
   void set_exception_handler(std::function<void(std::exception_ptr)> handler);
 
@@ -150,8 +164,16 @@ class io_context {
   void attach(io_uring_sqe& sqe, detail::completion* c) noexcept;
   /// Best-effort: asks the kernel to cancel the operation whose user_data is c. Never throws.
   void cancel(detail::completion* c) noexcept;
-  /// Best-effort: cancels every operation on fd (IORING_ASYNC_CANCEL_FD|ALL). Never throws.
+  /// Cancels every operation on fd (IORING_ASYNC_CANCEL_FD|ALL) and makes the cancel sticky:
+  /// cancel_generation(fd) changes, so operations that snapshotted the old value (socket ops)
+  /// neither resubmit nor start. Never throws.
   void cancel_fd(int fd) noexcept;
+  /// How many times cancel_fd(fd) was called on this context (0 if never); socket operations
+  /// compare it with the value their socket saw when it was opened.
+  std::uint32_t cancel_generation(int fd) const noexcept {
+    const auto i = static_cast<std::size_t>(fd);
+    return fd >= 0 && i < fd_cancels_.size() ? fd_cancels_[i] : 0;
+  }
 
   /// Hands e to the exception handler (as for a spawned task).
   void report_exception(std::exception_ptr e) noexcept;
@@ -164,7 +186,7 @@ class io_context {
   friend void detail::detached_task_done(detail::promise_base&) noexcept;
   void run_ready();
   void reap();
-  void teardown() noexcept;
+  void exit_ring() noexcept;
   void add_work() noexcept { work_.fetch_add(1, std::memory_order_relaxed); }
   void drop_work() noexcept;
   void wake() noexcept;
@@ -179,7 +201,8 @@ class io_context {
   std::size_t in_flight_ = 0;
   std::size_t spawned_ = 0;
   std::atomic<bool> stop_{false};
-  bool stopping_ = false;  // destructor running: no new operations
+  bool stopping_ = false;  // shutdown() started: no new operations, no resumptions
+  std::vector<std::uint32_t> fd_cancels_;  // cancel_fd() count per descriptor (sticky cancels)
   // Cross-thread requests: a lock-free LIFO pushed by any thread, drained by the context's
   // thread each loop turn and whenever the eventfd the ring polls is written (wake()).
   std::atomic<detail::remote_node*> remote_head_{nullptr};

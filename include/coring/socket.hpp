@@ -499,7 +499,8 @@ class socket {
   /// Adopts fd without any check or syscall (for descriptors known to be sockets, such as
   /// those an accept returned). Takes ownership.
   static socket adopt(io_context& ctx, int fd) noexcept { return socket(ctx, fd, nullptr); }
-  socket(socket&& o) noexcept : ctx_(o.ctx_), fd_(std::exchange(o.fd_, -1)) {}
+  socket(socket&& o) noexcept
+      : ctx_(o.ctx_), fd_(std::exchange(o.fd_, -1)), cancel_generation_(o.cancel_generation_) {}
   socket& operator=(socket&& o) noexcept;
   socket(const socket&) = delete;
   socket& operator=(const socket&) = delete;
@@ -513,33 +514,37 @@ class socket {
   void listen(int backlog = SOMAXCONN);
   /// Waits for a connection. Returns: the connected socket (CLOEXEC).
   /// Throws: std::system_error (errno, e.g. EMFILE when out of descriptors).
-  [[nodiscard]] detail::accept_op accept() noexcept { return {*ctx_, fd_, nullptr}; }
+  [[nodiscard]] detail::accept_op accept() noexcept {
+    return watched(detail::accept_op{*ctx_, fd_, nullptr});
+  }
   /// As accept(), and stores the peer's address in peer (Python's `conn, addr = s.accept()`).
   /// Note: peer must stay valid until the co_await completes.
-  [[nodiscard]] detail::accept_op accept(address& peer) noexcept { return {*ctx_, fd_, &peer}; }
+  [[nodiscard]] detail::accept_op accept(address& peer) noexcept {
+    return watched(detail::accept_op{*ctx_, fd_, &peer});
+  }
   /// Connects to addr (copied into the operation).
   /// Throws: std::system_error (errno, e.g. ECONNREFUSED, ENETUNREACH).
   [[nodiscard]] detail::connect_op connect(const address& addr) noexcept {
-    return {*ctx_, fd_, addr};
+    return watched(detail::connect_op{*ctx_, fd_, addr});
   }
   /// Receives up to buf.size() bytes.
   /// Returns: bytes received; 0 once the peer has shut down and all data was read (EOF is not
   /// an error). Throws: std::system_error (errno, e.g. ECONNRESET; operation_canceled on cancel).
   /// Note: buf must stay valid until the co_await completes.
   [[nodiscard]] detail::recv_op recv(std::span<std::byte> buf, int flags = 0) noexcept {
-    return {*ctx_, fd_, buf, flags};
+    return watched(detail::recv_op{*ctx_, fd_, buf, flags});
   }
   /// Sends some of buf (MSG_NOSIGNAL: a closed peer gives EPIPE, never SIGPIPE).
   /// Returns: bytes sent, possibly fewer than buf.size(). Throws: std::system_error (errno).
   /// Note: buf must stay valid until the co_await completes.
   [[nodiscard]] detail::send_op send(std::span<const std::byte> buf, int flags = 0) noexcept {
-    return {*ctx_, fd_, buf, flags};
+    return watched(detail::send_op{*ctx_, fd_, buf, flags});
   }
   /// Sends all of buf, resubmitting after short sends (Python's sendall).
   /// Returns: buf.size(). Throws: std::system_error whose message says how many bytes went out
   /// before the error. Note: buf must stay valid until the co_await completes.
   [[nodiscard]] detail::send_all_op send_all(std::span<const std::byte> buf, int flags = 0) noexcept {
-    return {*ctx_, fd_, buf, flags};
+    return watched(detail::send_all_op{*ctx_, fd_, buf, flags});
   }
   /// As send_all, with IORING_OP_SEND_ZC (Linux 6.0+; plain send without it): the kernel sends
   /// from buf itself instead of copying it. Each submission completes twice (result, then the
@@ -548,7 +553,7 @@ class socket {
   /// costs more than a copy (bench/sendzc measures it).
   [[nodiscard]] detail::send_all_op send_all_zc(std::span<const std::byte> buf,
                                                 int flags = 0) noexcept {
-    return {*ctx_, fd_, buf, flags, true};
+    return watched(detail::send_all_op{*ctx_, fd_, buf, flags, true});
   }
   /// send_all for text.
   [[nodiscard]] detail::send_all_op send_all(std::string_view text, int flags = 0) noexcept {
@@ -561,7 +566,7 @@ class socket {
   /// Note: buf must stay valid until the co_await completes; `to` is copied into the operation.
   [[nodiscard]] detail::send_to_op send_to(std::span<const std::byte> buf, const address& to,
                                            int flags = 0) noexcept {
-    return {*ctx_, fd_, buf, to, flags};
+    return watched(detail::send_to_op{*ctx_, fd_, buf, to, flags});
   }
   /// Receives one datagram and its sender (recvfrom; IORING_OP_RECVMSG). A datagram longer
   /// than buf is truncated, not an error: the result has truncated == true and size ==
@@ -572,7 +577,7 @@ class socket {
   /// Throws: std::system_error (errno; operation_canceled on cancel).
   /// Note: buf must stay valid until the co_await completes.
   [[nodiscard]] detail::recv_from_op recv_from(std::span<std::byte> buf, int flags = 0) noexcept {
-    return {*ctx_, fd_, buf, flags};
+    return watched(detail::recv_from_op{*ctx_, fd_, buf, flags});
   }
   /// Sends a message gathered from buffers, with ancillary data (SCM_RIGHTS, SCM_CREDENTIALS,
   /// IP_PKTINFO, ...) and an optional destination (sendmsg; IORING_OP_SENDMSG, MSG_NOSIGNAL).
@@ -584,7 +589,7 @@ class socket {
   [[nodiscard]] detail::send_msg_op send_msg(std::span<const std::span<const std::byte>> buffers,
                                              const ancillary& control, const address* to = nullptr,
                                              int flags = 0) {
-    return {*ctx_, fd_, buffers, &control, to, flags};
+    return watched(detail::send_msg_op{*ctx_, fd_, buffers, &control, to, flags});
   }
   /// Receives a message scattered into buffers, with its sender and its ancillary data, which
   /// lands, parsed and owned, in control (recvmsg; IORING_OP_RECVMSG with MSG_CMSG_CLOEXEC, so
@@ -600,7 +605,7 @@ class socket {
   /// completes; the iovec array is copied into the operation.
   [[nodiscard]] detail::recv_msg_op recv_msg(std::span<const std::span<std::byte>> buffers,
                                              control_buffer& control, int flags = 0) {
-    return {*ctx_, fd_, buffers, &control, flags};
+    return watched(detail::recv_msg_op{*ctx_, fd_, buffers, &control, flags});
   }
   /// Closes the descriptor on the ring; the socket is empty at once. Idempotent.
   /// Throws: std::system_error (errno, "close").
@@ -608,11 +613,20 @@ class socket {
   /// Shuts down reading (SHUT_RD), writing (SHUT_WR) or both (SHUT_RDWR); the peer's recv then
   /// returns 0 once it read everything. Throws: std::system_error (errno, e.g. ENOTCONN).
   void shutdown(int how = SHUT_RDWR);
-  /// Asks the kernel to cancel every operation pending on this socket; each throws
-  /// operation_canceled (unless its result raced the cancel). Never throws.
-  /// Note: a send_all whose partial send completed just before the cancel resubmits the rest
-  /// and is not cancelled; to end it for sure, use a stop token or shutdown(SHUT_WR).
+  /// Cancels every operation pending on this socket, for good: each throws operation_canceled
+  /// (unless its result raced the cancel: a completed result is delivered), a send_all stops
+  /// after the part in flight (its error says how many bytes went out), and every operation
+  /// started on this socket afterwards (also acceptor::accept, recv_stream::next) throws
+  /// operation_canceled at once. Use it to end a connection's work; unlike Asio's cancel it
+  /// is sticky, so a coroutine between two operations cannot miss it. Never throws.
   void cancel() noexcept;
+  /// True once cancel() was called on this socket.
+  bool cancelled() const noexcept {
+    return ctx_ && fd_ >= 0 && ctx_->cancel_generation(fd_) != cancel_generation_;
+  }
+  /// The context's cancel_generation(fileno()) when this socket was opened (for coring's
+  /// operation types: see io_context::cancel_fd).
+  std::uint32_t cancel_generation() const noexcept { return cancel_generation_; }
   /// Releases ownership of the descriptor and returns it; the socket becomes empty.
   [[nodiscard]] int detach() noexcept { return std::exchange(fd_, -1); }
   /// The descriptor, or -1 if empty.
@@ -676,10 +690,18 @@ class socket {
 
  private:
   friend class detail::accept_op;
-  socket(io_context& ctx, int fd, std::nullptr_t) noexcept : ctx_(&ctx), fd_(fd) {}
+  socket(io_context& ctx, int fd, std::nullptr_t) noexcept
+      : ctx_(&ctx), fd_(fd), cancel_generation_(ctx.cancel_generation(fd)) {}
+  // Ties an operation to this socket's sticky cancel (cancel()).
+  template <class Op>
+  Op watched(Op&& op) const noexcept {
+    op.watch_cancel(fd_, cancel_generation_);
+    return std::move(op);
+  }
 
   io_context* ctx_ = nullptr;
   int fd_ = -1;
+  std::uint32_t cancel_generation_ = 0;  // ctx_->cancel_generation(fd_) when opened
 };
 
 /// Creates a connected pair of Unix sockets (socketpair, CLOEXEC): type SOCK_STREAM,

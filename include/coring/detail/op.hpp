@@ -6,6 +6,7 @@
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 
+#include <cerrno>
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
@@ -75,7 +76,8 @@ class io_op : public completion {
 
   explicit io_op(io_context& ctx) noexcept : completion{&io_op::on_cqe}, ctx_(&ctx) {}
   io_op(io_op&& o) noexcept  // only before it is awaited
-      : completion{&io_op::on_cqe}, ctx_(o.ctx_), deadline_(o.deadline_) {}
+      : completion{&io_op::on_cqe}, ctx_(o.ctx_), deadline_(o.deadline_),
+        watch_fd_(o.watch_fd_), watch_generation_(o.watch_generation_) {}
   io_op& operator=(io_op&&) = delete;
   ~io_op() = default;
 
@@ -100,7 +102,11 @@ class io_op : public completion {
   bool await_ready() const noexcept { return false; }
 
   bool await_suspend(std::coroutine_handle<> waiter) {
-    submit();  // may throw: nothing is attached yet (STYLE L9)
+    if (socket_cancelled()) {  // socket::cancel() came first: the cancel sticks
+      complete_inline(-ECANCELED);
+      return false;
+    }
+    submit();  // may throw: nothing is attached yet (no throw after attach)
     waiter_ = waiter;
     return true;
   }
@@ -129,6 +135,12 @@ class io_op : public completion {
     cancel_requested_ = true;
     res_ = res;
   }
+  /// Ties the op to a socket's sticky cancel: once ctx.cancel_generation(fd) differs from
+  /// generation (socket::cancel() was called), the op neither starts nor resubmits.
+  void watch_cancel(int fd, std::uint32_t generation) noexcept {
+    watch_fd_ = fd;
+    watch_generation_ = generation;
+  }
 
  protected:
   io_context& context() const noexcept { return *ctx_; }
@@ -136,6 +148,9 @@ class io_op : public completion {
 
  private:
   bool has_deadline() const noexcept { return deadline_.tv_nsec >= 0; }
+  bool socket_cancelled() const noexcept {
+    return watch_fd_ >= 0 && ctx_->cancel_generation(watch_fd_) != watch_generation_;
+  }
 
   void submit() {
     io_uring_sqe& sqe = ctx_->acquire_sqe(has_deadline() ? 2 : 1);
@@ -147,7 +162,7 @@ class io_op : public completion {
   result<T> complete_checked() noexcept {
     // A linked timeout cancels its op with -ECANCELED; report it as a timeout unless a stop
     // request asked for the cancel.
-    if (res_ == -125 && has_deadline() && !cancel_requested_) res_ = -110;  // -ETIMEDOUT
+    if (res_ == -ECANCELED && has_deadline() && !cancel_requested_) res_ = -ETIMEDOUT;
     return static_cast<Op*>(this)->complete(res_, flags_);
   }
 
@@ -164,13 +179,31 @@ class io_op : public completion {
       self->res_ = res;
       return;
     }
-    if (flags & (1U << 3)) res = self->res_;  // IORING_CQE_F_NOTIF
-    if (!self->cancel_requested_ && op->again(res, flags)) {
-      try {
-        self->submit();
-        return;  // still in flight; the waiter stays suspended
-      } catch (...) {
-        res = -125;  // could not resubmit (context stopping): report as cancelled
+    if (flags & notif_flag) res = self->res_;
+    if (!self->cancel_requested_ && self->socket_cancelled()) self->cancel_requested_ = true;
+    // An op cancelled while it ran in an io-wq worker ends with -EINTR (the worker is
+    // signalled); a cancelled op ends with ECANCELED whichever way the kernel said it.
+    if (res == -EINTR && (self->cancel_requested_ || self->has_deadline())) res = -ECANCELED;
+    // LIFETIME (docs/design.md, "Teardown"): while the context shuts down, nobody is resumed;
+    // the frame is destroyed once every operation is back. Nothing is resubmitted either.
+    if (self->ctx_->stopping()) {
+      self->res_ = res;
+      self->flags_ = flags;
+      return;
+    }
+    // again() first: it accounts for what this CQE did (send_all's partial count) even when
+    // the op will not go on. A cancel is sticky: a cancelled op never resubmits, whoever
+    // asked (stop token, socket::cancel(), deadline), and ends with ECANCELED.
+    if (op->again(res, flags)) {
+      if (self->cancel_requested_) {
+        res = -ECANCELED;
+      } else {
+        try {
+          self->submit();
+          return;  // still in flight; the waiter stays suspended
+        } catch (...) {
+          res = -ECANCELED;  // could not resubmit: report as cancelled
+        }
       }
     }
     self->res_ = res;
@@ -194,7 +227,10 @@ class io_op : public completion {
   kernel_timespec deadline_{0, -1};  // tv_nsec < 0: no deadline
   int res_ = 0;
   std::uint32_t flags_ = 0;
+  int watch_fd_ = -1;  // socket whose sticky cancel this op obeys (-1: none)
+  std::uint32_t watch_generation_ = 0;
   bool cancel_requested_ = false;
+  static constexpr std::uint32_t notif_flag = 1U << 3;  // IORING_CQE_F_NOTIF
 };
 
 /// An operation plus a std::stop_token: a stop request cancels it in the kernel; the co_await
@@ -219,7 +255,7 @@ class [[nodiscard]] stop_op {
   bool await_ready() const noexcept { return op_.await_ready(); }
   bool await_suspend(std::coroutine_handle<> h) {
     if (tok_.stop_requested()) {  // nothing submitted: complete at once
-      op_.complete_inline(-125);  // -ECANCELED
+      op_.complete_inline(-ECANCELED);
       return false;
     }
     if (!op_.await_suspend(h)) return false;
