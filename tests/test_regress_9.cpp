@@ -178,3 +178,38 @@ TEST_CASE("regress #9: socket::cancel sticks for a recv_stream, after its queued
   };
   test::run(ctx, body(ctx));
 }
+
+namespace {
+task<> group_owner(coring::socket& s, int& resumed, test::counted) {
+  coring::task_group g(s.context());
+  for (int i = 0; i < 10; ++i) {
+    auto child = [&s, &resumed](std::stop_token) -> task<> {
+      std::array<std::byte, 8> buf;
+      try {
+        co_await s.recv(buf);
+      } catch (...) {
+      }
+      ++resumed;
+    };
+    g.spawn(child);
+  }
+  co_await g.join();
+  ++resumed;
+}
+}  // namespace
+
+TEST_CASE("regress #9: teardown destroys a task_group's unfinished children with their owner") {
+  test::counted::reset();
+  int resumed = 0;
+  {
+    test::watchdog w(20s, "teardown with a task_group");
+    io_context ctx;
+    auto [a, b] = coring::socket_pair(ctx, SOCK_STREAM);
+    ctx.spawn(group_owner(a, resumed, test::counted{}));
+    for (int i = 0; i < 1000 && ctx.in_flight() < 10; ++i) REQUIRE(ctx.run_once(false));
+    REQUIRE(ctx.in_flight() == 10);
+    ctx.shutdown();  // before the sockets go: the children's frames refer to a
+    CHECK(test::counted::live == 0);
+  }
+  CHECK(resumed == 0);
+}

@@ -40,6 +40,8 @@ class [[nodiscard]] group_child {
  public:
   struct promise_type {
     task_group* group_ = nullptr;
+    promise_type* prev_ = nullptr;  // the group's intrusive list of unfinished children
+    promise_type* next_ = nullptr;
 
     struct final_awaiter {
       bool await_ready() const noexcept { return false; }
@@ -115,8 +117,11 @@ class task_group {
   explicit task_group(io_context& ctx) : ctx_(&ctx) {}
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
-  /// Note: terminates the program if children are still running (see the class note).
+  /// Note: terminates the program if children are still running (see the class note),
+  /// except while its io_context shuts down (io_context::shutdown): then nothing is in flight
+  /// any more and the children's frames are destroyed, without resuming them.
   ~task_group() {
+    if (count_ != 0 && ctx_->stopping()) destroy_children();
     assert(count_ == 0 && "task_group destroyed with unfinished children: co_await join() first");
     if (count_ != 0) std::terminate();
   }
@@ -173,10 +178,30 @@ class task_group {
 
   void start(detail::group_child c) {
     detail::group_child::handle_type h = c.handle();
-    h.promise().group_ = this;
+    auto& p = h.promise();
+    p.group_ = this;
     ctx_->post(h);  // may throw: c still owns the unstarted frame and frees it
     c.release();
+    p.next_ = head_;
+    if (head_) head_->prev_ = &p;
+    head_ = &p;
     ++count_;
+  }
+
+  void unlink(detail::group_child::promise_type& p) noexcept {
+    if (p.prev_) p.prev_->next_ = p.next_; else head_ = p.next_;
+    if (p.next_) p.next_->prev_ = p.prev_;
+    p.prev_ = p.next_ = nullptr;
+  }
+
+  // Shutdown only: no operation of any child is in flight any more (io_context::shutdown).
+  void destroy_children() noexcept {
+    while (head_) {
+      detail::group_child::promise_type* p = head_;
+      unlink(*p);
+      --count_;
+      detail::group_child::handle_type::from_promise(*p).destroy();
+    }
   }
 
   void child_failed(std::exception_ptr e) noexcept {
@@ -193,6 +218,7 @@ class task_group {
 
   io_context* ctx_;
   std::stop_source stop_{};
+  detail::group_child::promise_type* head_ = nullptr;  // unfinished children
   std::size_t count_ = 0;
   std::coroutine_handle<> joiner_{};
   std::exception_ptr error_{};
@@ -203,6 +229,7 @@ namespace detail {
 inline std::coroutine_handle<> group_child::promise_type::final_awaiter::await_suspend(
     std::coroutine_handle<promise_type> h) const noexcept {
   task_group* g = h.promise().group_;
+  g->unlink(h.promise());
   // LIFETIME: the frame (with f and the child's task) is freed before the joiner may run, so
   // everything a child owned is gone when join() returns. Nothing below touches the frame.
   h.destroy();
