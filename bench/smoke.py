@@ -9,6 +9,7 @@
    back, then EOF.
 3. epoll_echo --broken drop|flip|dup|close: loadgen must exit 1 with errors > 0, proving that the
    checker sees loss, corruption, duplication and an early close.
+Every server must exit 0 on the SIGTERM that ends its step (a crash or a hang at shutdown fails).
 Every step has a timeout; servers are killed whatever happens."""
 import argparse
 import json
@@ -33,6 +34,15 @@ def run_loadgen(loadgen, port, extra, timeout=30):
     except (IndexError, ValueError):
         result = None
     return p.returncode, result, p.stderr
+
+
+def stop_checked(name, server, failures):
+    """Stops server (SIGTERM; SIGKILL after 5 s) and records a failure unless it exited 0."""
+    rc = stop_server(server)
+    if rc != 0:
+        how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        print(f"FAIL {name} after SIGTERM: {how} (expected exit status 0)")
+        failures.append(f"{name}: {how} after SIGTERM")
 
 
 def half_close_echo(port, total=256 * 1024, chunk=100, timeout=10.0):
@@ -88,7 +98,7 @@ def main():
             try:
                 rc, res, err = run_loadgen(a.loadgen, port, extra + ["--server-pid", str(server.pid)])
             finally:
-                stop_server(server)
+                stop_checked(f"{name} {mode}", server, failures)
             ok = rc == 0 and res is not None and res["errors"] == 0 and res["round_trips"] > 0
             print(f"{'ok  ' if ok else 'FAIL'} {name} {mode}: rc={rc} "
                   f"rt/s={res and res['rt_per_s']} errors={res and res['errors']}")
@@ -101,7 +111,7 @@ def main():
         try:
             problem = half_close_echo(port)
         finally:
-            stop_server(server)
+            stop_checked(f"{name} half-close", server, failures)
         print(f"{'ok  ' if problem is None else 'FAIL'} {name} echoes all bytes after the "
               f"client's shutdown(SHUT_WR){'' if problem is None else ': ' + problem}")
         if problem is not None:
@@ -112,7 +122,7 @@ def main():
         try:
             rc, res, err = run_loadgen(a.loadgen, port, ["--depth", "4"])
         finally:
-            stop_server(server)
+            stop_checked(f"epoll_echo --broken {broken}", server, failures)
         ok = rc == 1 and res is not None and res["errors"] > 0
         print(f"{'ok  ' if ok else 'FAIL'} loadgen detects --broken {broken}: rc={rc} "
               f"errors={res and res['errors']}")

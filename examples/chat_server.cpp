@@ -13,6 +13,7 @@
 #include <coring/coring.hpp>
 
 #include "example_util.hpp"
+#include "log_escape.hpp"
 
 #include <array>
 #include <chrono>
@@ -31,48 +32,40 @@ const char* usage =
     "  --port 0 picks a free port. Prints the address it listens on. On SIGINT or SIGTERM it\n"
     "  stops accepting, acks the messages it already received (at most --grace seconds,\n"
     "  default 2), closes its clients and exits 0. --idle-timeout disconnects clients silent\n"
-    "  for that long (\"<peer> disconnected: idle for too long\"; default: off).\n";
+    "  for that long (\"<peer> disconnected: idle for too long\"; default: off), and clients\n"
+    "  that do not read their acks for that long. The log shows at most 512 bytes of each\n"
+    "  message, escaped; it never blocks the server (a full log drops lines and says so).\n";
 
 constexpr std::size_t max_line = 64 * 1024;
 constexpr auto idle_flush = std::chrono::milliseconds(200);
 
-// One log line on stdout, flushed at once so that a pipe reader sees it in order.
-void say(std::string_view text) {
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
-}
+// One log line on stdout. Written by the log's own thread from a bounded queue: a slow or
+// dead stdout never blocks the clients (lines beyond the bound are dropped and counted).
+void say(std::string_view text) { example::log::out().line(text); }
 
-// The message as it is printed: control bytes (NUL, ESC, ...) become \xNN so that garbage from a
-// client cannot garble the log or the terminal; UTF-8 (bytes >= 0x80) passes unchanged.
-std::string printable(std::string_view msg) {
-  std::string out;
-  out.reserve(msg.size());
-  for (char c : msg) {
-    auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) {
-      char esc[5];
-      std::snprintf(esc, sizeof esc, "\\x%02x", u);
-      out += esc;
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
+// How much of one message the log shows: the escaped text is cut there (the ack carries the
+// whole message), so the log grows by a bounded amount per message whatever clients send.
+constexpr std::size_t max_logged = 512;
 
-// Logs one message and acknowledges it.
+// Logs one message and acknowledges it. idle > 0 bounds the send too: a client that does not
+// read its acks for that long is dropped (timed_out).
 // LIFETIME: peer and msg are views; every caller awaits this in the same full-expression.
-coring::task<> acknowledge(coring::socket& s, std::string_view peer, std::string_view msg) {
+coring::task<> acknowledge(coring::socket& s, std::string_view peer, std::string_view msg,
+                           std::chrono::nanoseconds idle) {
   if (!msg.empty() && msg.back() == '\r') msg.remove_suffix(1);
+  // Escaped: control bytes, C1 controls, invalid UTF-8 and bidi overrides from a client cannot
+  // garble the log or the terminal showing it.
   std::string line(peer);
   line += ": ";
-  line += printable(msg);
+  line += example::escape_for_log(msg, max_logged);
   say(line);
   std::string reply = "ack: ";
   reply += msg;
   reply += '\n';
-  co_await s.send_all(reply);
+  if (idle.count() > 0)
+    co_await s.send_all(reply).with_timeout(idle);
+  else
+    co_await s.send_all(reply);
 }
 
 // Serves one client until EOF. idle > 0: a client silent for longer than idle (counted from
@@ -106,7 +99,7 @@ coring::task<std::string> chat(coring::socket& s, std::string_view peer,
       if (!r && r.error() == std::errc::timed_out) {
         idle_too_long = !flush;
         if (idle_too_long) break;
-        co_await acknowledge(s, peer, pending);
+        co_await acknowledge(s, peer, pending, idle);
         pending.clear();
         continue;
       }
@@ -120,7 +113,7 @@ coring::task<std::string> chat(coring::socket& s, std::string_view peer,
     for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
       std::string_view line(pending.data() + start, nl - start);
       if (line.size() > max_line) break;  // caught below: pending keeps it
-      co_await acknowledge(s, peer, line);
+      co_await acknowledge(s, peer, line, idle);
     }
     pending.erase(0, start);
     if (pending.size() > max_line) {
@@ -129,24 +122,22 @@ coring::task<std::string> chat(coring::socket& s, std::string_view peer,
     }
   }
   // The unterminated last line (before EOF, or before dropping an idle client) is a message too.
-  if (!pending.empty()) co_await acknowledge(s, peer, pending);
+  if (!pending.empty()) co_await acknowledge(s, peer, pending, idle);
   co_return idle_too_long ? "idle for too long" : "";
 }
 
 struct server {
   coring::io_context& ctx;
   std::chrono::nanoseconds idle;  // 0: no idle timeout
-  example::client_list clients;   // the live clients, so that shutdown can reach them
-  bool accepting = false;         // the accept loop is still running
+  example::client_list clients;   // the live clients (and the accept loop), for shutdown
 };
 
 // Errors (a reset, a broken pipe, garbage) end this client only; the others go on.
 coring::task<> serve_client(server& srv, coring::socket s) {
-  example::client_list::node me(srv.clients, s);  // on the list while this client is served
-  std::string peer = "?";
+  example::client_list::node me(srv.clients, &s);  // on the list while this client is served
+  const std::string peer = example::peer_name(s);     // "?" if the client is already gone
   std::string why;
   try {
-    peer = s.peer_name().to_string();  // throws ENOTCONN if the client is already gone
     say(peer + " connected");
     why = co_await chat(s, peer, srv.idle);
   } catch (const std::system_error& e) {
@@ -156,6 +147,7 @@ coring::task<> serve_client(server& srv, coring::socket s) {
 }
 
 coring::task<> accept_loop(server& srv, coring::socket& listener) {
+  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
   while (!srv.clients.closing) {
     auto client = co_await coring::as_result(listener.accept());
     if (client) {
@@ -168,24 +160,29 @@ coring::task<> accept_loop(server& srv, coring::socket& listener) {
         co_await coring::sleep_for(srv.ctx, example::accept_back_off);
     }
   }
-  srv.accepting = false;
 }
 
 // Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text): each client
 // sees EOF on its reading side, so its pending partial line is acked before it is closed.
 coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
                    std::chrono::nanoseconds grace) {
-  srv.accepting = true;
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
-  std::fprintf(stderr, "chat_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  listener.cancel();  // a pending accept fails with operation_canceled
-  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
+  example::log::err().line(std::string("chat_server: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                           ", shutting down");
+  listener.cancel();  // a pending accept fails with operation_canceled (and later ones too)
+  // Clients that keep sending never see EOF after SHUT_RD: the drain cancels them at the
+  // grace limit, and the cancel holds.
+  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
+  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+  if (!ended)
+    example::log::err().line("chat_server: some clients did not end; destroying them");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  example::ignore_sigpipe();  // a dead stdout must not kill the server (the log sees EPIPE)
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
@@ -199,11 +196,16 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("chat_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    server srv{ctx, example::seconds(idle_s), {}, false};
+    server srv{ctx, example::seconds(idle_s), {}};
+    example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
     coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "chat_server: %s\n", e.what());
+    example::log::err().line(std::string("chat_server: ") + e.what());
+    example::log::err().flush(std::chrono::seconds(1));
     return 1;
   }
+  // Bounded: a stdout nobody reads must not keep the server from exiting.
+  example::log::out().flush(std::chrono::seconds(1));
+  example::log::err().flush(std::chrono::seconds(1));
   return 0;
 }

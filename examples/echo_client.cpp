@@ -2,8 +2,10 @@
 // Description: echo client: interactive (stdin lines) or a scripted, verified load run.
 #include <coring/coring.hpp>
 
+#include "client_io.hpp"
 #include "example_util.hpp"
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -16,11 +18,14 @@ namespace {
 const char* usage =
     "usage: echo_client [--host ADDR] [--port N] [--connections N --count M --size S]\n"
     "                   [--timeout SECONDS]\n"
-    "  Without --connections: sends each stdin line and prints the reply.\n"
+    "  Without --connections: sends each stdin line and prints the reply (its bytes as they\n"
+    "  came, NULs included); exits 0 at EOF on stdin. If the server closes before a line's\n"
+    "  whole echo came back, prints the part that came and exits 1.\n"
     "  With --connections N: N concurrent connections each send M messages of S bytes,\n"
     "  verify every echoed byte and print a summary; exit status 1 on any error.\n"
-    "  --timeout: a connection waiting that long for an echo fails (a server that lost bytes\n"
-    "  would otherwise be waited for forever); default 30, 0 for no limit.\n";
+    "  --timeout SECONDS: waiting that long to connect, to send or for an echo fails (exit 1\n"
+    "  in interactive mode; a server that is silent or lost bytes would otherwise be waited\n"
+    "  for forever); default 30, 0 for no limit. A closed stdout is an error (exit 1).\n";
 
 struct totals {
   std::size_t done = 0, failed = 0, bytes = 0, mismatches = 0;
@@ -104,32 +109,42 @@ coring::task<> load_one(coring::io_context& ctx, coring::address server, std::si
   }
 }
 
-coring::task<> interactive(coring::io_context& ctx, coring::address server) {
-  coring::socket s = co_await coring::tcp_connect(ctx, server);
+// Sends each stdin line and prints its echo. Every wait for the server is bounded by timeout
+// (0: none). Returns: the exit status (1 if the server closed before a whole echo came back).
+// Throws: std::system_error (timed_out after timeout; "stdout" if stdout is gone).
+coring::task<int> interactive(coring::io_context& ctx, coring::address server,
+                              std::chrono::nanoseconds timeout) {
+  coring::socket s = co_await example::tcp_connect(ctx, server, timeout);
   std::string line;
   std::string reply;
   std::array<std::byte, 4096> buf;
   // Reading stdin blocks the ring's thread; fine for a one-connection interactive client.
   while (std::getline(std::cin, line)) {
     line += '\n';
-    co_await s.send_all(line);
+    co_await example::bounded(s.send_all(line), timeout);
     reply.clear();
     while (reply.size() < line.size()) {
-      std::size_t n = co_await s.recv(buf);
+      std::size_t n = co_await example::bounded(s.recv(buf), timeout);
       if (n == 0) {
-        std::puts("(server closed the connection)");
-        co_return;
+        example::write_stdout(reply);  // what did come back is shown, not dropped
+        std::fprintf(stderr,
+                     "echo_client: the server closed the connection after %zu of the %zu bytes "
+                     "of the echo\n",
+                     reply.size(), line.size());
+        co_return 1;
       }
       reply.append(reinterpret_cast<const char*>(buf.data()), n);
     }
-    std::fputs(reply.c_str(), stdout);
-    std::fflush(stdout);
+    example::write_stdout(reply);  // bytes, not a C string: a NUL does not end the line
   }
+  co_await s.close();
+  co_return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  example::ignore_sigpipe();
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 1, 65535));
@@ -143,8 +158,15 @@ int main(int argc, char** argv) {
     coring::io_context ctx;
     coring::address server = coring::address::ip(host, port);
     if (conns == 0) {
-      coring::sync_wait(ctx, interactive(ctx, server));
-      return 0;
+      try {
+        return coring::sync_wait(ctx, interactive(ctx, server, timeout));
+      } catch (const std::system_error& e) {
+        if (e.code() != std::errc::timed_out) throw;
+        std::fprintf(stderr, "echo_client: no answer from %s within %g s (--timeout)\n",
+                     server.to_string().c_str(),
+                     std::chrono::duration<double>(timeout).count());
+        return 1;
+      }
     }
     totals t;
     auto start = std::chrono::steady_clock::now();

@@ -8,8 +8,11 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
+#include <mutex>
+#include <stdexcept>
 #include <optional>
 #include <stop_token>
 #include <string>
@@ -29,9 +32,14 @@ const char* usage =
     "  clients. --oneshot submits one recv per buffer instead (tighter per-client bound on\n"
     "  ring buffers, one more SQE per message); --plain uses a private 4 KiB buffer per client.\n"
     "  --threads N (default 1) runs N threads, each with its own ring, buffer ring and\n"
-    "  SO_REUSEPORT listener on the same port (thread per core: they share nothing).\n";
+    "  SO_REUSEPORT listener on the same port (thread per core: they share nothing); it fails\n"
+    "  like one thread if the port is in use. Ring buffers: 4,096 x 4 KiB in all, at least\n"
+    "  256 per thread, memory taken only as used. --idle-timeout also drops a client that does\n"
+    "  not read what it is sent for that long.\n";
 
 // The straight-line loop of the README: a private buffer per connection.
+// idle > 0 bounds both directions: a client that sends nothing for that long, or does not read
+// what it is sent for that long (a send_all of one buffer that cannot finish), is dropped.
 coring::task<> echo(coring::socket& s, std::chrono::nanoseconds idle) {
   std::array<std::byte, 4096> buf;
   if (idle.count() == 0) {
@@ -39,7 +47,7 @@ coring::task<> echo(coring::socket& s, std::chrono::nanoseconds idle) {
       co_await s.send_all(std::span(buf).first(n));
   } else {
     while (std::size_t n = co_await s.recv(buf).with_timeout(idle))
-      co_await s.send_all(std::span(buf).first(n));
+      co_await s.send_all(std::span(buf).first(n)).with_timeout(idle);
   }
 }
 
@@ -48,8 +56,13 @@ coring::task<> echo(coring::socket& s, std::chrono::nanoseconds idle) {
 coring::task<> echo(coring::socket& s, coring::buffer_ring& ring, std::chrono::nanoseconds idle,
                     bool multishot) {
   coring::recv_stream rx(s, ring, {.multishot = multishot, .idle_timeout = idle});
-  while (coring::buffer b = co_await rx.next())
-    co_await s.send_all(b.data());
+  if (idle.count() == 0) {
+    while (coring::buffer b = co_await rx.next())
+      co_await s.send_all(b.data());
+  } else {
+    while (coring::buffer b = co_await rx.next())
+      co_await s.send_all(b.data()).with_timeout(idle);
+  }
 }
 
 struct server {
@@ -57,15 +70,15 @@ struct server {
   coring::buffer_ring* ring;  // null: --plain, or the kernel has no buffer rings
   std::chrono::nanoseconds idle;
   bool multishot;
-  example::client_list clients;  // the live clients, so that shutdown can reach them
-  bool accepting = false;
+  example::client_list clients;  // the live clients (and the accept loop), for shutdown
   std::size_t accepted = 0;
 };
 
 // One client's error (a reset, a broken pipe, the idle timeout) ends that client only.
 coring::task<> serve_client(server& srv, coring::socket s) {
-  example::client_list::node me(srv.clients, s);
-  std::string peer = s.peer_name().to_string();
+  example::client_list::node me(srv.clients, &s);
+  // "?" if the client already left (an RST before we got here): not an error of the server.
+  const std::string peer = example::peer_name(s);
   try {
     // An echo of more than one buffer goes out in several sends; without TCP_NODELAY the last
     // one waits for the client's delayed ACK (~40 ms per message).
@@ -76,14 +89,14 @@ coring::task<> serve_client(server& srv, coring::socket s) {
       co_await echo(s, srv.idle);
   } catch (const std::system_error& e) {
     if (e.code() == std::errc::timed_out)
-      std::fprintf(stderr, "client %s: idle for too long, disconnected\n", peer.c_str());
-    else
-      std::fprintf(stderr, "client %s: %s\n", peer.c_str(), e.what());
+      example::log::err().line("client " + peer + ": idle for too long, disconnected");
+    else if (e.code() != std::errc::operation_canceled)  // shutdown's cancel: not news
+      example::log::err().line("client " + peer + ": " + e.what());
   }
 }
 
 coring::task<> accept_loop(server& srv, coring::socket& listener) {
-  srv.accepting = true;
+  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
   coring::acceptor acc(listener);
   for (;;) {
     auto client = co_await coring::as_result(acc.accept());
@@ -98,24 +111,29 @@ coring::task<> accept_loop(server& srv, coring::socket& listener) {
         co_await coring::sleep_for(srv.ctx, example::accept_back_off);
     }
   }
-  srv.accepting = false;
 }
 
-// Shutdown of one server: stop accepting; end every client's reading side: its pending recv
-// sees EOF, a reply being sent still goes out, then the client's loop ends and closes the
-// connection. After the grace period, cancel what is left and wait until the kernel has let go
-// of everything (LIFETIME: the clients use srv and the ring, destroyed before the io_context).
+// Shutdown of one server: stop accepting (the listener's cancel sticks, also for an accept
+// loop that is backing off); end every client's reading side: its pending recv sees EOF, a
+// reply being sent still goes out, then the client's loop ends and closes the connection.
+// After the grace period, cancel what is left (for good: a client that keeps sending or never
+// reads ends too). What still runs after that is ended by main's shutdown_guard.
 coring::task<> shut_down(server& srv, coring::socket& listener, std::chrono::nanoseconds grace) {
   listener.cancel();
-  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
+  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
+  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+  if (!ended)
+    example::log::err().line("echo_server: " + std::to_string(srv.clients.count) +
+                             " tasks did not end after the cancel; destroying them");
 }
 
 coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
                    std::chrono::nanoseconds grace) {
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
-  std::fprintf(stderr, "echo_server: %s, shutting down (%zu clients)\n",
-               sig == SIGINT ? "SIGINT" : "SIGTERM", srv.clients.count);
+  example::log::err().line(std::string("echo_server: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                           ", shutting down (" + std::to_string(srv.clients.count - 1) +
+                           " clients)");
   co_await shut_down(srv, listener, grace);
 }
 
@@ -124,16 +142,18 @@ coring::task<int> next_signal(coring::signal_set& signals) { co_return co_await 
 struct options {
   std::chrono::nanoseconds idle, grace;
   bool plain, multishot, coop;
+  unsigned ring_buffers = 4096;  // per thread: 4096 / threads, at least 256
 };
 
 coring::io_context_options ring_options(const options& o) {
   return coring::io_context_options{.defer_taskrun = !o.coop};
 }
 
-// The shared buffer ring (4,096 x 4 KiB), unless --plain or the kernel has none.
+// The shared buffer ring (ring_buffers x 4 KiB), unless --plain or the kernel has none. Its
+// memory is taken from the system only as the kernel first fills each buffer.
 coring::buffer_ring* make_ring(coring::io_context& ctx, const options& o,
                                std::optional<coring::buffer_ring>& ring) {
-  if (!o.plain && ctx.features().buf_ring) ring.emplace(ctx, 4096, 4096);
+  if (!o.plain && ctx.features().buf_ring) ring.emplace(ctx, o.ring_buffers, 4096);
   return ring ? &*ring : nullptr;
 }
 
@@ -148,36 +168,42 @@ coring::socket reuse_port_socket(coring::io_context& ctx, const coring::address&
 }
 
 // One worker of --threads: its own io_context (created on its thread: the ring belongs to it),
-// buffer ring and listener; serves until the main thread requests stop through execute().
+// buffer ring and listener; serves until the main thread requests stop through its stop_source.
 class worker {
  public:
-  worker(const coring::address& at, const options& o) {
+  /// Starts the thread and waits until it listens. Throws: std::runtime_error naming the
+  /// worker and why it could not start (the thread has ended then).
+  worker(int index, const coring::address& at, const options& o) : index_(index) {
     thread_ = std::thread([this, at, o] {
       try {
         coring::io_context ctx(ring_options(o));
         std::optional<coring::buffer_ring> ring;
-        server srv{ctx, make_ring(ctx, o, ring), o.idle, o.multishot, {}, false};
+        server srv{ctx, make_ring(ctx, o, ring), o.idle, o.multishot, {}};
+        example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv and ring go
         coring::socket listener = reuse_port_socket(ctx, at);
         listener.listen();
-        ready_ = true;
-        ready_.notify_one();
+        started(nullptr);
         coring::sync_wait(ctx, serve(srv, std::move(listener), o.grace));
         accepted_ = srv.accepted;
-      } catch (...) {
-        if (!ready_) {
-          failed_ = std::current_exception();
-          ready_ = true;
-          ready_.notify_one();
-          return;
-        }
-        std::fprintf(stderr, "echo_server: a worker failed\n");
+      } catch (const std::exception& e) {
+        if (!started(e.what()))
+          example::log::err().line("echo_server: thread " + std::to_string(index_) +
+                                   " failed: " + e.what());
       }
     });
-    ready_.wait(false);
-    if (failed_) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return state_ != state::starting; });
+    if (state_ == state::failed) {
+      lock.unlock();
       thread_.join();
-      std::rethrow_exception(failed_);
+      throw std::runtime_error("thread " + std::to_string(index_) + " could not start: " + why_);
     }
+  }
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+  /// Stops and joins a worker that is still running (a later worker failed to start, say).
+  ~worker() {
+    if (thread_.joinable()) stop_and_join();
   }
   /// Asks the worker to shut down gracefully and waits for it. Returns: how many connections
   /// it accepted. LIFETIME: only the stop source is touched, never the worker's io_context, which
@@ -189,6 +215,18 @@ class worker {
   }
 
  private:
+  enum class state { starting, running, failed };
+  // Reports the start (why == nullptr) or a failure. Returns: false if the worker had already
+  // started (the failure is then the worker's to report).
+  bool started(const char* why) {
+    std::lock_guard lock(mu_);
+    if (state_ != state::starting) return false;
+    state_ = why ? state::failed : state::running;
+    if (why) why_ = why;
+    cv_.notify_one();
+    return true;
+  }
+
   coring::task<> serve(server& srv, coring::socket listener, std::chrono::nanoseconds grace) {
     srv.ctx.spawn(accept_loop(srv, listener));
     // Wait for the stop request (a sleep the request cancels), then shut down like main does.
@@ -199,32 +237,53 @@ class worker {
     co_await shut_down(srv, listener, grace);
   }
 
+  int index_;
   std::stop_source stop_;  // requested by the main thread, seen by the worker's sleep
-  std::exception_ptr failed_;          // set before ready_ if the worker could not start
-  std::size_t accepted_ = 0;           // set when the worker ends (read after join)
-  std::atomic<bool> ready_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  state state_ = state::starting;
+  std::string why_;           // why it failed to start
+  std::size_t accepted_ = 0;  // set when the worker ends (read after join)
   std::thread thread_;
 };
+
+// The address every worker binds. A plain bind first (no SO_REUSEPORT): it fails with
+// "Address already in use" if anything listens there, as a single-thread server would, instead
+// of silently joining (and splitting the connections with) another process's SO_REUSEPORT
+// group; with port 0 it picks the port. Then a bound SO_REUSEPORT socket holds the port while
+// the workers bind it (bound, not listening: it takes no connections).
+coring::address claim_address(coring::io_context& ctx, coring::address at) {
+  {
+    coring::socket probe(ctx, at.family(), SOCK_STREAM);
+    probe.set_option(coring::sockopt::reuse_address{true});
+    probe.bind(at);
+    at = probe.sock_name();
+  }
+  return at;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  example::ignore_sigpipe();
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
-  auto seconds = [](double s) {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(s));
-  };
   options o{};
-  o.idle = seconds(args.get_double("--idle-timeout", 0, 0, 86400));
-  o.grace = seconds(args.get_double("--grace", 2, 0, 3600));
+  o.idle = example::seconds(args.get_double("--idle-timeout", 0, 0, 86400));
+  o.grace = example::seconds(args.get_double("--grace", 2, 0, 3600));
   o.plain = args.flag("--plain");
   o.multishot = !args.flag("--oneshot");
   // For benchmarks: the ring's task-run mode (DEFER_TASKRUN costs CPU at some loads).
   o.coop = args.flag("--coop-taskrun");
   int threads = static_cast<int>(args.get_int("--threads", 1, 1, 256));
   args.done();
+  // Ring buffers per thread: 4,096 in all (16 MiB, touched only as used), at least 256 each.
+  o.ring_buffers = 4096;
+  while (o.ring_buffers > 256 && o.ring_buffers * static_cast<unsigned>(threads) > 4096)
+    o.ring_buffers /= 2;
   example::raise_fd_limit();
+  int status = 0;
   try {
     coring::io_context ctx(ring_options(o));
     // Created before any worker starts: the signals stay blocked in every thread (workers
@@ -236,31 +295,32 @@ int main(int argc, char** argv) {
       coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
       std::printf("echo_server listening on %s\n", listener.sock_name().to_string().c_str());
       std::fflush(stdout);
-      server srv{ctx, shared, o.idle, o.multishot, {}, false};
+      server srv{ctx, shared, o.idle, o.multishot, {}};
+      example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv and ring go
       coring::sync_wait(ctx, run(srv, std::move(listener), signals, o.grace));
-      return 0;
+    } else {
+      // Thread per core: with --port 0, the first bind picks the port all workers share.
+      coring::address at = claim_address(ctx, coring::address::ip(host, port));
+      std::vector<std::unique_ptr<worker>> workers;  // a failed start stops the others
+      {
+        coring::socket holder = reuse_port_socket(ctx, at);
+        for (int i = 0; i < threads; ++i)
+          workers.push_back(std::make_unique<worker>(i + 1, at, o));
+      }
+      std::printf("echo_server listening on %s (%d threads)\n", at.to_string().c_str(), threads);
+      std::fflush(stdout);
+      int sig = coring::sync_wait(ctx, next_signal(signals));
+      example::log::err().line(std::string("echo_server: ") +
+                               (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down " +
+                               std::to_string(threads) + " threads");
+      std::string per_thread;
+      for (auto& w : workers) per_thread += " " + std::to_string(w->stop_and_join());
+      std::printf("echo_server: connections accepted per thread:%s\n", per_thread.c_str());
     }
-    // Thread per core: with --port 0, the first worker's port is the one all others share.
-    coring::address at = coring::address::ip(host, port);
-    std::vector<std::unique_ptr<worker>> workers;
-    {
-      // Hold the port while the workers bind it (a port-0 bind picks it); bound, not listening,
-      // so it takes no connections.
-      coring::socket holder = reuse_port_socket(ctx, at);
-      at = holder.sock_name();
-      for (int i = 0; i < threads; ++i) workers.push_back(std::make_unique<worker>(at, o));
-    }
-    std::printf("echo_server listening on %s (%d threads)\n", at.to_string().c_str(), threads);
-    std::fflush(stdout);
-    int sig = coring::sync_wait(ctx, next_signal(signals));
-    std::fprintf(stderr, "echo_server: %s, shutting down %d threads\n",
-                 sig == SIGINT ? "SIGINT" : "SIGTERM", threads);
-    std::string per_thread;
-    for (auto& w : workers) per_thread += " " + std::to_string(w->stop_and_join());
-    std::printf("echo_server: connections accepted per thread:%s\n", per_thread.c_str());
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "echo_server: %s\n", e.what());
-    return 1;
+    example::log::err().line(std::string("echo_server: ") + e.what());
+    status = 1;
   }
-  return 0;
+  example::log::err().flush(std::chrono::seconds(1));
+  return status;
 }

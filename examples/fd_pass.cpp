@@ -8,8 +8,10 @@
 // stream socket control messages ride on data bytes.
 #include <coring/coring.hpp>
 
+#include "client_io.hpp"
 #include "example_util.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -27,14 +29,17 @@ namespace {
 
 const char* usage =
     "usage: fd_pass send (--path SOCK | --abstract NAME) FILE\n"
-    "       fd_pass recv (--path SOCK | --abstract NAME)\n"
+    "       fd_pass recv (--path SOCK | --abstract NAME) [--max-bytes N]\n"
     "  send: opens FILE, listens on the Unix socket SOCK (a file; a stale socket file there is\n"
     "        removed, and the file is removed at exit) or on the abstract name NAME, prints\n"
     "        \"fd_pass listening on <address>\", accepts one peer, sends it FILE's descriptor\n"
     "        with FILE's name as data, and exits 0 (1 if interrupted by SIGINT/SIGTERM first).\n"
     "  recv: connects to SOCK or NAME, receives the descriptor and the name, reads the file\n"
     "        through the descriptor and prints \"fd_pass received <name> (<N> bytes)\" and then\n"
-    "        the content, unchanged, on stdout. Exits 0.\n";
+    "        the content, unchanged, on stdout. Exits 0. The content is held in memory: a file\n"
+    "        longer than --max-bytes N (default 16777216, 16 MiB; 0 to 1073741824) is refused\n"
+    "        with a message and exit 1, nothing printed (/dev/zero never ends). A closed\n"
+    "        stdout is an error (exit 1).\n";
 
 // Splits the arguments after the subcommand into flags (for example::args) and positionals.
 // Every flag this program knows takes a value.
@@ -49,7 +54,8 @@ split_args split(int argc, char** argv) {
     std::string_view a = argv[i];
     if (a.size() > 1 && a[0] == '-') {
       out.flags.push_back(argv[i]);
-      if ((a == "--path" || a == "--abstract") && i + 1 < argc) out.flags.push_back(argv[++i]);
+      if ((a == "--path" || a == "--abstract" || a == "--max-bytes") && i + 1 < argc)
+        out.flags.push_back(argv[++i]);
     } else {
       out.positional.emplace_back(a);
     }
@@ -68,7 +74,11 @@ void remove_stale_socket(const std::string& path) {
   int rc = ::connect(fd, a.data(), a.size());
   int err = errno;
   ::close(fd);
-  if (rc == 0 || err != ECONNREFUSED) throw std::runtime_error(path + " is in use");
+  // ECONNREFUSED: stale; connected, EAGAIN (a full backlog) or EPROTOTYPE (another socket
+  // type): a server is there; anything else (EACCES: not ours to probe) is reported as is.
+  if (rc == 0 || err == EAGAIN || err == EPROTOTYPE) throw std::runtime_error(path + " is in use");
+  if (err != ECONNREFUSED)
+    throw std::system_error(err, std::system_category(), "cannot check whether " + path + " is in use");
   if (::unlink(path.c_str()) != 0 && errno != ENOENT)
     throw std::system_error(errno, std::system_category(), "unlink " + path);
 }
@@ -157,11 +167,17 @@ coring::task<received> fetch(coring::io_context& ctx, coring::address where) {
 
 // Reads the whole file through fd from offset 0 (pread: the sender's file offset is shared with
 // ours, since both descriptors refer to the same open file; pread leaves it alone).
-std::string read_all(int fd) {
+// Throws: std::runtime_error once it holds more than max_bytes (it reads one byte past the
+// limit to tell "exactly max_bytes" from "more"), so memory stays bounded.
+std::string read_all(int fd, const std::string& name, std::size_t max_bytes) {
   std::string content;
   char chunk[65536];
   for (off_t off = 0;;) {
-    ssize_t n = ::pread(fd, chunk, sizeof chunk, off);
+    if (content.size() > max_bytes)
+      throw std::runtime_error(name + " holds more than --max-bytes " + std::to_string(max_bytes) +
+                               " bytes; nothing printed (raise --max-bytes to read it)");
+    const std::size_t want = std::min(sizeof chunk, max_bytes + 1 - content.size());
+    ssize_t n = ::pread(fd, chunk, want, off);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::system_category(), "pread");
@@ -173,19 +189,19 @@ std::string read_all(int fd) {
   return content;
 }
 
-int do_recv(const coring::address& where) {
+int do_recv(const coring::address& where, std::size_t max_bytes) {
   coring::io_context ctx;
   received r = coring::sync_wait(ctx, fetch(ctx, where));
-  std::string content = read_all(r.fd.get());
+  std::string content = read_all(r.fd.get(), r.name, max_bytes);
   std::printf("fd_pass received %s (%zu bytes)\n", r.name.c_str(), content.size());
-  std::fwrite(content.data(), 1, content.size(), stdout);
-  std::fflush(stdout);
+  example::write_stdout(content);  // throws if stdout is gone (exit 1)
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  example::ignore_sigpipe();
   if (argc >= 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
     std::fputs(usage, stdout);
     return 0;
@@ -199,6 +215,9 @@ int main(int argc, char** argv) {
   example::args args(static_cast<int>(parts.flags.size()), parts.flags.data(), usage);
   std::string path = args.get("--path", "");
   std::string abstract = args.get("--abstract", "");
+  // recv only: given to send, --max-bytes is left unconsumed and rejected by done().
+  const auto max_bytes =
+      sending ? 0 : static_cast<std::size_t>(args.get_int("--max-bytes", 16 << 20, 0, 1 << 30));
   args.done();
   if (path.empty() == abstract.empty()) {
     std::fprintf(stderr, "give exactly one of --path and --abstract\n%s", usage);
@@ -218,7 +237,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return sending ? do_send(where, path, parts.positional.front()) : do_recv(where);
+    return sending ? do_send(where, path, parts.positional.front()) : do_recv(where, max_bytes);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "fd_pass %s: %s\n", argv[1], e.what());
     return 1;

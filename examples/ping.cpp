@@ -16,6 +16,7 @@
 // the summary, as ping(8) does.
 #include <coring/coring.hpp>
 
+#include "client_io.hpp"
 #include "example_util.hpp"
 
 #include <algorithm>
@@ -46,7 +47,9 @@ const char* usage =
     "  and a summary (\"4 packets transmitted, 4 received, 0% packet loss\").\n"
     "  Uses a raw ICMP socket (needs CAP_NET_RAW) or else an ICMP datagram socket (needs the\n"
     "  gid in net.ipv4.ping_group_range); --dgram uses the datagram socket only.\n"
-    "  Exits 0 if at least one reply arrived, 1 if none did or no ICMP socket could be opened.\n";
+    "  HOST 0.0.0.0 means this host, as for ping(8): the replies come from 127.0.0.1.\n"
+    "  Exits 0 if at least one reply arrived, 1 if none did, no ICMP socket could be opened,\n"
+    "  or stdout is closed.\n";
 
 constexpr std::size_t payload_size = 8;  // the timestamp
 constexpr std::size_t request_size = sizeof(icmphdr) + payload_size;
@@ -130,6 +133,13 @@ struct pinger {
   double rtt_min = std::numeric_limits<double>::max(), rtt_max = 0, rtt_sum = 0;
 };
 
+// True if a reply from `from` answers our requests to p.to. Pinging 0.0.0.0 (INADDR_ANY)
+// reaches this host, which answers from a real address of its own (127.0.0.1), so any source
+// is taken then; the id, sequence number and timestamp checks still pick out our replies.
+bool from_target(const pinger& p, const coring::address& from) {
+  return p.to.host() == "0.0.0.0" || from.host() == p.to.host();
+}
+
 // One received ICMP message, already stripped of the IP header.
 struct reply {
   std::span<const unsigned char> icmp;
@@ -183,6 +193,7 @@ coring::task<> ping_loop(pinger& p, std::stop_token tok) {
         if (left <= std::chrono::nanoseconds::zero()) {
           std::printf("no reply for icmp_seq=%u within %.3f s\n", seq,
                       std::chrono::duration<double>(p.timeout).count());
+          example::flush_stdout();
           break;
         }
         coring::result<reply> r = co_await receive(p, buf, control, left, tok);
@@ -197,7 +208,7 @@ coring::task<> ping_loop(pinger& p, std::stop_token tok) {
         icmphdr h{};
         std::memcpy(&h, icmp.data(), sizeof h);
         if (h.type != ICMP_ECHOREPLY || h.code != 0) continue;
-        if (p.raw && (ntohs(h.un.echo.id) != p.id || r->from.host() != p.to.host())) continue;
+        if (p.raw && (ntohs(h.un.echo.id) != p.id || !from_target(p, r->from))) continue;
         if (ntohs(h.un.echo.sequence) != seq) continue;
         std::int64_t stamp = 0;
         std::memcpy(&stamp, icmp.data() + sizeof h, sizeof stamp);
@@ -212,7 +223,7 @@ coring::task<> ping_loop(pinger& p, std::stop_token tok) {
         else
           std::printf("%zu bytes from %s: icmp_seq=%u time=%.3f ms\n", icmp.size(),
                       r->from.host().c_str(), seq, ms);
-        std::fflush(stdout);
+        example::flush_stdout();
         break;
       }
     }
@@ -283,6 +294,7 @@ std::optional<coring::socket> open_icmp(coring::io_context& ctx, bool dgram_only
 }  // namespace
 
 int main(int argc, char** argv) {
+  example::ignore_sigpipe();
   split_args parts = split(argc, argv);
   example::args args(static_cast<int>(parts.flags.size()), parts.flags.data(), usage);
   long count = args.get_int("--count", 4, 1, 65535);
@@ -314,7 +326,7 @@ int main(int argc, char** argv) {
              example::seconds(interval_s), example::seconds(timeout_s)};
     std::printf("PING %s: %zu data bytes (%s socket)\n", to.host().c_str(), payload_size,
                 raw ? "raw" : "datagram");
-    std::fflush(stdout);
+    example::flush_stdout();
     coring::sync_wait(ctx, run(p, signals));
     const long lost = p.transmitted - p.received;
     std::printf("--- %s ping statistics ---\n", to.host().c_str());
@@ -323,7 +335,7 @@ int main(int argc, char** argv) {
     if (p.received > 0)
       std::printf("rtt min/avg/max = %.3f/%.3f/%.3f ms\n", p.rtt_min,
                   p.rtt_sum / static_cast<double>(p.received), p.rtt_max);
-    std::fflush(stdout);
+    example::flush_stdout();
     return p.received > 0 ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ping: %s\n", e.what());

@@ -28,25 +28,21 @@ const char* usage =
     "  it and exits 0. --idle-timeout disconnects a client silent for that long (\"<peer>\n"
     "  disconnected: idle for too long\"), so that the next one gets its turn (default: off).\n";
 
-void say(const std::string& text) {
-  std::printf("%s\n", text.c_str());
-  std::fflush(stdout);
-}
+// A log line on stdout, written off the serving thread (a dead or slow stdout cannot block it).
+void say(const std::string& text) { example::log::out().line(text); }
 
 struct server {
   coring::io_context& ctx;
   std::chrono::nanoseconds idle;  // 0: no idle timeout
-  example::client_list clients;   // the current client (at most one), so shutdown can reach it
-  bool accepting = false;         // the accept loop is still running
+  example::client_list clients;   // the accept loop and the current client, for shutdown
 };
 
 // Serves one client until EOF. Errors (and the idle timeout) end this client only.
 coring::task<> serve_one(server& srv, coring::socket& s) {
-  example::client_list::node me(srv.clients, s);  // on the list while this client is served
-  std::string peer = "?";
+  example::client_list::node me(srv.clients, &s);  // on the list while this client is served
+  const std::string peer = example::peer_name(s);    // "?" if the client is already gone
   std::string why;
   try {
-    peer = s.peer_name().to_string();
     say(peer + " connected");
     std::array<std::byte, 4096> buf;
     for (;;) {
@@ -59,7 +55,10 @@ coring::task<> serve_one(server& srv, coring::socket& s) {
       auto chunk = std::span(buf).first(n);
       for (std::byte& b : chunk)
         if (b >= std::byte{'a'} && b <= std::byte{'z'}) b &= std::byte{0xdf};
-      co_await s.send_all(chunk);
+      if (srv.idle.count() == 0)
+        co_await s.send_all(chunk);
+      else  // a client that does not read its replies is idle too
+        co_await s.send_all(chunk).with_timeout(srv.idle);
     }
   } catch (const std::system_error& e) {
     why = e.code() == std::errc::timed_out ? "idle for too long" : e.code().message();
@@ -68,20 +67,20 @@ coring::task<> serve_one(server& srv, coring::socket& s) {
 }
 
 coring::task<> accept_loop(server& srv, coring::socket& listener) {
+  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
   while (!srv.clients.closing) {
     auto client = co_await coring::as_result(listener.accept());
     if (client) {
       coring::socket conn = std::move(*client);
       co_await serve_one(srv, conn);  // the whole difference: awaited here, not spawned
-    } else if (client.error() == std::errc::operation_canceled) {
-      break;  // shutting down
     } else {
-      // EMFILE and friends: back off instead of spinning on the same error.
-      std::fprintf(stderr, "accept: %s; pausing 100 ms\n", client.error().message().c_str());
-      co_await coring::sleep_for(srv.ctx, std::chrono::milliseconds(100));
+      // The examples' one policy: back off on EMFILE and friends, stop when cancelled.
+      auto next = example::after_accept_error(client.error());
+      if (next == example::accept_action::stop) break;
+      if (next == example::accept_action::back_off)
+        co_await coring::sleep_for(srv.ctx, example::accept_back_off);
     }
   }
-  srv.accepting = false;
 }
 
 // Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text). The accept
@@ -89,17 +88,21 @@ coring::task<> accept_loop(server& srv, coring::socket& listener) {
 // side, and the loop, seeing clients.closing, accepts no one else.
 coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
                    std::chrono::nanoseconds grace) {
-  srv.accepting = true;
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
-  std::fprintf(stderr, "serial_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  listener.cancel();  // a pending accept fails with operation_canceled
-  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
+  example::log::err().line(std::string("serial_server: ") +
+                           (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down");
+  listener.cancel();  // a pending accept fails with operation_canceled (and later ones too)
+  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
+  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+  if (!ended)
+    example::log::err().line("serial_server: the client did not end; destroying it");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  example::ignore_sigpipe();  // a dead stdout must not kill the server
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
@@ -112,11 +115,15 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("serial_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    server srv{ctx, example::seconds(idle_s), {}, false};
+    server srv{ctx, example::seconds(idle_s), {}};
+    example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
     coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "serial_server: %s\n", e.what());
+    example::log::err().line(std::string("serial_server: ") + e.what());
+    example::log::err().flush(std::chrono::seconds(1));
     return 1;
   }
+  example::log::out().flush(std::chrono::seconds(1));
+  example::log::err().flush(std::chrono::seconds(1));
   return 0;
 }

@@ -11,13 +11,28 @@
 // --buffer-size). A longer datagram is cut by the kernel; we report it on stderr and echo the
 // part that fit. Echoing the prefix rather than dropping the datagram means the client sees the
 // cut as a shorter reply at once, instead of waiting for a reply that never comes.
+//
+// Forged sources: UDP does not check source addresses, and an echo server answers whatever
+// source a datagram names. One datagram forged with our own address as its source would make
+// us echo to ourselves for ever (each echo is another such datagram: 100% CPU), and one naming
+// another echo-like service (echo, chargen, ...) starts the same loop between the two of us. So
+// some sources are never answered (bogus_source): our own address, port 0, the ports of the
+// services that answer any datagram, and unspecified, multicast or broadcast addresses. The
+// drops are logged at most once a second, with a count, so a flood cannot flood the log.
 #include <coring/coring.hpp>
 
 #include "example_util.hpp"
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <optional>
 #include <vector>
+
+#include <netinet/in.h>
 
 namespace {
 
@@ -26,13 +41,77 @@ const char* usage =
     "  Sends every UDP datagram back to its sender. Default 127.0.0.1:9000; --port 0 picks a\n"
     "  free port; IPv6 hosts (--host ::1) work. Prints the address it listens on.\n"
     "  A datagram longer than --buffer-size (default 65536, 1 to 1048576) is reported on stderr\n"
-    "  as truncated and its first BYTES bytes are echoed. Exits 0 on SIGINT or SIGTERM.\n";
+    "  as truncated and its first BYTES bytes are echoed. Exits 0 on SIGINT or SIGTERM.\n"
+    "  Datagrams from a source that would start an endless echo loop are not answered (logged\n"
+    "  on stderr at most once a second): our own address (or our port on any address when\n"
+    "  listening on 0.0.0.0 or ::), source port 0, ports 7, 13, 17, 19 and 37 (services that\n"
+    "  answer any datagram), and unspecified, multicast or broadcast source addresses.\n";
 
 struct server {
   coring::socket& sock;
   std::size_t buffer_size;
+  coring::address self;  // the address we are bound to
   bool running = false;  // the echo loop has not returned yet
+  // Dropped datagrams (bogus_source): counted, logged at most once a second.
+  std::size_t dropped = 0, dropped_unlogged = 0;
+  std::chrono::steady_clock::time_point next_drop_log{};
 };
+
+// a's IPv4 address in host byte order, also when a is IPv4-mapped IPv6 (::ffff:a.b.c.d, as a
+// dual-stack socket on :: reports IPv4 peers); nullopt for any other address.
+std::optional<std::uint32_t> ipv4_of(const coring::address& a) {
+  if (a.family() == AF_INET)
+    return ntohl(reinterpret_cast<const sockaddr_in*>(a.data())->sin_addr.s_addr);
+  if (a.family() == AF_INET6) {
+    const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(a.data())->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(&v6))
+      return std::uint32_t{v6.s6_addr[12]} << 24 | std::uint32_t{v6.s6_addr[13]} << 16 |
+             std::uint32_t{v6.s6_addr[14]} << 8 | std::uint32_t{v6.s6_addr[15]};
+  }
+  return std::nullopt;
+}
+
+bool is_unspecified(const coring::address& a) {
+  if (auto v4 = ipv4_of(a)) return *v4 == INADDR_ANY;
+  return a.family() == AF_INET6 &&
+         IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(a.data())->sin6_addr);
+}
+
+// Why a datagram from `from` must not be answered (see the top of the file), or nullptr.
+const char* bogus_source(const coring::address& from, const coring::address& self) {
+  if (from.port() == self.port() && (is_unspecified(self) || from.host() == self.host()))
+    return "our own address: the echo would come back to us for ever";
+  if (from.port() == 0) return "source port 0";
+  switch (from.port()) {
+    case 7: case 13: case 17: case 19: case 37:  // echo, daytime, qotd, chargen, time
+      return "the port of a service that answers any datagram: an echo loop";
+    default: break;
+  }
+  if (is_unspecified(from)) return "an unspecified source address";
+  if (auto v4 = ipv4_of(from)) {
+    if (IN_MULTICAST(*v4)) return "a multicast source address";
+    if (*v4 == INADDR_BROADCAST) return "the broadcast address";
+  } else if (from.family() == AF_INET6 &&
+             IN6_IS_ADDR_MULTICAST(&reinterpret_cast<const sockaddr_in6*>(from.data())->sin6_addr)) {
+    return "a multicast source address";
+  }
+  return nullptr;
+}
+
+// Counts a dropped datagram; logs it unless a drop was logged less than a second ago (then the
+// next log line gives the count of those not logged).
+void note_drop(server& srv, const coring::address& from, const char* why) {
+  ++srv.dropped;
+  ++srv.dropped_unlogged;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < srv.next_drop_log) return;
+  std::fprintf(stderr, "udp_echo_server: not answering %s: %s", from.to_string().c_str(), why);
+  if (srv.dropped_unlogged > 1)
+    std::fprintf(stderr, " (and %zu more since the last such line)", srv.dropped_unlogged - 1);
+  std::fputc('\n', stderr);
+  srv.dropped_unlogged = 0;
+  srv.next_drop_log = now + std::chrono::seconds(1);
+}
 
 // Receives and answers datagrams until the socket is cancelled. One sender's trouble (a send
 // that fails) is logged and the loop goes on: UDP has no connection to close.
@@ -48,6 +127,10 @@ coring::task<> echo_loop(server& srv) {
       continue;
     }
     const coring::datagram& d = *got;
+    if (const char* why = bogus_source(d.from, srv.self)) {
+      note_drop(srv, d.from, why);
+      continue;
+    }
     const std::size_t kept = std::min(d.size, buf.size());
     if (d.truncated || d.size > buf.size())
       std::fprintf(stderr,
@@ -69,6 +152,9 @@ coring::task<> run(coring::io_context& ctx, server& srv, coring::signal_set& sig
   int sig = co_await signals.wait();
   std::fprintf(stderr, "udp_echo_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
   srv.sock.cancel();
+  if (srv.dropped > 0)
+    std::fprintf(stderr, "udp_echo_server: %zu datagrams from bogus sources were not answered\n",
+                 srv.dropped);
   // LIFETIME: the loop's buffer is in its frame and srv in main's; wait (bounded) until the loop
   // has returned and the kernel has let go of its receive before main destroys them.
   for (int i = 0; i < 1000 && (srv.running || ctx.in_flight() > 0); ++i)
@@ -78,6 +164,9 @@ coring::task<> run(coring::io_context& ctx, server& srv, coring::signal_set& sig
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Nothing may kill us for writing to a closed stdout (`udp_echo_server | head -0`): the write
+  // fails instead, and serving goes on.
+  example::ignore_sigpipe();
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
@@ -95,9 +184,12 @@ int main(int argc, char** argv) {
     coring::signal_set signals(ctx, {SIGINT, SIGTERM});
     coring::socket sock(ctx, where.family(), SOCK_DGRAM);
     sock.bind(where);
-    std::printf("udp_echo_server listening on %s\n", sock.sock_name().to_string().c_str());
-    std::fflush(stdout);
-    server srv{sock, buffer_size};
+    const coring::address self = sock.sock_name();
+    std::printf("udp_echo_server listening on %s\n", self.to_string().c_str());
+    if (std::fflush(stdout) != 0)  // stdout is gone: say where we listen on stderr instead
+      std::fprintf(stderr, "udp_echo_server: stdout: %s; listening on %s\n", std::strerror(errno),
+                   self.to_string().c_str());
+    server srv{sock, buffer_size, self};
     coring::sync_wait(ctx, run(ctx, srv, signals));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "udp_echo_server: %s\n", e.what());

@@ -4,7 +4,10 @@
 //
 // The same coroutine-per-client shape as echo_server, over AF_UNIX. What differs:
 // - The address is a file (removed when stale at start, and at exit) or an abstract name
-//   (no file; it disappears with the socket).
+//   (no file; it disappears with the socket). The file goes on every way out that lets us run
+//   code: a normal exit, SIGINT, SIGTERM, SIGHUP, an error; a closed stdout cannot kill us
+//   (SIGPIPE is ignored). Only SIGKILL and the like leave it, and the next start removes it
+//   as stale.
 // - The kernel tells us who the client is: peer_credentials() (SO_PEERCRED) gives the pid, uid
 //   and gid the client had when it connected. Nothing the client sends can forge them.
 // - SOCK_SEQPACKET keeps message boundaries: one recv returns exactly one message, so echoing
@@ -19,11 +22,16 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,9 +44,14 @@ const char* usage =
     "  over a Unix socket: a file at PATH (a stale socket file there is removed at start, and\n"
     "  the file is removed at exit) or the abstract name NAME (no file). Prints the address it\n"
     "  listens on (unix:PATH or unix:@NAME) and, for each client, its credentials:\n"
-    "  \"client pid=P uid=U gid=G connected\" and \"... disconnected\". On SIGINT or SIGTERM\n"
-    "  it stops accepting, lets replies in flight finish (at most --grace seconds, default 2),\n"
-    "  closes its clients and exits 0. --idle-timeout disconnects clients silent for that long.\n";
+    "  \"client pid=P uid=U gid=G connected\" and \"... disconnected\". On SIGINT, SIGTERM or\n"
+    "  SIGHUP it stops accepting, lets replies in flight finish (at most --grace seconds,\n"
+    "  default 2), closes its clients and exits 0. --idle-timeout disconnects clients silent\n"
+    "  for that long (0, the default: never; else at least 0.001).\n"
+    "  While it starts, it holds an flock on PATH.lock (created, and removed once it listens):\n"
+    "  a second unix_echo_server starting at the same moment on PATH exits 1 instead of\n"
+    "  replacing the first's socket. A PATH it may not probe (e.g. another user's socket) is\n"
+    "  reported with the system's reason (\"Permission denied\"), exit 1.\n";
 
 constexpr std::size_t message_buffer = 64 * 1024;
 
@@ -79,12 +92,11 @@ struct server {
   coring::io_context& ctx;
   bool seqpacket;
   std::chrono::nanoseconds idle;
-  example::client_list clients;
-  bool accepting = false;
+  example::client_list clients;  // the live clients (and the accept loop), for shutdown
 };
 
 coring::task<> serve_client(server& srv, coring::socket s) {
-  example::client_list::node me(srv.clients, s);
+  example::client_list::node me(srv.clients, &s);
   coring::credentials who;
   try {
     who = s.peer_credentials();
@@ -111,7 +123,7 @@ coring::task<> serve_client(server& srv, coring::socket s) {
 }
 
 coring::task<> accept_loop(server& srv, coring::socket& listener) {
-  srv.accepting = true;
+  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
   coring::acceptor acc(listener);
   for (;;) {
     auto client = co_await coring::as_result(acc.accept());
@@ -125,7 +137,6 @@ coring::task<> accept_loop(server& srv, coring::socket& listener) {
         co_await coring::sleep_for(srv.ctx, example::accept_back_off);
     }
   }
-  srv.accepting = false;
 }
 
 coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
@@ -133,13 +144,72 @@ coring::task<> run(server& srv, coring::socket listener, coring::signal_set& sig
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
   std::fprintf(stderr, "unix_echo_server: %s, shutting down (%zu clients)\n",
-               sig == SIGINT ? "SIGINT" : "SIGTERM", srv.clients.count);
-  listener.cancel();
-  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
+               sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM", srv.clients.count);
+  listener.cancel();  // sticks: an accept loop backing off stops too
+  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
+  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+  if (!ended)
+    std::fprintf(stderr, "unix_echo_server: some clients did not end; destroying them\n");
 }
 
+// RACE: "probe the old socket, unlink it if stale, bind" is check-then-act. Two servers
+// starting at once on one stale path could both find it stale; the second one's unlink would
+// then remove the first one's fresh socket file and both would "listen", one of them on a
+// socket nobody can reach. So a starter holds an exclusive flock on "<path>.lock" from the
+// probe until its socket listens, and a second starter that finds the lock taken exits at once
+// with a clear message (it would only find a live server after the wait anyway).
+// Why flock on a side file: the kernel drops the lock when its holder dies, so a killed starter
+// never leaves a stale lock, and the lock file can be removed once we listen (a starter that
+// had opened the removed file sees, after locking, that the path now names another file or
+// none, and starts over). Rejected: binding a temporary name and rename()ing it over PATH is
+// atomic per rename, but two starters could still both decide "stale" and the second rename
+// would silently replace the first's live socket. Programs that do not take the lock (fd_pass,
+// another server) are not kept out; this guards unix_echo_server against itself.
+class path_lock {
+ public:
+  explicit path_lock(std::string path) : lock_path_(std::move(path) + ".lock") {
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      // O_NOFOLLOW: a symlink planted at PATH.lock (in /tmp, by another user) is not followed.
+      int fd = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+      if (fd < 0) throw std::system_error(errno, std::system_category(), "open " + lock_path_);
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        const int err = errno;
+        ::close(fd);
+        if (err == EWOULDBLOCK)
+          throw std::runtime_error("another unix_echo_server is starting on this path (" +
+                                   lock_path_ + " is locked); not touching it");
+        throw std::system_error(err, std::system_category(), "flock " + lock_path_);
+      }
+      struct stat held {}, now {};
+      if (::fstat(fd, &held) == 0 && ::lstat(lock_path_.c_str(), &now) == 0 &&
+          held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
+        fd_ = fd;
+        return;
+      }
+      ::close(fd);  // its holder removed (or replaced) the file meanwhile: lock the new one
+    }
+    throw std::runtime_error("cannot lock " + lock_path_ + ": it keeps being replaced");
+  }
+  ~path_lock() { release(); }
+  path_lock(const path_lock&) = delete;
+  path_lock& operator=(const path_lock&) = delete;
+  /// Removes the lock file (while still holding the lock, see above) and unlocks.
+  void release() noexcept {
+    if (fd_ < 0) return;
+    ::unlink(lock_path_.c_str());
+    ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  std::string lock_path_;
+  int fd_ = -1;
+};
+
 // Removes path if it is a Unix socket that nobody serves (left behind by a server that was
-// killed). Refuses (throws) if something else is there or a server still answers on it.
+// killed). Refuses (throws) if something else is there, a server still answers on it, or it
+// cannot be probed (the error says why: e.g. Permission denied for another user's socket).
+// Call with the path_lock held.
 void remove_stale_socket(const std::string& path, int type) {
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0) return;  // nothing there
@@ -150,11 +220,18 @@ void remove_stale_socket(const std::string& path, int type) {
   int rc = ::connect(fd, a.data(), a.size());
   int err = errno;
   ::close(fd);
-  // ECONNREFUSED: the file is bound to no socket. Anything else (connected, EAGAIN for a full
-  // backlog, EPROTOTYPE for a server of the other type) means someone is there.
-  if (rc == 0 || err != ECONNREFUSED) throw std::runtime_error(path + " is in use by a running server");
+  // ECONNREFUSED: the file is bound to no socket. Connected, EAGAIN (a full backlog) or
+  // EPROTOTYPE (a server of the other type): someone is there. ENOENT: gone meanwhile.
+  // Anything else (EACCES: no write permission on another user's socket) is no answer to
+  // "is a server there?", so it is reported as it is.
+  if (rc == 0 || err == EAGAIN || err == EPROTOTYPE)
+    throw std::runtime_error(path + " is in use by a running server");
+  if (err == ENOENT) return;
+  if (err != ECONNREFUSED)
+    throw std::system_error(err, std::system_category(),
+                            "cannot check whether a server runs on " + path);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT)
-    throw std::system_error(errno, std::system_category(), "unlink " + path);
+    throw std::system_error(errno, std::system_category(), "unlink stale socket " + path);
   std::fprintf(stderr, "unix_echo_server: removed stale socket %s\n", path.c_str());
 }
 
@@ -169,6 +246,9 @@ struct unlink_at_exit {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // First: a closed stdout (`unix_echo_server ... | head -1`) must make writes fail, not kill
+  // us with SIGPIPE at the next client's log line and leave the socket file behind.
+  example::ignore_sigpipe();
   example::args args(argc, argv, usage);
   std::string path = args.get("--path", "");
   std::string abstract = args.get("--abstract", "");
@@ -196,15 +276,25 @@ int main(int argc, char** argv) {
   unlink_at_exit cleanup;
   try {
     coring::io_context ctx;
-    coring::signal_set signals(ctx, {SIGINT, SIGTERM});
-    if (!path.empty()) remove_stale_socket(path, type);
+    coring::signal_set signals(ctx, {SIGINT, SIGTERM, SIGHUP});
     coring::socket listener(ctx, AF_UNIX, type);
-    listener.bind(where);
-    cleanup.path = path;  // ours from now on
-    listener.listen();
-    std::printf("unix_echo_server listening on %s\n", listener.sock_name().to_string().c_str());
-    std::fflush(stdout);
-    server srv{ctx, type == SOCK_SEQPACKET, example::seconds(idle_s), {}, false};
+    {
+      std::optional<path_lock> lock;  // probe, unlink, bind and listen: one starter at a time
+      if (!path.empty()) {
+        lock.emplace(path);
+        remove_stale_socket(path, type);
+      }
+      listener.bind(where);
+      cleanup.path = path;  // ours from now on
+      listener.listen();
+    }  // the lock goes: a later starter's probe now finds us listening
+    const std::string listening = listener.sock_name().to_string();
+    std::printf("unix_echo_server listening on %s\n", listening.c_str());
+    if (std::fflush(stdout) != 0)  // stdout is gone: say where we listen on stderr instead
+      std::fprintf(stderr, "unix_echo_server: stdout: %s; listening on %s\n",
+                   std::strerror(errno), listening.c_str());
+    server srv{ctx, type == SOCK_SEQPACKET, example::seconds(idle_s), {}};
+    example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
     coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "unix_echo_server: %s\n", e.what());

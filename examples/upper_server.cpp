@@ -25,7 +25,7 @@ const char* usage =
     "  Default 127.0.0.1:9000; --port 0 picks a free port. Prints the address it listens on.\n"
     "  On SIGINT or SIGTERM it stops accepting, lets replies in flight finish (at most --grace\n"
     "  seconds, default 2), closes its clients and exits 0. --idle-timeout disconnects clients\n"
-    "  silent for that long (default: off).\n";
+    "  silent for that long, or not reading its replies for that long (default: off).\n";
 
 // ASCII only: std::toupper depends on the locale and is undefined for negative chars.
 void upper_case(std::span<std::byte> bytes) {
@@ -33,7 +33,8 @@ void upper_case(std::span<std::byte> bytes) {
     if (b >= std::byte{'a'} && b <= std::byte{'z'}) b &= std::byte{0xdf};
 }
 
-// idle > 0: a recv that waits longer throws std::system_error(std::errc::timed_out).
+// idle > 0: a recv that waits longer, or a reply the client does not read for that long,
+// throws std::system_error(std::errc::timed_out).
 coring::task<> upper(coring::socket& s, std::chrono::nanoseconds idle) {
   std::array<std::byte, 4096> buf;
   for (;;) {
@@ -45,33 +46,36 @@ coring::task<> upper(coring::socket& s, std::chrono::nanoseconds idle) {
     if (n == 0) break;  // EOF: the client is done (or shutdown ended our reading side)
     auto chunk = std::span(buf).first(n);
     upper_case(chunk);
-    co_await s.send_all(chunk);
+    if (idle.count() == 0)
+      co_await s.send_all(chunk);
+    else
+      co_await s.send_all(chunk).with_timeout(idle);
   }
 }
 
 struct server {
   coring::io_context& ctx;
   std::chrono::nanoseconds idle;  // 0: no idle timeout
-  example::client_list clients;   // the live clients, so that shutdown can reach them
-  bool accepting = false;         // the accept loop is still running
+  example::client_list clients;   // the live clients (and the accept loop), for shutdown
 };
 
 // One client's errors (a reset, a broken pipe, the idle timeout) end that client only.
 coring::task<> serve_client(server& srv, coring::socket s) {
-  example::client_list::node me(srv.clients, s);  // on the list while this client is served
+  example::client_list::node me(srv.clients, &s);  // on the list while this client is served
   try {
     // By reference: no socket temporary inside the co_await (STYLE L10).
     co_await upper(s, srv.idle);
   } catch (const std::system_error& e) {
     if (e.code() == std::errc::timed_out)
-      std::fprintf(stderr, "client %s: idle for too long, disconnected\n",
-                   example::peer_name(s).c_str());
-    else
-      std::fprintf(stderr, "client: %s\n", e.what());
+      example::log::err().line("client " + example::peer_name(s) +
+                               ": idle for too long, disconnected");
+    else if (e.code() != std::errc::operation_canceled)  // shutdown's cancel: not news
+      example::log::err().line(std::string("client: ") + e.what());
   }
 }
 
 coring::task<> accept_loop(server& srv, coring::socket& listener) {
+  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
   while (!srv.clients.closing) {
     auto client = co_await coring::as_result(listener.accept());
     if (client) {
@@ -84,23 +88,26 @@ coring::task<> accept_loop(server& srv, coring::socket& listener) {
         co_await coring::sleep_for(srv.ctx, example::accept_back_off);
     }
   }
-  srv.accepting = false;
 }
 
 // Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text).
 coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
                    std::chrono::nanoseconds grace) {
-  srv.accepting = true;
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
-  std::fprintf(stderr, "upper_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-  listener.cancel();  // a pending accept fails with operation_canceled
-  co_await example::drain(srv.ctx, srv.clients, srv.accepting, grace);
+  example::log::err().line(std::string("upper_server: ") +
+                           (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down");
+  listener.cancel();  // a pending accept fails with operation_canceled (and later ones too)
+  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
+  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+  if (!ended)
+    example::log::err().line("upper_server: some clients did not end; destroying them");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  example::ignore_sigpipe();
   example::args args(argc, argv, usage);
   std::string host = args.get("--host", "127.0.0.1");
   auto port = static_cast<std::uint16_t>(args.get_int("--port", 9000, 0, 65535));
@@ -114,11 +121,14 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("upper_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    server srv{ctx, example::seconds(idle_s), {}, false};
+    server srv{ctx, example::seconds(idle_s), {}};
+    example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
     coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "upper_server: %s\n", e.what());
+    example::log::err().line(std::string("upper_server: ") + e.what());
+    example::log::err().flush(std::chrono::seconds(1));
     return 1;
   }
+  example::log::err().flush(std::chrono::seconds(1));
   return 0;
 }

@@ -35,7 +35,9 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
   const long page = sysconf(_SC_PAGESIZE);
   if (posix_memalign(&ring_mem_, static_cast<std::size_t>(page), bytes) != 0)
     throw std::bad_alloc();
-  storage_ = std::make_unique<std::byte[]>(std::size_t(count) * size);
+  // Not value-initialised: untouched pages stay unallocated until the kernel first fills a
+  // buffer, so a ring costs the memory its load uses (echo_server --threads N).
+  storage_ = std::make_unique_for_overwrite<std::byte[]>(std::size_t(count) * size);
   auto* br = static_cast<io_uring_buf_ring*>(ring_mem_);
   io_uring_buf_ring_init(br);
   io_uring_buf_reg reg{};
@@ -172,7 +174,7 @@ struct recv_stream_state : completion {
       sqe.buf_group = ring->group();
       oneshot_fallback = false;
     } else {
-      if (!fallback) fallback = std::make_unique<std::byte[]>(ring->buffer_size());
+      if (!fallback) fallback = std::make_unique_for_overwrite<std::byte[]>(ring->buffer_size());
       io_uring_prep_recv(&sqe, fd, fallback.get(), ring->buffer_size(), 0);
       oneshot_fallback = true;
     }

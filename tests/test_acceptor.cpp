@@ -38,11 +38,11 @@ struct fd_limit_guard {
   ~fd_limit_guard() { setrlimit(RLIMIT_NOFILE, &saved); }
 };
 
-// Multishot churn (HAZARDS.md, "Test sizes and figures worth reaching", item 6).
-// HAZARDS asks for 200 clients x 1,000 reconnects (liburing accept-mshot-stress scale); 50
-// (10,000 connections) take about 1 s, release or g++ -O0 ASan+UBSan. Raise k_churn_rounds for
-// a soak run: clients leave with RST (SO_LINGER {1,0}), so no TIME_WAIT piles up and the
-// ephemeral ports (32768-60999) are reusable at once, however often the test runs.
+// Multishot churn. The soak size is 200 clients x 1,000 reconnects (liburing's
+// accept-mshot-stress scale); 50 (10,000 connections) take about 1 s, release or g++ -O0
+// ASan+UBSan. Raise k_churn_rounds for a soak run: clients leave with RST (SO_LINGER {1,0}), so
+// no TIME_WAIT piles up and the ephemeral ports (32768-60999) are reusable at once, however
+// often the test runs.
 constexpr int k_churn_clients = 200;
 constexpr int k_churn_rounds = 50;
 constexpr auto k_churn_deadline = std::chrono::seconds(40);    // clients stop; watchdog at 60 s

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Description: address: parse/to_string round trips, kernel sockaddrs, equality, every bad input.
+#include "test_support.hpp"
+
 #include <coring/address.hpp>
 #include <coring/error.hpp>
 
@@ -66,6 +68,11 @@ sockaddr_in make_sin(const char* ip, std::uint16_t port) {
   sin.sin_port = htons(port);
   REQUIRE(::inet_pton(AF_INET, ip, &sin.sin_addr) == 1);
   return sin;
+}
+
+requirement has_lo() {
+  return {requirement::kind::environment, "a loopback interface named lo",
+          ::if_nametoindex("lo") != 0 ? "" : "no interface lo in this network namespace"};
 }
 
 }  // namespace
@@ -135,9 +142,10 @@ TEST_CASE("IPv6 numeric scope id round-trips as a number") {
   CHECK(a != address::parse("[fe80::1]:80"));
 }
 
-TEST_CASE("IPv6 scope id by interface name resolves to the interface index") {
+TEST_CASE("IPv6 scope id by interface name resolves to the interface index" *
+          skip_unless(has_lo())) {
   unsigned lo = ::if_nametoindex("lo");
-  if (lo == 0) return;  // no loopback interface in this network namespace
+  REQUIRE(lo != 0);
   address a = address::parse("[fe80::1%lo]:80");
   CHECK(reinterpret_cast<const sockaddr_in6*>(a.data())->sin6_scope_id == lo);
   CHECK(a.to_string() == "[fe80::1%" + std::to_string(lo) + "]:80");

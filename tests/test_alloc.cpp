@@ -81,14 +81,14 @@ TEST_CASE("an echo round trip allocates nothing in steady state (plain recv)") {
   CHECK(n == 0);
 }
 
-bool has_buf_ring() {
-  static const bool yes = test::ring_supports(
+const test::requirement& has_buf_ring() {
+  static const test::requirement r = test::ring_feature(
       "provided-buffer rings", [](const ring_features& f) { return f.buf_ring; });
-  return yes;
+  return r;
 }
 
 TEST_CASE("an echo round trip allocates nothing in steady state (buffer ring)" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   long n = test::run(ctx, run(ctx, true));
   MESSAGE("allocations during " << measured << " round trips: " << n);

@@ -12,11 +12,11 @@ using test::bytes;
 
 namespace {
 
-bool has_buf_ring() {
-  static const bool yes = test::ring_supports(
+const test::requirement& has_buf_ring() {
+  static const test::requirement r = test::ring_feature(
       "provided-buffer rings or multishot recv",
       [](const ring_features& f) { return f.buf_ring && f.recv_multishot; });
-  return yes;
+  return r;
 }
 
 // The byte at offset i of a test stream.
@@ -45,7 +45,7 @@ task<std::size_t> check_pattern(recv_stream& rx, std::size_t& bad) {
 }  // namespace
 
 TEST_CASE("recv_stream delivers every byte in order and then EOF as an empty buffer" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 64, 4096);
@@ -64,7 +64,7 @@ TEST_CASE("recv_stream delivers every byte in order and then EOF as an empty buf
 }
 
 TEST_CASE("a multishot recv_stream delivers every byte in order and then EOF" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 64, 4096);
@@ -81,7 +81,7 @@ TEST_CASE("a multishot recv_stream delivers every byte in order and then EOF" *
 }
 
 TEST_CASE("an idle recv_stream holds no buffer; data takes one only while it is held" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
@@ -98,7 +98,7 @@ TEST_CASE("an idle recv_stream holds no buffer; data takes one only while it is 
 }
 
 TEST_CASE("ENOBUFS: a ring of 2 buffers and 4,096 sends of 64 bytes lose nothing" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 2, 64);
@@ -120,7 +120,7 @@ TEST_CASE("ENOBUFS: a ring of 2 buffers and 4,096 sends of 64 bytes lose nothing
 }
 
 TEST_CASE("backpressure: a stream nobody reads holds at most max_queued ring buffers" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 64, 1024);
@@ -150,7 +150,7 @@ TEST_CASE("backpressure: a stream nobody reads holds at most max_queued ring buf
 }
 
 TEST_CASE("a ring running low falls back to a private buffer and loses nothing" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 256);
@@ -175,7 +175,7 @@ TEST_CASE("a ring running low falls back to a private buffer and loses nothing" 
 }
 
 TEST_CASE("a reset peer ends the stream with ECONNRESET after the data that came first" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
@@ -194,7 +194,7 @@ TEST_CASE("a reset peer ends the stream with ECONNRESET after the data that came
 }
 
 TEST_CASE("destroying an armed recv_stream cancels it and returns every buffer" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
@@ -218,7 +218,7 @@ TEST_CASE("destroying an armed recv_stream cancels it and returns every buffer" 
 }
 
 TEST_CASE("socket::cancel ends a waiting next() with operation_canceled" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
@@ -237,21 +237,26 @@ TEST_CASE("socket::cancel ends a waiting next() with operation_canceled" *
 }
 
 TEST_CASE("an idle timeout ends a silent stream with timed_out; activity keeps it alive" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
     auto pair = co_await test::make_tcp_pair(ctx);
-    recv_stream rx(pair.server, ring, {.idle_timeout = std::chrono::milliseconds(60)});
-    auto talker = [](io_context& ctx, coring::socket& s) -> task<> {
-      for (int i = 0; i < 5; ++i) {
-        co_await sleep_for(ctx, std::chrono::milliseconds(20));
+    // Margins for valgrind and ASan -O0: the talker's gaps (250 ms) are a quarter of the idle
+    // timeout (1 s), and its 6 gaps together (1.5 s) are longer than the timeout, so a timer
+    // that activity did not restart would fire before the last message.
+    constexpr auto idle = std::chrono::milliseconds(1000), gap = std::chrono::milliseconds(250);
+    recv_stream rx(pair.server, ring, {.idle_timeout = idle});
+    auto talker = [](io_context& ctx, coring::socket& s, std::chrono::milliseconds gap) -> task<> {
+      for (int i = 0; i < 6; ++i) {
+        co_await sleep_for(ctx, gap);
         co_await s.send_all(bytes("."));
       }
     };
-    ctx.spawn(talker(ctx, pair.client));
+    ctx.spawn(talker(ctx, pair.client, gap));
     int got = 0;
-    auto start = std::chrono::steady_clock::now();
+    const auto start = std::chrono::steady_clock::now();
+    auto last = start;
     for (;;) {
       auto r = co_await as_result(rx.next());
       if (!r) {
@@ -259,9 +264,12 @@ TEST_CASE("an idle timeout ends a silent stream with timed_out; activity keeps i
         break;
       }
       got += static_cast<int>(r->size());
+      last = std::chrono::steady_clock::now();
     }
-    CHECK(got == 5);  // 5 messages 20 ms apart never tripped the 60 ms idle timeout
-    CHECK(std::chrono::steady_clock::now() - start >= std::chrono::milliseconds(60));
+    const auto end = std::chrono::steady_clock::now();
+    CHECK(got == 6);  // the activity kept restarting the idle timer
+    CHECK(last - start >= 6 * gap);
+    CHECK(end - last >= idle * 9 / 10);  // it ended only after an idle timeout of silence
   };
   test::run(ctx, body(ctx));
 }

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Description: buffer lifetimes against the kernel. A buffer handed to an operation is never
 // touched once its co_await resumed (cancel race, 10,000 rounds, guarded page), and in ASan
-// builds a buffer freed while the kernel owns it is reported at completion (HAZARDS.md fact 10:
-// neither ASan nor valgrind sees the kernel's write by itself).
+// builds a buffer freed while the kernel owns it is reported at completion (neither
+// ASan nor valgrind sees the kernel's write by itself).
 #include "test_support.hpp"
 
 #include <array>
@@ -28,10 +28,9 @@ constexpr bool asan_build = true;
 constexpr bool asan_build = false;
 #endif
 
-bool need_asan() {
-  if (!asan_build)
-    std::printf("SKIP reason: the freed-buffer check exists in AddressSanitizer builds only\n");
-  return asan_build;
+test::requirement need_asan() {
+  return {test::requirement::kind::build, "an AddressSanitizer build",
+          asan_build ? "" : "the freed-buffer check exists in AddressSanitizer builds only"};
 }
 
 struct freed_report {
@@ -115,7 +114,7 @@ freed_run receive_into_freed_buffer(task<> (*receive)(coring::socket&, std::span
 }  // namespace
 
 TEST_CASE("ASan builds report a recv whose buffer was freed while the kernel owned it" *
-          doctest::skip(!need_asan())) {
+          test::skip_unless(need_asan())) {
   record_reports guard;
   freed_run r = receive_into_freed_buffer<64>(&recv_into, "late!");
   CHECK(r.done == 1);
@@ -127,7 +126,7 @@ TEST_CASE("ASan builds report a recv whose buffer was freed while the kernel own
 }
 
 TEST_CASE("ASan builds report a recv_msg whose iovec buffer was freed while in flight" *
-          doctest::skip(!need_asan())) {
+          test::skip_unless(need_asan())) {
   record_reports guard;
   freed_run r = receive_into_freed_buffer<32>(&recv_msg_into, "xy");
   CHECK(r.done == 1);
@@ -138,7 +137,7 @@ TEST_CASE("ASan builds report a recv_msg whose iovec buffer was freed while in f
 }
 
 TEST_CASE("correct programs get no report: every buffer-carrying operation, live buffers" *
-          doctest::skip(!need_asan())) {
+          test::skip_unless(need_asan())) {
   record_reports guard;
   io_context ctx;
   auto body = [](io_context& ctx) -> task<std::size_t> {

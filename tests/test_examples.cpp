@@ -82,6 +82,8 @@ load_run run_load(int port, const std::vector<std::string>& args, std::chrono::s
   REQUIRE_MESSAGE(st.has_value(), "echo_client still running after " << limit.count() << " s");
   r.status = *st;
   r.summary = parse_summary(r.out);
+  // Its stderr is in out: a status of 1 must be echo_client's verdict, not a sanitizer's death.
+  CHECK_MESSAGE(!test::sanitizer_report(r.out), r.out);
   return r;
 }
 
@@ -370,21 +372,18 @@ TEST_CASE("example programs reject bad arguments with usage and exit status 2") 
                     std::vector<std::string>{"--bogus"}, std::vector<std::string>{"--port"}}) {
     std::vector<std::string> argv{test::example_path("ECHO_SERVER")};
     argv.insert(argv.end(), args.begin(), args.end());
-    test::child p(argv);
-    auto st = p.wait(5s);
-    REQUIRE(st);
-    CHECK(*st == 2);
+    CHECK(test::exit_status_of(argv, 5s) == 2);  // also: no sanitizer report on its stderr
   }
   test::child help({test::example_path("ECHO_SERVER"), "--help"});
   CHECK(help.read_rest(5s).find("usage: echo_server") != std::string::npos);
-  test::child bad_host({test::example_path("ECHO_SERVER"), "--host", "not-an-ip", "--port", "0"});
-  auto st = bad_host.wait(5s);
-  REQUIRE(st);
-  CHECK(*st == 1);
+  CHECK(test::exit_status_of(
+            {test::example_path("ECHO_SERVER"), "--host", "not-an-ip", "--port", "0"}, 5s) == 1);
 }
 
 TEST_CASE("echo_server --idle-timeout disconnects a silent client and keeps an active one") {
-  test::child server({test::example_path("ECHO_SERVER"), "--port", "0", "--idle-timeout", "0.2"});
+  // Margins for ASan -O0 and valgrind: the active client's pauses (250 ms) are a quarter of
+  // the idle timeout (1 s); together (2 s) they are well past it.
+  test::child server({test::example_path("ECHO_SERVER"), "--port", "0", "--idle-timeout", "1"});
   int port = start_server(server);
   io_context ctx;
   auto body = [](io_context& ctx, int port) -> task<> {
@@ -392,8 +391,8 @@ TEST_CASE("echo_server --idle-timeout disconnects a silent client and keeps an a
     coring::socket silent = co_await tcp_connect(ctx, to);
     coring::socket active = co_await tcp_connect(ctx, to);
     std::array<std::byte, 16> buf;
-    for (int i = 0; i < 8; ++i) {  // 8 x 50 ms: well past the idle timeout in total
-      co_await sleep_for(ctx, 50ms);
+    for (int i = 0; i < 8; ++i) {  // 8 x 250 ms: twice the idle timeout in total
+      co_await sleep_for(ctx, 250ms);
       co_await active.send_all(test::bytes("tick"));
       CHECK(co_await active.recv(buf).with_timeout(5s) == 4);
     }

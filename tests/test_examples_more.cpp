@@ -72,12 +72,17 @@ const char* python3() {
   return p && *p ? p : nullptr;
 }
 
-// Runs an example with arguments that must be rejected. Returns: its exit status.
+test::requirement has_python3() {
+  return {test::requirement::kind::environment, "python3",
+          python3() ? "" : "PYTHON3 is empty: meson found no python3 at configure time"};
+}
+
+// Runs an example with arguments that must be rejected. Returns: its exit status (checked to
+// come with no sanitizer report on its stderr).
 int exit_status(std::vector<std::string> argv) {
-  test::child p(std::move(argv));
-  auto st = p.wait(10s);
-  REQUIRE(st);
-  return *st;
+  const int st = test::exit_status_of(std::move(argv), 10s);
+  REQUIRE(st >= 0);
+  return st;
 }
 
 // ---- UDP helpers ---------------------------------------------------------------------------
@@ -128,30 +133,24 @@ std::string our_credentials_line(const char* what) {
 
 // ---- ping probe (at registration, STYLE T3) -------------------------------------------------
 
-bool can_open_icmp(int type) {
+// "" if this process may open socket(AF_INET, type, IPPROTO_ICMP), else why not.
+std::string icmp_error(int type) {
   int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, IPPROTO_ICMP);
-  if (fd < 0) return false;
+  if (fd < 0) return std::strerror(errno);
   ::close(fd);
-  return true;
+  return "";
 }
-bool icmp_ok() {
-  static const bool ok = [] {
-    bool raw = can_open_icmp(SOCK_RAW), dgram = can_open_icmp(SOCK_DGRAM);
-    if (!raw && !dgram)
-      std::fprintf(stderr, "SKIP: ping tests: neither a raw ICMP socket (CAP_NET_RAW) nor an ICMP "
-                           "datagram socket (net.ipv4.ping_group_range) can be opened\n");
-    return raw || dgram;
-  }();
-  return ok;
+test::requirement icmp_ok() {
+  std::string raw = icmp_error(SOCK_RAW), dgram = icmp_error(SOCK_DGRAM);
+  return {test::requirement::kind::environment,
+          "a raw ICMP socket (CAP_NET_RAW) or an ICMP datagram socket (net.ipv4.ping_group_range)",
+          raw.empty() || dgram.empty() ? "" : "SOCK_RAW: " + raw + "; SOCK_DGRAM: " + dgram};
 }
-bool ping_socket_ok() {
-  static const bool ok = [] {
-    bool dgram = can_open_icmp(SOCK_DGRAM);
-    if (!dgram)
-      std::fprintf(stderr, "SKIP: ping --dgram test: our gid is outside net.ipv4.ping_group_range\n");
-    return dgram;
-  }();
-  return ok;
+test::requirement ping_socket_ok() {
+  std::string dgram = icmp_error(SOCK_DGRAM);
+  return {test::requirement::kind::environment,
+          "an ICMP datagram socket (our gid in net.ipv4.ping_group_range)",
+          dgram.empty() ? "" : "socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP): " + dgram};
 }
 
 // Checks ping's output for `count` replies from 127.0.0.1 and the all-received summary.
@@ -194,7 +193,7 @@ TEST_CASE("udp_echo_server echoes datagrams to a coring client over IPv4 and IPv
 }
 
 TEST_CASE("udp_echo_server answers Python's socket.sendto/recvfrom client" *
-          doctest::skip(python3() == nullptr)) {
+          test::skip_unless(has_python3())) {
   test::child server({test::example_path("UDP_ECHO_SERVER"), "--port", "0"});
   address where = address::parse(start_server(server, "udp_echo_server"));
   const char* client = R"(import socket, sys
@@ -298,10 +297,13 @@ TEST_CASE("unix_echo_server replaces a stale socket file but refuses a live one"
   test::child server({test::example_path("UNIX_ECHO_SERVER"), "--path", path});
   CHECK(start_server(server, "unix_echo_server") == "unix:" + path);
   // A second server on the same path must not steal it.
-  test::child second({test::example_path("UNIX_ECHO_SERVER"), "--path", path});
+  test::child second({test::example_path("UNIX_ECHO_SERVER"), "--path", path},
+                     {.capture_stderr = true});
+  const std::string err = second.read_stderr(10s);  // until it exits
   auto st = second.wait(10s);
   REQUIRE(st);
   CHECK(*st == 1);
+  CHECK_MESSAGE(!test::sanitizer_report(err), err);
   CHECK(exists(path));
   // Its liveness probe was a connection: the first server logged it.
   const std::string probe = "client pid=" + std::to_string(second.pid()) + " uid=" +
@@ -371,12 +373,15 @@ TEST_CASE("fd_pass send exits 1 on SIGTERM before a peer came and removes its so
     out << "x";
   }
   const std::string sock = temp_path("fdpass-sock");
-  test::child sender({test::example_path("FD_PASS"), "send", "--path", sock, file});
+  test::child sender({test::example_path("FD_PASS"), "send", "--path", sock, file},
+                     {.capture_stderr = true});
   start_server(sender, "fd_pass");
   sender.signal(SIGTERM);
+  const std::string err = sender.read_stderr(10s);  // until it exits
   auto st = sender.wait(10s);
   REQUIRE(st);
   CHECK(*st == 1);
+  CHECK_MESSAGE(!test::sanitizer_report(err), err);
   CHECK_FALSE(exists(sock));
 }
 
@@ -393,7 +398,7 @@ TEST_CASE("fd_pass rejects bad arguments with exit status 2") {
 
 // ---- ping ----------------------------------------------------------------------------------
 
-TEST_CASE("ping 127.0.0.1 prints 3 replies and the summary" * doctest::skip(!icmp_ok())) {
+TEST_CASE("ping 127.0.0.1 prints 3 replies and the summary" * test::skip_unless(icmp_ok())) {
   test::child p({test::example_path("PING"), "--count", "3", "--interval", "0.05", "127.0.0.1"});
   auto st = p.wait(20s);
   std::string out = p.read_rest(5s);
@@ -403,7 +408,7 @@ TEST_CASE("ping 127.0.0.1 prints 3 replies and the summary" * doctest::skip(!icm
   check_ping_output(out, 3);
 }
 
-TEST_CASE("ping --dgram uses an ICMP datagram socket" * doctest::skip(!ping_socket_ok())) {
+TEST_CASE("ping --dgram uses an ICMP datagram socket" * test::skip_unless(ping_socket_ok())) {
   test::child p({test::example_path("PING"), "--dgram", "--count", "2", "--interval", "0.05",
                  "127.0.0.1"});
   auto st = p.wait(20s);

@@ -22,10 +22,10 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool has_buf_ring() {
-  static const bool yes = test::ring_supports(
+const test::requirement& has_buf_ring() {
+  static const test::requirement r = test::ring_feature(
       "provided-buffer rings", [](const ring_features& f) { return f.buf_ring; });
-  return yes;
+  return r;
 }
 
 // The byte at offset i of client id's stream: distinct per client, so mixed-up streams show.
@@ -140,7 +140,7 @@ bool is_peer_gone(std::error_code ec) {
 }  // namespace
 
 TEST_CASE("F1 peer reset mid-stream: that connection ends with ECONNRESET/EPIPE, 10 others are "
-          "served and a new client after it" * doctest::skip(!has_buf_ring())) {
+          "served and a new client after it" * test::skip_unless(has_buf_ring())) {
   io_context ctx;
   const int base_fds = test::open_fds();
   auto body = [](io_context& ctx) -> task<> {
@@ -207,7 +207,7 @@ task<> sample_ring(io_context& ctx, buffer_ring& ring, bool& stop, unsigned& min
 
 TEST_CASE("slow readers: 20 clients send 1 MiB each and never read; 5 normal clients are served, "
           "the shared ring stays above its bound and memory does not grow per byte" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   const int base_fds = test::open_fds();
   auto body = [](io_context& ctx) -> task<> {
@@ -262,7 +262,7 @@ TEST_CASE("slow readers: 20 clients send 1 MiB each and never read; 5 normal cli
 }
 
 TEST_CASE("50 clients that connect and send nothing hold no buffer and block nobody" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   io_context ctx;
   const int base_fds = test::open_fds();
   auto body = [](io_context& ctx) -> task<> {
@@ -440,7 +440,7 @@ void on_alarm(int) { alarms.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace
 
 TEST_CASE("F10 a signal storm (SIGALRM every 1 ms, SA_RESTART) during heavy echo load: 0 errors" *
-          doctest::skip(!has_buf_ring())) {
+          test::skip_unless(has_buf_ring())) {
   struct sigaction sa {};
   sa.sa_handler = on_alarm;
   sa.sa_flags = SA_RESTART;
@@ -476,7 +476,7 @@ TEST_CASE("F10 a signal storm (SIGALRM every 1 ms, SA_RESTART) during heavy echo
 }
 
 TEST_CASE("F9 CQ overflow under socket load: CQ of 8, 200 connections echoing, every byte "
-          "verified" * doctest::skip(!has_buf_ring())) {
+          "verified" * test::skip_unless(has_buf_ring())) {
   io_context ctx(io_context_options{.sq_entries = 4, .cq_entries = 8});
   const int base_fds = test::open_fds();
   REQUIRE(ctx.features().cq_entries == 8);

@@ -124,31 +124,26 @@ std::string probe_tool(const char* tool, const char* package, const std::string&
   return "";
 }
 
-// True if the test can run: a private network namespace, the tool (probed with probe inside it)
-// and provided-buffer rings; otherwise prints why and returns false.
-bool usable(const char* what, const char* tool, const char* package, const char* probe) {
+// Whether the test can run: a private network namespace and the tool (probed with probe inside
+// it), then provided-buffer rings; if not, why.
+test::requirement usable(const char* what, const char* tool, const char* package,
+                         const char* probe) {
   std::string why = private_netns_error();
   if (why.empty()) why = probe_tool(tool, package, probe);
-  if (!why.empty()) {
-    std::printf("SKIP reason: %s: %s\n", what, why.c_str());
-    return false;
-  }
-  return test::ring_supports("provided-buffer rings",
-                             [](const ring_features& f) { return f.buf_ring; });
+  if (!why.empty()) return {test::requirement::kind::environment, what, why};
+  return test::ring_feature("provided-buffer rings",
+                            [](const ring_features& f) { return f.buf_ring; });
 }
 
-bool can_drop() {
-  static const bool yes =
-      usable("packet drop", "nft", "nftables",
-             "nft add table inet coring_probe && nft delete table inet coring_probe");
-  return yes;
+test::requirement can_drop() {
+  return usable("packet drop", "nft", "nftables",
+                "nft add table inet coring_probe && nft delete table inet coring_probe");
 }
 
-bool can_rate_limit() {
-  static const bool yes = usable("rate limit", "tc", "iproute2",
-                                 "tc qdisc add dev lo root tbf rate 1mbit burst 70kb latency 1s && "
-                                 "tc qdisc del dev lo root");
-  return yes;
+test::requirement can_rate_limit() {
+  return usable("rate limit", "tc", "iproute2",
+                "tc qdisc add dev lo root tbf rate 1mbit burst 70kb latency 1s && "
+                "tc qdisc del dev lo root");
 }
 
 // What an earlier test case left installed in the namespace ("" if nothing).
@@ -433,14 +428,14 @@ tbf_stats read_tbf_stats() {
 
 TEST_CASE("5% random TCP packet drop (nftables, private netns): 100 connections (or "
           "CORING_IMPAIRMENT_CONNECTIONS) x 64 KiB echoed, every byte verified, 0 errors" *
-          doctest::skip(!can_drop())) {
+          test::skip_unless(can_drop())) {
   const std::size_t connections = env_count("CORING_IMPAIRMENT_CONNECTIONS", 100, 10000);
   REQUIRE_MESSAGE(connections > 0, "CORING_IMPAIRMENT_CONNECTIONS must be 1 to 10000");
   constexpr std::size_t size = 64 * 1024;
   REQUIRE(in_private_netns());
   REQUIRE_MESSAGE(leftover_impairment().empty(), leftover_impairment());
   REQUIRE_MESSAGE(ensure_fd_limit(connections), "cannot raise RLIMIT_NOFILE");
-  // HAZARDS.md's recipe on the input hook instead of output, with a counter on every TCP
+  // A random-drop nftables rule on the input hook (not output), with a counter on every TCP
   // packet and one on those dropped.
   // TRICKY: a drop on the output hook is not silent: the sender's transmit fails with EPERM.
   // When that happens to a listener's SYN-ACK retransmission the kernel deletes the request
@@ -455,9 +450,11 @@ TEST_CASE("5% random TCP packet drop (nftables, private netns): 100 connections 
                    "counter drop"},
                   "nft delete table inet fi");
   REQUIRE_MESSAGE(drop.installed(), drop.error());
+  const auto limit = 60s + static_cast<long long>(connections) * 300ms;
+  // Declared before the io_context, so that it also bounds the context's teardown.
+  test::watchdog whole(limit + 30s, "packet drop test");
   io_context ctx;
   const int base_fds = test::open_fds();
-  const auto limit = 60s + static_cast<long long>(connections) * 300ms;
   transfer_report rep = test::run(ctx, echo_transfer(ctx, connections, size),
                                   std::chrono::duration_cast<std::chrono::milliseconds>(limit));
   const std::vector<unsigned long long> packets = nft_counters();
@@ -482,7 +479,7 @@ TEST_CASE("5% random TCP packet drop (nftables, private netns): 100 connections 
 
 TEST_CASE("1 Mbit/s token bucket on lo (tc tbf, private netns): 10 connections (or "
           "CORING_IMPAIRMENT_RATE_CONNECTIONS) x 16 KiB echoed, every byte verified, 0 errors" *
-          doctest::skip(!can_rate_limit())) {
+          test::skip_unless(can_rate_limit())) {
   // TRICKY: tbf drops what exceeds its queue (latency 1s: 196 KB here), and the sender sees
   // the drop (so a failed SYN-ACK retransmission deletes the request, as in the drop test; the
   // handshakes here end before the queue fills). A socket whose unsent data keeps failing at
@@ -499,17 +496,19 @@ TEST_CASE("1 Mbit/s token bucket on lo (tc tbf, private netns): 10 connections (
   REQUIRE(in_private_netns());
   REQUIRE_MESSAGE(leftover_impairment().empty(), leftover_impairment());
   REQUIRE_MESSAGE(ensure_fd_limit(connections), "cannot raise RLIMIT_NOFILE");
-  // A packet larger than the bucket can never leave: everything would hang (HAZARDS.md).
+  // A packet larger than the bucket can never leave: everything would hang.
   const int mtu = lo_mtu();
   REQUIRE_MESSAGE((mtu > 0 && mtu <= 65536), "lo MTU " << mtu << " exceeds the 70 KiB burst");
   impairment shaper({"tc qdisc add dev lo root tbf rate 1mbit burst 70kb latency 1s"},
                     "tc qdisc del dev lo root");
   REQUIRE_MESSAGE(shaper.installed(), shaper.error());
-  io_context ctx;
-  const int base_fds = test::open_fds();
   // Both directions cross lo's qdisc: 2 x connections x size bytes at 125 kB/s, plus slack.
   const double payload = 2.0 * double(connections * size);
   const auto limit = 60s + std::chrono::seconds(static_cast<long>(3 * payload / rate));
+  // Declared before the io_context, so that it also bounds the context's teardown.
+  test::watchdog whole(limit + 30s, "rate limit test");
+  io_context ctx;
+  const int base_fds = test::open_fds();
   transfer_report rep = test::run(ctx, echo_transfer(ctx, connections, size),
                                   std::chrono::duration_cast<std::chrono::milliseconds>(limit));
   const tbf_stats st = read_tbf_stats();

@@ -4,8 +4,10 @@
 #include "test_support.hpp"
 
 #include <array>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <string>
 
 #include <netinet/in.h>
 #include <netinet/ip.h>
@@ -16,26 +18,22 @@ using namespace coring;
 
 namespace {
 
-/// True if this process may open a socket(AF_INET, type, IPPROTO_ICMP); prints why not.
-bool can_open_icmp(int type, const char* why) {
+/// Whether this process may open a socket(AF_INET, type, IPPROTO_ICMP), and if not, why.
+test::requirement can_open_icmp(int type, const char* what) {
+  test::requirement r{test::requirement::kind::environment, what, ""};
   int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, IPPROTO_ICMP);
   if (fd < 0) {
-    std::fprintf(stderr, "SKIP: %s: socket(AF_INET, %s, IPPROTO_ICMP): %s\n", why,
-                 type == SOCK_RAW ? "SOCK_RAW" : "SOCK_DGRAM", std::strerror(errno));
-    return false;
+    r.missing = std::string("socket(AF_INET, ") + (type == SOCK_RAW ? "SOCK_RAW" : "SOCK_DGRAM") +
+                ", IPPROTO_ICMP): " + std::strerror(errno);
+    return r;
   }
   ::close(fd);
-  return true;
+  return r;
 }
 
-bool raw_ok() {
-  static const bool ok = can_open_icmp(SOCK_RAW, "raw ICMP needs CAP_NET_RAW");
-  return ok;
-}
-bool ping_ok() {
-  static const bool ok =
-      can_open_icmp(SOCK_DGRAM, "ping sockets need our gid in net.ipv4.ping_group_range");
-  return ok;
+test::requirement raw_ok() { return can_open_icmp(SOCK_RAW, "raw ICMP sockets (CAP_NET_RAW)"); }
+test::requirement ping_ok() {
+  return can_open_icmp(SOCK_DGRAM, "ping sockets (our gid in net.ipv4.ping_group_range)");
 }
 
 std::uint16_t checksum(const unsigned char* p, std::size_t n) {
@@ -62,7 +60,7 @@ std::array<unsigned char, 16> echo_request(std::uint16_t id, std::uint16_t seq) 
 
 }  // namespace
 
-TEST_CASE("raw ICMP socket: echo request to 127.0.0.1 gets its echo reply" * doctest::skip(!raw_ok())) {
+TEST_CASE("raw ICMP socket: echo request to 127.0.0.1 gets its echo reply" * test::skip_unless(raw_ok())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     coring::socket s(ctx, AF_INET, SOCK_RAW, IPPROTO_ICMP);
@@ -92,7 +90,7 @@ TEST_CASE("raw ICMP socket: echo request to 127.0.0.1 gets its echo reply" * doc
 }
 
 TEST_CASE("ICMP datagram (ping) socket: echo request gets a reply without IP header" *
-          doctest::skip(!ping_ok())) {
+          test::skip_unless(ping_ok())) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     coring::socket s(ctx, AF_INET, SOCK_DGRAM, IPPROTO_ICMP);

@@ -83,7 +83,7 @@ TEST_CASE("frames and their arguments are destroyed exactly once") {
 }
 
 TEST_CASE("1,000,000 synchronously completing awaits in a row do not grow the stack") {
-  // HAZARDS.md fact 11: g++ 12 at -O0 or under ASan does not make symmetric transfer a tail
+  // g++ 12 at -O0 or under ASan does not make symmetric transfer a tail
   // call; this must pass in every build configuration.
   io_context ctx;
   auto loop = []() -> task<long> {

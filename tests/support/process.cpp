@@ -4,11 +4,16 @@
 
 #include <coring/error.hpp>
 
+#include <doctest/doctest.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -20,13 +25,15 @@ extern char** environ;
 
 namespace coring::test {
 
-child::child(std::vector<std::string> argv) {
-  int in[2], out[2];
+child::child(std::vector<std::string> argv, child_options opts) {
+  int in[2], out[2], err[2] = {-1, -1};
   if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) throw_errno(errno, "pipe2");
+  if (opts.capture_stderr && pipe2(err, O_CLOEXEC) < 0) throw_errno(errno, "pipe2");
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  if (opts.capture_stderr) posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
@@ -34,8 +41,10 @@ child::child(std::vector<std::string> argv) {
   posix_spawn_file_actions_destroy(&fa);
   ::close(in[0]);
   ::close(out[1]);
+  if (opts.capture_stderr) ::close(err[1]);
   in_ = in[1];
   out_ = out[0];
+  err_ = err[0];
   if (e != 0) throw_errno(e, ("posix_spawn " + argv[0]).c_str());
 }
 
@@ -47,6 +56,7 @@ child::~child() {
   }
   if (in_ >= 0) ::close(in_);
   if (out_ >= 0) ::close(out_);
+  if (err_ >= 0) ::close(err_);
 }
 
 std::optional<std::string> child::read_line(std::chrono::milliseconds timeout) {
@@ -85,6 +95,23 @@ std::string child::read_rest(std::chrono::milliseconds timeout) {
   }
 }
 
+std::string child::read_stderr(std::chrono::milliseconds timeout) {
+  std::string all;
+  if (err_ < 0) return all;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return all;
+    pollfd p{err_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(err_, buf, sizeof buf);
+    if (n <= 0) return all;
+    all.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
 void child::write(const std::string& s) {
   std::size_t off = 0;
   while (off < s.size()) {
@@ -117,6 +144,27 @@ std::optional<int> child::wait(std::chrono::milliseconds timeout) {
     pollfd none{-1, 0, 0};
     ::poll(&none, 0, 1);
   }
+}
+
+bool sanitizer_report(const std::string& text) {
+  for (const char* mark : {"runtime error:", "AddressSanitizer", "LeakSanitizer",
+                           "UndefinedBehaviorSanitizer", "ThreadSanitizer"})
+    if (text.find(mark) != std::string::npos) return true;
+  return false;
+}
+
+int exit_status_of(std::vector<std::string> argv, std::chrono::milliseconds timeout) {
+  const std::string name = argv.empty() ? "" : argv[0];
+  child c(std::move(argv), child_options{.capture_stderr = true});
+  const auto t0 = std::chrono::steady_clock::now();
+  // Read stderr to EOF first, so that a long report cannot block the child on a full pipe.
+  const std::string err = c.read_stderr(timeout);
+  if (!err.empty()) std::fprintf(stderr, "%s", err.c_str());
+  const auto left = timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::steady_clock::now() - t0);
+  auto st = c.wait(std::max(left, std::chrono::milliseconds(100)));
+  CHECK_MESSAGE(!sanitizer_report(err), name << " died of a sanitizer report:\n" << err);
+  return st ? *st : -1;
 }
 
 std::string example_path(const char* env_var) {

@@ -11,12 +11,20 @@
 
 namespace coring::test {
 
-/// A child process with its stdin, stdout and stderr on pipes. The destructor kills it (SIGKILL)
-/// if it is still running.
+/// How a child is started.
+struct child_options {
+  /// Its stderr on a pipe too (read_stderr), instead of sharing the test's. Only for children
+  /// that write little to it or whose stderr is read: a full pipe blocks the child.
+  bool capture_stderr = false;
+};
+
+/// A child process with its stdin and stdout on pipes (stderr too with capture_stderr). The
+/// environment is inherited, so a sanitizer's options reach it. The destructor kills it
+/// (SIGKILL) if it is still running.
 class child {
  public:
   /// Starts argv[0] (a path) with arguments. Throws: std::system_error.
-  explicit child(std::vector<std::string> argv);
+  explicit child(std::vector<std::string> argv, child_options opts = {});
   ~child();
   child(const child&) = delete;
   child& operator=(const child&) = delete;
@@ -25,6 +33,8 @@ class child {
   std::optional<std::string> read_line(std::chrono::milliseconds timeout);
   /// Everything left on stdout until EOF (bounded by timeout).
   std::string read_rest(std::chrono::milliseconds timeout);
+  /// Everything on stderr until EOF (bounded by timeout); "" without capture_stderr.
+  std::string read_stderr(std::chrono::milliseconds timeout);
   /// Writes to its stdin; close_stdin() sends EOF.
   void write(const std::string& s);
   void close_stdin();
@@ -35,10 +45,21 @@ class child {
 
  private:
   pid_t pid_ = -1;
-  int in_ = -1, out_ = -1;
+  int in_ = -1, out_ = -1, err_ = -1;
   std::string buffered_;
   std::optional<int> status_;
 };
+
+/// True if text holds a sanitizer's report (ASan, UBSan, LSan, TSan): a child that exited with
+/// the status a test expects may still have died of one (scripts/test makes such deaths exit 86,
+/// but a run with other options may not).
+bool sanitizer_report(const std::string& text);
+
+/// Runs argv to completion with stderr captured and checks (doctest CHECK) that its stderr holds
+/// no sanitizer report; its stderr is passed on to the test's. Returns: its exit status (128 +
+/// signal if killed), or -1 if it did not exit within timeout (then it is killed).
+int exit_status_of(std::vector<std::string> argv,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
 /// Path of a built example, from the environment variable meson sets (e.g. ECHO_SERVER).
 std::string example_path(const char* env_var);

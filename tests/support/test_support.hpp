@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Description: test helpers: watchdog, run-with-timeout, loopback pairs, counted objects.
+// Description: test helpers: watchdog, run-with-timeout, loopback pairs, counted objects, and
+// requirements that skip a test case with its reason (or fail it under CORING_REQUIRE_FEATURES=1).
 #pragma once
 
 #include <coring/coring.hpp>
@@ -13,6 +14,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace coring::test {
 
@@ -33,6 +35,8 @@ class watchdog {
 };
 
 /// Runs t to completion on ctx under a watchdog. Returns t's value.
+/// Note: the watchdog guards the run only, not ctx's destruction; a test that must bound its
+/// teardown declares its own watchdog before the io_context, so that it outlives it.
 template <class T>
 T run(io_context& ctx, task<T> t, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
   watchdog w(limit);
@@ -70,9 +74,50 @@ struct counted {
 /// Number of open descriptors of this process (/proc/self/fd).
 int open_fds();
 
-/// For doctest::skip(): true if this kernel's ring has what `has` asks for; otherwise prints
-/// "SKIP reason: this kernel lacks <what>: <features>" once and returns false (also when io_uring
-/// is unavailable altogether; main then exits 77 before any test runs).
+/// Something a test case needs, and whether this process has it.
+struct requirement {
+  /// kernel: a feature of this kernel's io_uring. With CORING_REQUIRE_FEATURES=1 (scripts/test
+  /// sets it: the CI machine's kernel has every feature the tests probe) its absence fails the
+  /// test case instead of skipping it.
+  /// environment: a privilege, a sysctl, a tool or a service of this machine: always a skip.
+  /// build: a property of this build (e.g. a check only ASan builds make): always a skip.
+  enum class kind { kernel, environment, build };
+  kind of = kind::kernel;
+  std::string what;     ///< what is needed, e.g. "provided-buffer rings"
+  std::string missing;  ///< why it is unavailable here; empty if it is available
+  bool met() const noexcept { return missing.empty(); }
+};
+
+/// True if the environment has CORING_REQUIRE_FEATURES=1.
+bool features_required();
+
+/// Whether this kernel's ring has what `has` asks for (probed on a fresh io_context). A kernel
+/// requirement; if io_uring is unavailable altogether, missing says why. With
+/// CORING_TEST_PRETEND_LACKING=<what> in the environment it reports `what` as missing.
+requirement ring_feature(const char* what, bool (*has)(const ring_features&));
+
+/// A doctest decorator: TEST_CASE("name" * test::skip_unless(req)). If req is met, nothing
+/// happens. Otherwise it prints "SKIP reason: <name>: needs <what>: <missing>" and skips the
+/// case, except for a kernel requirement under CORING_REQUIRE_FEATURES=1: then it prints
+/// "REQUIRED: ..." and the case fails with that reason instead of running.
+class skip_unless {
+ public:
+  explicit skip_unless(requirement r) : r_(std::move(r)) {}
+  void fill(doctest::detail::TestCase& tc) const;
+
+ private:
+  requirement r_;
+};
+
+/// The missing kernel requirements seen under CORING_REQUIRE_FEATURES=1 (one line each); main
+/// fails the program if any, even when the case that asked was skipped through a plain
+/// doctest::skip(!ring_supports(...)).
+const std::vector<std::string>& missing_required_features();
+
+/// For doctest::skip() (prefer skip_unless(ring_feature(...))): true if this kernel's ring has
+/// what `has` asks for; otherwise prints "SKIP reason: this kernel lacks <what>: <features>" and
+/// returns false (under CORING_REQUIRE_FEATURES=1 it also records the lack, which fails the
+/// program at exit).
 bool ring_supports(const char* what, bool (*has)(const ring_features&));
 
 /// A fresh unique abstract AF_UNIX name for this test run.
