@@ -141,7 +141,8 @@ coring::task<> serve_client(server& srv, coring::socket s) {
     say(peer + " connected");
     why = co_await chat(s, peer, srv.idle);
   } catch (const std::system_error& e) {
-    why = e.code().message();
+    // timed_out from a send: the client did not read its acks for --idle-timeout.
+    why = e.code() == std::errc::timed_out ? "idle for too long" : e.code().message();
   }
   say(peer + " disconnected" + (why.empty() ? "" : ": " + why));
 }
@@ -201,11 +202,10 @@ int main(int argc, char** argv) {
     coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
     example::log::err().line(std::string("chat_server: ") + e.what());
-    example::log::err().flush(std::chrono::seconds(1));
+    example::log::flush_all();
     return 1;
   }
   // Bounded: a stdout nobody reads must not keep the server from exiting.
-  example::log::out().flush(std::chrono::seconds(1));
-  example::log::err().flush(std::chrono::seconds(1));
+  example::log::flush_all();
   return 0;
 }

@@ -321,6 +321,6 @@ int main(int argc, char** argv) {
     example::log::err().line(std::string("echo_server: ") + e.what());
     status = 1;
   }
-  example::log::err().flush(std::chrono::seconds(1));
+  example::log::flush_all();
   return status;
 }

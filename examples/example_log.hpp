@@ -71,6 +71,18 @@ class log {
     std::unique_lock lock(mu_);
     return idle_.wait_for(lock, limit, [&] { return dead_ || (lines_.empty() && !writing_); });
   }
+  /// At exit: flushes stdout's and stderr's logs within one budget (default 250 ms), so that a
+  /// log nobody reads delays the exit by at most that, on top of a server's --grace.
+  static void flush_all(std::chrono::milliseconds budget = std::chrono::milliseconds(250)) {
+    const auto end = std::chrono::steady_clock::now() + budget;
+    auto left = [&] {
+      return std::max(std::chrono::milliseconds(0),
+                      std::chrono::duration_cast<std::chrono::milliseconds>(
+                          end - std::chrono::steady_clock::now()));
+    };
+    out().flush(left());
+    err().flush(left());
+  }
 
  private:
   explicit log(int fd) : fd_(fd) { std::thread([this] { write_loop(); }).detach(); }

@@ -126,9 +126,9 @@ int main(int argc, char** argv) {
     coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
   } catch (const std::exception& e) {
     example::log::err().line(std::string("upper_server: ") + e.what());
-    example::log::err().flush(std::chrono::seconds(1));
+    example::log::flush_all();
     return 1;
   }
-  example::log::err().flush(std::chrono::seconds(1));
+  example::log::flush_all();
   return 0;
 }

@@ -16,6 +16,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 namespace coring {
@@ -35,9 +36,17 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
   const long page = sysconf(_SC_PAGESIZE);
   if (posix_memalign(&ring_mem_, static_cast<std::size_t>(page), bytes) != 0)
     throw std::bad_alloc();
-  // Not value-initialised: untouched pages stay unallocated until the kernel first fills a
-  // buffer, so a ring costs the memory its load uses (echo_server --threads N).
-  storage_ = std::make_unique_for_overwrite<std::byte[]>(std::size_t(count) * size);
+  // An anonymous mapping, not value-initialised memory: untouched pages stay unallocated until
+  // the kernel first fills a buffer there, so a ring costs the memory its load uses
+  // (echo_server --threads N).
+  void* mem = ::mmap(nullptr, std::size_t(count) * size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    int e = errno;
+    std::free(ring_mem_);
+    throw_errno(e, "mmap (buffer_ring)");
+  }
+  storage_ = static_cast<std::byte*>(mem);
   auto* br = static_cast<io_uring_buf_ring*>(ring_mem_);
   io_uring_buf_ring_init(br);
   io_uring_buf_reg reg{};
@@ -46,11 +55,12 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
   reg.bgid = group_;
   if (int ret = io_uring_register_buf_ring(&impl.ring, &reg, 0); ret < 0) {
     std::free(ring_mem_);
+    ::munmap(storage_, std::size_t(count) * size);
     throw_errno(-ret, "io_uring_register_buf_ring");
   }
   const int mask = io_uring_buf_ring_mask(count);
   for (unsigned i = 0; i < count; ++i)
-    io_uring_buf_ring_add(br, storage_.get() + std::size_t(i) * size, size,
+    io_uring_buf_ring_add(br, storage_ + std::size_t(i) * size, size,
                           static_cast<unsigned short>(i), mask, static_cast<int>(i));
   io_uring_buf_ring_advance(br, static_cast<int>(count));
   available_ = count;
@@ -59,16 +69,17 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
 buffer_ring::~buffer_ring() {
   io_uring_unregister_buf_ring(&ctx_->native().ring, group_);
   std::free(ring_mem_);
+  ::munmap(storage_, std::size_t(count_) * size_);
 }
 
 buffer buffer_ring::take(std::uint16_t id, std::size_t len) noexcept {
   return buffer(&buffer_ring::release, this, id,
-                std::span(storage_.get() + std::size_t(id) * size_, len));
+                std::span(storage_ + std::size_t(id) * size_, len));
 }
 
 void buffer_ring::give_back(std::uint16_t id) noexcept {
   auto* br = static_cast<io_uring_buf_ring*>(ring_mem_);
-  io_uring_buf_ring_add(br, storage_.get() + std::size_t(id) * size_, size_, id,
+  io_uring_buf_ring_add(br, storage_ + std::size_t(id) * size_, size_, id,
                         io_uring_buf_ring_mask(count_), 0);
   io_uring_buf_ring_advance(br, 1);
   ++available_;

@@ -101,7 +101,9 @@ class buffer_ring {
 
   io_context* ctx_;
   void* ring_mem_ = nullptr;  // struct io_uring_buf_ring, page aligned
-  std::unique_ptr<std::byte[]> storage_;
+  // count x size bytes, an anonymous mapping: pages are taken from the system only when the
+  // kernel first fills a buffer there (not touched by malloc debugging either).
+  std::byte* storage_ = nullptr;
   unsigned count_, size_;
   unsigned available_ = 0;
   std::uint16_t group_;

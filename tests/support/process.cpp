@@ -112,6 +112,28 @@ std::string child::read_stderr(std::chrono::milliseconds timeout) {
   }
 }
 
+bool child::wait_stderr_for(const std::string& what, std::chrono::milliseconds timeout) {
+  if (err_ < 0) return false;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (err_seen_.find(what) == std::string::npos) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{err_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(err_, buf, sizeof buf);
+    if (n <= 0) return false;
+    err_seen_.append(buf, static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+void child::close_stdout() {
+  if (out_ >= 0) ::close(out_);
+  out_ = -1;
+}
+
 void child::write(const std::string& s) {
   std::size_t off = 0;
   while (off < s.size()) {

@@ -35,6 +35,12 @@ class child {
   std::string read_rest(std::chrono::milliseconds timeout);
   /// Everything on stderr until EOF (bounded by timeout); "" without capture_stderr.
   std::string read_stderr(std::chrono::milliseconds timeout);
+  /// Reads stderr (capture_stderr) until it holds `what`, at most timeout. Returns: true if it
+  /// appeared; everything read so far is kept in stderr_seen().
+  bool wait_stderr_for(const std::string& what, std::chrono::milliseconds timeout);
+  const std::string& stderr_seen() const { return err_seen_; }
+  /// Closes our end of its stdout: its next writes there fail with EPIPE (or SIGPIPE).
+  void close_stdout();
   /// Writes to its stdin; close_stdin() sends EOF.
   void write(const std::string& s);
   void close_stdin();
@@ -47,6 +53,7 @@ class child {
   pid_t pid_ = -1;
   int in_ = -1, out_ = -1, err_ = -1;
   std::string buffered_;
+  std::string err_seen_;
   std::optional<int> status_;
 };
 
