@@ -123,8 +123,10 @@ coring::task<> shut_down(server& srv, coring::socket& listener, std::chrono::nan
   // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
   const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
   if (!ended)
-    example::log::err().line("echo_server: " + std::to_string(srv.clients.count) +
-                             " tasks did not end after the cancel; destroying them");
+    example::log::err().line(
+        "echo_server: " + std::to_string(srv.clients.count) + " tasks (" +
+        std::to_string(srv.clients.tasks_without_socket()) +
+        " without a connection) did not end after the cancel; destroying them");
 }
 
 coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,

@@ -221,6 +221,13 @@ struct client_list {
       if (n->s) n->s->cancel();
   }
 
+  /// How many of the live tasks have no connection (an accept loop, say).
+  std::size_t tasks_without_socket() const noexcept {
+    std::size_t n = 0;
+    for (node* i = head; i; i = i->next) n += i->s == nullptr;
+    return n;
+  }
+
   node* head = nullptr;
   std::size_t count = 0;
   bool closing = false, cancelled = false;

@@ -96,6 +96,12 @@ bool has_op(io_uring_probe* p, int op) { return p && io_uring_opcode_supported(p
 inline bool ignored_user_data(std::uint64_t ud) { return ud == 0 || ud == LIBURING_UDATA_TIMEOUT; }
 // user_data of the poll on the wake eventfd (never a completion's address: those are aligned).
 constexpr std::uint64_t wake_user_data = 1;
+// user_data of a cancel_fd request: (fd << 16) | (attempt << 3) | fd_cancel_tag. Completion
+// addresses are 8-byte aligned, so the low bits tell them apart.
+constexpr std::uint64_t fd_cancel_tag = 2;
+// user_data of a cancel of one operation: (cancel id << 3) | op_cancel_tag.
+constexpr std::uint64_t op_cancel_tag = 3;
+constexpr unsigned max_fd_cancel_attempts = 1000;
 
 }  // namespace
 
@@ -380,6 +386,14 @@ void io_context::reap() {
     for (unsigned i = 0; i < n; ++i) {
       const event& e = events[i];
       if (ignored_user_data(e.user_data)) continue;
+      if ((e.user_data & 7) == fd_cancel_tag) {
+        on_fd_cancel(e.user_data, e.res);
+        continue;
+      }
+      if ((e.user_data & 7) == op_cancel_tag) {
+        on_op_cancel(e.user_data, e.res);
+        continue;
+      }
       if (e.user_data == wake_user_data) {
         on_wake(e.res, e.flags);
         continue;
@@ -427,22 +441,84 @@ void io_context::cancel(detail::completion* c) noexcept {
   if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
 
+void io_context::cancel(detail::cancel_node& n, detail::completion* c) noexcept {
+  if (!n.target) {
+    n.target = c;
+    n.id = ++next_cancel_id_;
+    n.attempts = 0;
+    n.prev = nullptr;
+    n.next = cancels_;
+    if (cancels_) cancels_->prev = &n;
+    cancels_ = &n;
+  }
+  submit_op_cancel(n);
+}
+
+void io_context::submit_op_cancel(detail::cancel_node& n) noexcept {
+  io_uring_sqe* sqe = sqe_for_cancel(impl_->ring);
+  if (!sqe) return;
+  io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(n.target), 0);
+  io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(n.id) << 3) | op_cancel_tag);
+  // Success needs no answer; -ENOENT/-EALREADY come back (on_op_cancel).
+  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+}
+
+void io_context::on_op_cancel(std::uint64_t user_data, int res) noexcept {
+  // TRICKY: -ENOENT means the cancel found nothing: the operation completed (its CQE is on
+  // its way, and cancel_done() took it off the list), or it was between two kernel attempts
+  // (see on_fd_cancel), where it cannot be found. Still on the list: try again. -EALREADY:
+  // it is running and will complete on its own.
+  if (res != -ENOENT || stopping_) return;
+  const auto id = static_cast<std::uint32_t>(user_data >> 3);
+  for (detail::cancel_node* n = cancels_; n; n = n->next)
+    if (n->id == id) {
+      if (++n->attempts < max_fd_cancel_attempts) submit_op_cancel(*n);
+      return;
+    }
+}
+
+void io_context::grow_fds(std::size_t i) noexcept {
+  try {
+    fds_.resize(i + 1 + i / 2);
+  } catch (const std::bad_alloc&) {
+    // Out of memory: this descriptor goes untracked (its cancels are not sticky or retried).
+  }
+}
+
+
 void io_context::cancel_fd(int fd) noexcept {
   if (fd < 0) return;
-  // Sticky: operations of this socket compare the generation before they (re)submit.
   const auto i = static_cast<std::size_t>(fd);
-  try {
-    if (i >= fd_cancels_.size()) fd_cancels_.resize(i + 1 + i / 2, 0);
-    ++fd_cancels_[i];
-  } catch (const std::bad_alloc&) {
-    // Out of memory: the kernel cancel below still ends what is pending.
+  if (i >= fds_.size()) grow_fds(i);
+  if (i < fds_.size()) {
+    // Sticky: operations of this socket compare the generation before they (re)submit.
+    ++fds_[i].generation;
+    fds_[i].stale = fds_[i].in_flight;
   }
+  submit_fd_cancel(fd, 0);
+}
+
+void io_context::submit_fd_cancel(int fd, unsigned attempt) noexcept {
   if (!impl_->features.cancel_any) return;
   io_uring_sqe* sqe = sqe_for_cancel(impl_->ring);
   if (!sqe) return;
   io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-  io_uring_sqe_set_data64(sqe, 0);
-  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(fd) << 16) |
+                                   (static_cast<std::uint64_t>(attempt) << 3) | fd_cancel_tag);
+}
+
+void io_context::on_fd_cancel(std::uint64_t user_data, int) noexcept {
+  // TRICKY: a cancel can miss an operation that is between two attempts in the kernel: a
+  // socket event (a SHUT_RD, say) woke its poll and the retry waits as task work, where
+  // IORING_OP_ASYNC_CANCEL does not look (it answers -ENOENT); the retry then blocks again and
+  // the operation stays in flight for ever (a send_all to a peer that never reads). So while an
+  // operation the cancel targeted is still in flight, cancel again: the next attempt, a loop
+  // turn later, finds it re-armed.
+  const int fd = static_cast<int>(user_data >> 16);
+  const auto attempt = static_cast<unsigned>((user_data >> 3) & 0x1fff);
+  const auto i = static_cast<std::size_t>(fd);
+  if (stopping_ || i >= fds_.size() || fds_[i].stale == 0) return;
+  if (attempt + 1 < max_fd_cancel_attempts) submit_fd_cancel(fd, attempt + 1);
 }
 
 void io_context::shutdown() noexcept {

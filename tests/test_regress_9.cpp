@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <string>
+#include <stop_token>
 #include <vector>
 
 #include <sys/socket.h>
@@ -212,4 +213,43 @@ TEST_CASE("regress #9: teardown destroys a task_group's unfinished children with
     CHECK(test::counted::live == 0);
   }
   CHECK(resumed == 0);
+}
+
+namespace {
+// A send_all stuck on a peer that never reads; then a socket event (SHUT_RD) wakes its poll,
+// and one loop turn later (the kernel's retry waits as task work then) it is cancelled.
+task<> cancel_after_wakeup(io_context& ctx, bool by_stop_token) {
+  auto pair = co_await test::make_tcp_pair(ctx);
+  auto& [client, server] = pair;
+  server.set_option(coring::sockopt::send_buffer_size{4096});
+  std::stop_source stop;
+  bool done = false;
+  auto sender = [](coring::socket& s, std::stop_token tok, bool& done) -> task<> {
+    std::vector<std::byte> big(std::size_t(4) << 20);
+    auto r = co_await coring::as_result(s.send_all(big).with_stop(tok));
+    CHECK(r.error() == std::errc::operation_canceled);
+    done = true;
+  };
+  auto t = sender(server, stop.get_token(), done);
+  ctx.spawn(std::move(t));
+  std::array<std::byte, 1> one;
+  REQUIRE(co_await client.recv(one).with_timeout(10s) == 1);  // the send_all is under way
+  server.shutdown(SHUT_RD);
+  co_await coring::sleep_for(ctx, 0ms);
+  if (by_stop_token)
+    stop.request_stop();
+  else
+    server.cancel();
+  for (int i = 0; i < 2000 && !done; ++i) co_await coring::sleep_for(ctx, 1ms);
+  CHECK(done);
+  CHECK(ctx.in_flight() == 0);
+}
+}  // namespace
+
+TEST_CASE("regress #9: a cancel right after a socket event still ends a stuck send_all") {
+  for (bool by_stop_token : {false, true}) {
+    CAPTURE(by_stop_token);
+    io_context ctx;
+    test::run(ctx, cancel_after_wakeup(ctx, by_stop_token));
+  }
 }

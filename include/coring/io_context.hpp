@@ -163,7 +163,19 @@ class io_context {
   /// Puts c's address in sqe's user_data and counts it in flight until its final CQE.
   void attach(io_uring_sqe& sqe, detail::completion* c) noexcept;
   /// Best-effort: asks the kernel to cancel the operation whose user_data is c. Never throws.
+  /// (Multishot states; a cancel that finds nothing is not repeated.)
   void cancel(detail::completion* c) noexcept;
+  /// Cancels the one-shot operation c until it ends: n (in the operation) tracks the request,
+  /// and a cancel that finds nothing (-ENOENT) while c is still in flight is repeated. The
+  /// operation calls cancel_done(n) at its final CQE, before anything may free it. Never throws.
+  void cancel(detail::cancel_node& n, detail::completion* c) noexcept;
+  void cancel_done(detail::cancel_node& n) noexcept {
+    if (!n.target) return;
+    if (n.prev) n.prev->next = n.next; else cancels_ = n.next;
+    if (n.next) n.next->prev = n.prev;
+    n.prev = n.next = nullptr;
+    n.target = nullptr;
+  }
   /// Cancels every operation on fd (IORING_ASYNC_CANCEL_FD|ALL) and makes the cancel sticky:
   /// cancel_generation(fd) changes, so operations that snapshotted the old value (socket ops)
   /// neither resubmit nor start. Never throws.
@@ -172,7 +184,22 @@ class io_context {
   /// compare it with the value their socket saw when it was opened.
   std::uint32_t cancel_generation(int fd) const noexcept {
     const auto i = static_cast<std::size_t>(fd);
-    return fd >= 0 && i < fd_cancels_.size() ? fd_cancels_[i] : 0;
+    return fd >= 0 && i < fds_.size() ? fds_[i].generation : 0;
+  }
+  /// A socket operation on fd was submitted (first submission) / got its final completion
+  /// (generation: the one it snapshotted). cancel_fd retries its kernel cancel while
+  /// operations it targeted are still in flight.
+  void socket_op_started(int fd) noexcept {
+    const auto i = static_cast<std::size_t>(fd);
+    if (fd < 0) return;
+    if (i >= fds_.size()) grow_fds(i);
+    if (i < fds_.size()) ++fds_[i].in_flight;
+  }
+  void socket_op_finished(int fd, std::uint32_t generation) noexcept {
+    const auto i = static_cast<std::size_t>(fd);
+    if (fd < 0 || i >= fds_.size() || fds_[i].in_flight == 0) return;
+    --fds_[i].in_flight;
+    if (generation != fds_[i].generation && fds_[i].stale > 0) --fds_[i].stale;
   }
 
   /// Hands e to the exception handler (as for a spawned task).
@@ -202,7 +229,19 @@ class io_context {
   std::size_t spawned_ = 0;
   std::atomic<bool> stop_{false};
   bool stopping_ = false;  // shutdown() started: no new operations, no resumptions
-  std::vector<std::uint32_t> fd_cancels_;  // cancel_fd() count per descriptor (sticky cancels)
+  // Per descriptor: cancel_fd() count (sticky cancels), socket operations in flight, and how
+  // many of those a cancel_fd() targeted (it retries until they are back).
+  struct fd_state {
+    std::uint32_t generation = 0, in_flight = 0, stale = 0;
+  };
+  std::vector<fd_state> fds_;
+  detail::cancel_node* cancels_ = nullptr;  // operations being cancelled (cancel(node, c))
+  std::uint32_t next_cancel_id_ = 0;
+  void submit_op_cancel(detail::cancel_node& n) noexcept;
+  void on_op_cancel(std::uint64_t user_data, int res) noexcept;
+  void grow_fds(std::size_t i) noexcept;
+  void submit_fd_cancel(int fd, unsigned attempt) noexcept;
+  void on_fd_cancel(std::uint64_t user_data, int res) noexcept;
   // Cross-thread requests: a lock-free LIFO pushed by any thread, drained by the context's
   // thread each loop turn and whenever the eventfd the ring polls is written (wake()).
   std::atomic<detail::remote_node*> remote_head_{nullptr};

@@ -16,6 +16,17 @@ struct completion {
   cqe_fn fn_;
 };
 
+/// An operation whose cancel was requested and whose own final CQE has not arrived: the
+/// io_context keeps these on a list and cancels again if a cancel found nothing (the operation
+/// was between two kernel attempts), so a cancel is never lost. Lives in the operation.
+struct cancel_node {
+  cancel_node* prev = nullptr;
+  cancel_node* next = nullptr;
+  completion* target = nullptr;  // null: not on the list
+  std::uint32_t id = 0;
+  std::uint32_t attempts = 0;
+};
+
 /// Layout-compatible with struct __kernel_timespec (linked timeouts, IORING_OP_TIMEOUT).
 struct kernel_timespec {
   std::int64_t tv_sec;

@@ -107,6 +107,7 @@ class io_op : public completion {
       return false;
     }
     submit();  // may throw: nothing is attached yet (no throw after attach)
+    ctx_->socket_op_started(watch_fd_);
     waiter_ = waiter;
     return true;
   }
@@ -128,7 +129,7 @@ class io_op : public completion {
   /// Asks the kernel to cancel this op (in flight); its own CQE still ends it (stop_op).
   void request_cancel() noexcept {
     cancel_requested_ = true;
-    ctx_->cancel(this);
+    ctx_->cancel(cancel_, this);
   }
   /// Completes without submitting, with res (a negative errno) (stop_op: already stopped).
   void complete_inline(int res) noexcept {
@@ -187,6 +188,8 @@ class io_op : public completion {
     // LIFETIME (docs/design.md, "Teardown"): while the context shuts down, nobody is resumed;
     // the frame is destroyed once every operation is back. Nothing is resubmitted either.
     if (self->ctx_->stopping()) {
+      self->ctx_->cancel_done(self->cancel_);
+      self->ctx_->socket_op_finished(self->watch_fd_, self->watch_generation_);
       self->res_ = res;
       self->flags_ = flags;
       return;
@@ -206,6 +209,8 @@ class io_op : public completion {
         }
       }
     }
+    self->ctx_->cancel_done(self->cancel_);
+    self->ctx_->socket_op_finished(self->watch_fd_, self->watch_generation_);
     self->res_ = res;
     self->flags_ = flags;
     self->waiter_.resume();
@@ -227,6 +232,7 @@ class io_op : public completion {
   kernel_timespec deadline_{0, -1};  // tv_nsec < 0: no deadline
   int res_ = 0;
   std::uint32_t flags_ = 0;
+  detail::cancel_node cancel_{};  // on the context's list while a cancel is pending
   int watch_fd_ = -1;  // socket whose sticky cancel this op obeys (-1: none)
   std::uint32_t watch_generation_ = 0;
   bool cancel_requested_ = false;
