@@ -156,7 +156,7 @@ static void maybe_close(int fd) {
 
 static void maybe_rearm(int fd) {
   struct conn* c = &conns[fd];
-  // Backpressure (HAZARDS fact 13): a connection whose echoes are not being drained may not
+  // Backpressure (docs/design.md, "Buffer rings and backpressure"): a connection whose echoes are not being drained may not
   // drain the shared ring; its recv stays disarmed until it holds at most half its quota.
   if (!c->recv_armed && !c->closing && !c->eof && c->held <= max_held / 2) arm_recv(fd);
 }
@@ -186,7 +186,7 @@ static void on_accept(int res, uint32_t flags) {
   }
   if (!(flags & IORING_CQE_F_MORE)) {
     if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
-      // Re-arming at once would spin on the full fd table (HAZARDS fact 4): back off first.
+      // Re-arming at once would spin on the full fd table (multishot accept ends with EMFILE; the connections stay in the backlog): back off first.
       struct io_uring_sqe* sqe = get_sqe();
       io_uring_prep_timeout(sqe, &accept_backoff, 0, 0);
       io_uring_sqe_set_data64(sqe, ud(K_TIMER, 0, lfd));
@@ -233,7 +233,7 @@ static void on_recv(int fd, int res, uint32_t flags) {
     }
   } else if (!c->recv_armed) {
     // -ENOBUFS (ring empty), our own cancel, or the kernel ended the multishot: re-arm when
-    // allowed. ENOBUFS leaves the unread bytes in the socket (HAZARDS fact 5).
+    // allowed. ENOBUFS leaves the unread bytes in the socket (docs/design.md, "Buffer rings and backpressure").
     maybe_rearm(fd);
   }
 }

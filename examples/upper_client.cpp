@@ -26,7 +26,7 @@ const char* usage =
 // complete once as many bytes came back as went out (it may arrive in several pieces).
 // Returns: false if the server closed the connection first.
 // LIFETIME: text is a view; fine because every caller awaits this in the same full-expression
-// (STYLE L10), and a view keeps non-trivial temporaries out of that co_await (GCC 12).
+// (docs/design.md, "g++ 12"), and a view keeps non-trivial temporaries out of that co_await (GCC 12).
 // Every wait for the server is bounded by timeout (0: none); on expiry the co_await throws
 // std::system_error(std::errc::timed_out).
 coring::task<bool> round_trip(coring::socket& s, std::string_view text,

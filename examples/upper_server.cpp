@@ -63,7 +63,7 @@ struct server {
 coring::task<> serve_client(server& srv, coring::socket s) {
   example::client_list::node me(srv.clients, &s);  // on the list while this client is served
   try {
-    // By reference: no socket temporary inside the co_await (STYLE L10).
+    // By reference: no socket temporary inside the co_await (docs/design.md, "g++ 12").
     co_await upper(s, srv.idle);
   } catch (const std::system_error& e) {
     if (e.code() == std::errc::timed_out)

@@ -356,7 +356,7 @@ bool io_context::run_once(bool block) {
     ret = io_uring_submit_and_get_events(&ring);  // DEFER_TASKRUN: completions need an enter
   else
     ret = io_uring_submit(&ring);
-  // A signal interrupts the wait with -EINTR even under SA_RESTART (HAZARDS.md fact 7);
+  // A signal interrupts the wait with -EINTR even under SA_RESTART (seen on Linux 6.18);
   // -EAGAIN/-EBUSY are transient resource shortages: reap what is there and go round again.
   if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)
     throw_errno(-ret, "io_uring_enter");

@@ -60,7 +60,7 @@ struct lookup {
     }
     if (res) ::freeaddrinfo(res);
     // The eventfd write/read pair already orders these writes before the reader's reads, but
-    // TSan cannot see through the kernel (HAZARDS.md 4.2): publish them with release/acquire too.
+    // TSan cannot see through the kernel (docs/design.md, "Sanitizers and the kernel's writes"): publish them with release/acquire too.
     done.store(true, std::memory_order_release);
     std::uint64_t one = 1;
     while (::write(efd, &one, sizeof one) < 0 && errno == EINTR) {

@@ -37,7 +37,7 @@ class recv_next_op {
 /// How a recv_stream receives.
 struct recv_stream_options {
   /// Buffers received ahead of the consumer (1 to 16). Together with the buffers the consumer
-  /// holds, this bounds what one connection takes from the shared ring (HAZARDS.md fact 13).
+  /// holds, this bounds what one connection takes from the shared ring (docs/design.md, "Buffer rings and backpressure").
   unsigned max_queued = 2;
   /// Keep one multishot recv (Linux 6.0+) armed instead of one recv per buffer. Saves an SQE
   /// per reception, but the kernel fills buffers in bursts while data is queued in the socket

@@ -25,7 +25,7 @@ void detached_task_done(promise_base& p) noexcept;
 /// State shared by every task promise.
 ///
 /// TRICKY: g++ 12 does not turn symmetric transfer into a tail call at -O0/-O1 or under ASan
-/// (HAZARDS.md fact 11), so a loop of a million synchronously completing `co_await child()`
+/// (docs/design.md, "g++ 12"), so a loop of a million synchronously completing `co_await child()`
 /// would overflow the stack if each completion "returned" the parent's handle. Instead the
 /// awaiter resumes the child from a bool await_suspend and, if the child finished before
 /// resume() returned, answers false: the parent continues on the same stack frame. Only a child

@@ -68,7 +68,7 @@ using factory_value_t = typename task_value<std::invoke_result_t<F&, std::stop_t
 /// being started (synchronously, or because a sibling woke it) can never resume the waiter
 /// from inside the starting loop. If all children finished during the start, the starter's own
 /// decrement reaches 0 and the waiter continues inline (await_suspend returns false): a loop of
-/// synchronously completing joins does not grow the stack (HAZARDS.md fact 11).
+/// synchronously completing joins does not grow the stack (docs/design.md, "g++ 12").
 class join_counter {
  public:
   static constexpr std::size_t none = static_cast<std::size_t>(-1);
@@ -175,7 +175,7 @@ CORING_NO_SANITIZE_FUNCTION join_child<non_void_t<T>> await_child(task<T> t) {
     co_await std::move(t);
     co_return unit{};
   } else {
-    T v = co_await std::move(t);  // named: no non-trivial temporary around the co_await (L10)
+    T v = co_await std::move(t);  // named: no non-trivial temporary around the co_await (docs/design.md, "g++ 12")
     co_return std::move(v);
   }
 }
@@ -329,7 +329,7 @@ template <class T>
 /// `.with_stop(tok)` (or it must poll tok). A child that ignores the token makes when_any wait
 /// until it finishes on its own. If a child finishes while the others are still being started,
 /// the rest start with stop already requested. The factories are kept in when_any's frame until
-/// it returns, so capturing lambdas are fine; name them before the co_await (STYLE L10).
+/// it returns, so capturing lambdas are fine; name them before the co_await (docs/design.md, "g++ 12").
 /// Stop requests may come from any thread: an operation forwards one from another thread to its
 /// ring's thread.
 template <class... F>

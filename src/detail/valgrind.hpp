@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Description: private: tells valgrind what the kernel wrote through io_uring, which it cannot see
-// (HAZARDS.md fact 10). Without valgrind headers at build time, or outside valgrind, it costs a
+// (docs/design.md, "Sanitizers and the kernel's writes"). Without valgrind headers at build time, or outside valgrind, it costs a
 // few instructions.
 #pragma once
 

@@ -18,7 +18,7 @@
 
 // In AddressSanitizer builds every operation checks, when its CQE arrives, that the caller's
 // buffers it pointed the kernel at are still allocated. ASan cannot see the kernel write into a
-// freed buffer (HAZARDS.md fact 10); this turns that classic io_uring bug into a report.
+// freed buffer (docs/design.md, "Sanitizers and the kernel's writes"); this turns that classic io_uring bug into a report.
 #if defined(__SANITIZE_ADDRESS__)
 #define CORING_CHECK_BUFFERS 1
 #elif defined(__has_feature)
