@@ -2,6 +2,8 @@
 // Description: regress #9: the example servers against hostile clients: SIGTERM with clients that
 // never read or flood, idle writers, a dead or stuck stdout, descriptor starvation, a second
 // instance on the port, reset storms, and the memory of --threads.
+#include <coring/coring.hpp>
+
 #include "process.hpp"
 #include "test_support.hpp"
 
@@ -154,6 +156,25 @@ class flood {
   std::thread thread_;
 };
 
+// A shell command that runs `command` with at most `limit` descriptors.
+std::string with_fd_limit(int limit, const std::string& command) {
+  return "ulimit -n " + std::to_string(limit) + " && exec " + command;
+}
+
+// Out of descriptors, the sanitizer runtime itself misreports: UBSan's vptr check probes memory
+// through a pipe, which fails with EMFILE, and it then calls a valid std::error_category an
+// "invalid vptr" (seen in the clang and g++ ASan+UBSan builds, at throw_errno; a suppression
+// does not help, the dynamic type is unknown). So the descriptor-starvation cases run in the
+// builds without sanitizers (the release build in scripts/test).
+test::requirement no_sanitizers() {
+#ifdef CORING_CHECK_BUFFERS
+  return {test::requirement::kind::build, "a build without sanitizers",
+          "out of descriptors, UBSan's vptr check cannot probe memory and misreports"};
+#else
+  return {test::requirement::kind::build, "a build without sanitizers", ""};
+#endif
+}
+
 long rss_kib(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
@@ -296,15 +317,14 @@ TEST_CASE("regress #9: a stdout nobody reads does not stall chat_server's other 
 
 // Finding 3: a worker other than the first failing to start gave "terminate called without an
 // active exception" (a running std::thread destroyed) or a hang.
-TEST_CASE("regress #9: echo_server --threads fails cleanly when a worker cannot start") {
+TEST_CASE("regress #9: echo_server --threads fails cleanly when a worker cannot start" *
+          test::skip_unless(no_sanitizers())) {
   // Each worker needs 3 descriptors (ring, wake-up eventfd, listener): these limits run out
   // after the first worker started, whatever the test runner left open.
-  for (const char* limits : {"ulimit -n 16 && exec '%s' --port 0 --threads 19",
-                             "ulimit -n 40 && exec '%s' --port 0 --threads 19"}) {
-    const std::string limits_s = limits;
-    CAPTURE(limits_s);
-    std::string cmd = limits;
-    cmd.replace(cmd.find("%s"), 2, test::example_path("ECHO_SERVER"));
+  for (int limit : {16, 40}) {
+    CAPTURE(limit);
+    const std::string cmd =
+        with_fd_limit(limit, "'" + test::example_path("ECHO_SERVER") + "' --port 0 --threads 19");
     test::child c({"/bin/sh", "-c", cmd}, {.capture_stderr = true});
     auto st = c.wait(10s);
     if (!st) {
@@ -356,12 +376,13 @@ TEST_CASE("regress #9: echo_server --threads 64 costs what it uses") {
 
 // Finding 8: out of descriptors with clients waiting, SIGTERM took 3 s (6 s with --threads 2):
 // the listener's cancel was lost while the accept loop backed off.
-TEST_CASE("regress #9: echo_server exits promptly on SIGTERM while out of descriptors") {
+TEST_CASE("regress #9: echo_server exits promptly on SIGTERM while out of descriptors" *
+          test::skip_unless(no_sanitizers())) {
   for (const char* threads : {"1", "2"}) {
     const std::string threads_s = threads;
     CAPTURE(threads_s);
-    const std::string cmd = "ulimit -n 64 && exec '" + test::example_path("ECHO_SERVER") +
-                            "' --port 0 --grace 0.5 --threads " + threads;
+    const std::string cmd = with_fd_limit(64, "'" + test::example_path("ECHO_SERVER") +
+                                                  "' --port 0 --grace 0.5 --threads " + threads);
     test::child c({"/bin/sh", "-c", cmd}, {.capture_stderr = true});
     auto line = c.read_line(10s);
     REQUIRE(line);
