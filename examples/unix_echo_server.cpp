@@ -55,7 +55,8 @@ const char* usage =
 
 constexpr std::size_t message_buffer = 64 * 1024;
 
-// Stream: the echo loop. idle > 0 bounds every wait for data.
+// Stream: the echo loop. idle > 0 bounds every wait for data, and every reply the client does
+// not read.
 coring::task<> echo_stream(coring::socket& s, std::chrono::nanoseconds idle) {
   std::array<std::byte, 4096> buf;
   for (;;) {
@@ -65,7 +66,10 @@ coring::task<> echo_stream(coring::socket& s, std::chrono::nanoseconds idle) {
     else
       n = co_await s.recv(buf).with_timeout(idle);
     if (n == 0) break;
-    co_await s.send_all(std::span(buf).first(n));
+    if (idle.count() == 0)
+      co_await s.send_all(std::span(buf).first(n));
+    else
+      co_await s.send_all(std::span(buf).first(n)).with_timeout(idle);
   }
 }
 
@@ -84,7 +88,10 @@ coring::task<> echo_messages(coring::socket& s, std::chrono::nanoseconds idle) {
     if (d.truncated || d.size > buf.size())
       std::fprintf(stderr, "unix_echo_server: message of %zu bytes truncated to %zu; echoing those\n",
                    d.size, kept);
-    co_await s.send(std::span(buf).first(kept));
+    if (idle.count() == 0)
+      co_await s.send(std::span(buf).first(kept));
+    else
+      co_await s.send(std::span(buf).first(kept)).with_timeout(idle);
   }
 }
 
