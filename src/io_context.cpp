@@ -102,6 +102,10 @@ constexpr std::uint64_t fd_cancel_tag = 2;
 // user_data of a cancel of one operation: (cancel id << 3) | op_cancel_tag.
 constexpr std::uint64_t op_cancel_tag = 3;
 constexpr unsigned max_fd_cancel_attempts = 1000;
+// Task-work items a busy loop turn asks the kernel to run (see run_once).
+constexpr unsigned task_work_budget = 512;
+// A turn that reaped this many completions counts as busy.
+constexpr unsigned busy_turn = 64;
 
 }  // namespace
 
@@ -350,7 +354,17 @@ bool io_context::run_once(bool block) {
   const bool wait = block && ready_.empty() && !stop_.load(std::memory_order_acquire) &&
                     remote_head_.load(std::memory_order_acquire) == nullptr;
   int ret;
-  if (wait)
+  if (busy_ && impl_->features.defer_taskrun && impl_->features.ext_arg) {
+    // TRICKY: on a DEFER_TASKRUN ring, completions that waited for an event (a recv that found
+    // no data, the signalfd read, timers, linked-timeout disarms) are posted as task work, and
+    // one enter runs at most max(20, wait_nr) items of it (Linux 6.10+). When the last turn was
+    // busy (our own submissions keep posting inline completions), 20 per turn let them starve:
+    // a SIGTERM to a flooded server was seen 11-36 s late. So a busy turn asks the kernel to
+    // run up to task_work_budget items, without waiting (zero timeout: -ETIME at once).
+    __kernel_timespec zero{0, 0};
+    io_uring_cqe* cqe = nullptr;
+    ret = io_uring_submit_and_wait_timeout(&ring, &cqe, task_work_budget, &zero, nullptr);
+  } else if (wait)
     ret = io_uring_submit_and_wait(&ring, 1);
   else if (impl_->features.defer_taskrun)
     ret = io_uring_submit_and_get_events(&ring);  // DEFER_TASKRUN: completions need an enter
@@ -376,6 +390,7 @@ void io_context::reap() {
   event events[batch];
   // Bounded so that queued coroutines get their turn even under a flood of completions.
   const unsigned rounds = impl_->features.cq_entries / batch + 2;
+  unsigned total = 0;
   for (unsigned round = 0; round < rounds; ++round) {
     // peek_batch_cqe also flushes the kernel's overflow list when the CQ overflowed.
     unsigned n = io_uring_peek_batch_cqe(&ring, cqes, batch);
@@ -383,6 +398,7 @@ void io_context::reap() {
     // Copy out and advance before dispatching: resumed code may submit and even reap.
     for (unsigned i = 0; i < n; ++i) events[i] = {cqes[i]->user_data, cqes[i]->res, cqes[i]->flags};
     io_uring_cq_advance(&ring, n);
+    total += n;
     for (unsigned i = 0; i < n; ++i) {
       const event& e = events[i];
       if (ignored_user_data(e.user_data)) continue;
@@ -404,6 +420,7 @@ void io_context::reap() {
     }
     if (n < batch) break;
   }
+  busy_ = total >= busy_turn;
 }
 
 io_uring_sqe& io_context::acquire_sqe(unsigned n) {

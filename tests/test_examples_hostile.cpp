@@ -224,6 +224,31 @@ TEST_CASE("regress #9: chat_server and echo_server exit within grace + 1 s durin
   }
 }
 
+// The same with 8 KiB lines and servers whose operations carry linked timeouts (chat_server's
+// partial-line flush, --idle-timeout with --plain): on a DEFER_TASKRUN ring the kernel ran at
+// most 20 task-work completions per enter, and the signalfd read starved behind the flood
+// (SIGTERM seen 11-36 s late, when the flood stopped). Busy loop turns now ask for more.
+TEST_CASE("regress #9: SIGTERM is seen at once during a flood of 8 KiB lines with linked timeouts") {
+  struct variant {
+    const char* env;
+    std::vector<std::string> extra;
+  };
+  const std::vector<variant> variants{{"CHAT_SERVER", {}},
+                                      {"ECHO_SERVER", {"--plain", "--idle-timeout", "30"}}};
+  for (const auto& v : variants) {
+    const std::string env_s = v.env;
+    CAPTURE(env_s);
+    std::vector<std::string> args{"--port", "0", "--grace", "0.5"};
+    args.insert(args.end(), v.extra.begin(), v.extra.end());
+    server srv(v.env, args, false);
+    flood f(srv.port, 300, std::string(8191, 'y') + "\n");
+    CHECK(f.wait_received(std::size_t(4) << 20, 20s));
+    auto st = srv.terminate(1500ms);
+    REQUIRE_MESSAGE(st, env_s << " still running 1.5 s after SIGTERM during a flood of 8 KiB lines");
+    CHECK(*st == 0);
+  }
+}
+
 // Finding 6: --idle-timeout used to bound receives only; a client that sends, then neither
 // sends nor reads, pinned its connection for ever.
 TEST_CASE("regress #9: --idle-timeout drops a client that stops reading") {

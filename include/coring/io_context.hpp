@@ -229,6 +229,7 @@ class io_context {
   std::size_t spawned_ = 0;
   std::atomic<bool> stop_{false};
   bool stopping_ = false;  // shutdown() started: no new operations, no resumptions
+  bool busy_ = false;      // the last reap() had many completions (run_once)
   // Per descriptor: cancel_fd() count (sticky cancels), socket operations in flight, and how
   // many of those a cancel_fd() targeted (it retries until they are back).
   struct fd_state {
