@@ -33,9 +33,9 @@ const char* usage =
     "  ring buffers, one more SQE per message); --plain uses a private 4 KiB buffer per client.\n"
     "  --threads N (default 1) runs N threads, each with its own ring, buffer ring and\n"
     "  SO_REUSEPORT listener on the same port (thread per core: they share nothing); it fails\n"
-    "  like one thread if the port is in use. Ring buffers: 4,096 x 4 KiB in all, at least\n"
-    "  256 per thread, memory taken only as used. --idle-timeout also drops a client that does\n"
-    "  not read what it is sent for that long.\n";
+    "  like one thread if the port is in use. Ring buffers: 4,096 x 4 KiB shared out among the\n"
+    "  threads (a power of two each, at least 256), memory taken only as used. --idle-timeout\n"
+    "  also drops a client that does not read what it is sent for that long.\n";
 
 // The straight-line loop of the README: a private buffer per connection.
 // idle > 0 bounds both directions: a client that sends nothing for that long, or does not read

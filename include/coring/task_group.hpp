@@ -108,7 +108,8 @@ inline bool is_operation_canceled(const std::exception_ptr& e) noexcept {
 /// Note: not thread-safe (one io_context thread). Not movable: children point at it.
 /// Destroying a group that still has unfinished children is a bug: it asserts in debug builds
 /// and calls std::terminate() in release builds (the children's frames cannot be freed while
-/// their operations are in flight). A group is reusable after join(); stop requests are not
+/// their operations are in flight), except during io_context::shutdown(), which destroys the
+/// unfinished children (nothing is in flight any more then). A group is reusable after join(); stop requests are not
 /// undone, so children spawned into a stopped group start with a stopped token.
 class task_group {
  public:
