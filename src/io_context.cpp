@@ -101,7 +101,7 @@ constexpr std::uint64_t wake_user_data = 1;
 constexpr std::uint64_t fd_cancel_tag = 2;
 // user_data of a cancel of one operation: (cancel id << 3) | op_cancel_tag.
 constexpr std::uint64_t op_cancel_tag = 3;
-constexpr unsigned max_fd_cancel_attempts = 1000;
+constexpr unsigned max_cancel_attempts = 1000;
 // Task-work items a busy loop turn asks the kernel to run (see run_once).
 constexpr unsigned task_work_budget = 512;
 // A turn that reaped this many completions counts as busy.
@@ -489,7 +489,7 @@ void io_context::on_op_cancel(std::uint64_t user_data, int res) noexcept {
   const auto id = static_cast<std::uint32_t>(user_data >> 3);
   for (detail::cancel_node* n = cancels_; n; n = n->next)
     if (n->id == id) {
-      if (++n->attempts < max_fd_cancel_attempts) submit_op_cancel(*n);
+      if (++n->attempts < max_cancel_attempts) submit_op_cancel(*n);
       return;
     }
 }
@@ -535,7 +535,7 @@ void io_context::on_fd_cancel(std::uint64_t user_data, int) noexcept {
   const auto attempt = static_cast<unsigned>((user_data >> 3) & 0x1fff);
   const auto i = static_cast<std::size_t>(fd);
   if (stopping_ || i >= fds_.size() || fds_[i].stale == 0) return;
-  if (attempt + 1 < max_fd_cancel_attempts) submit_fd_cancel(fd, attempt + 1);
+  if (attempt + 1 < max_cancel_attempts) submit_fd_cancel(fd, attempt + 1);
 }
 
 void io_context::shutdown() noexcept {

@@ -59,6 +59,25 @@ child::~child() {
   if (err_ >= 0) ::close(err_);
 }
 
+namespace {
+// Waits (until deadline) for fd to be readable and appends what one read returns to into.
+// Returns: false at the deadline, at EOF or on an error.
+bool read_more(int fd, std::chrono::steady_clock::time_point deadline, std::string& into) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) return false;
+    into.append(buf, static_cast<std::size_t>(n));
+    return true;
+  }
+}
+}  // namespace
+
 std::optional<std::string> child::read_line(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
@@ -67,65 +86,32 @@ std::optional<std::string> child::read_line(std::chrono::milliseconds timeout) {
       buffered_.erase(0, nl + 1);
       return line;
     }
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return std::nullopt;
-    pollfd p{out_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(out_, buf, sizeof buf);
-    if (n <= 0) return std::nullopt;
-    buffered_.append(buf, static_cast<std::size_t>(n));
+    if (!read_more(out_, deadline, buffered_)) return std::nullopt;
   }
 }
 
 std::string child::read_rest(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string all = std::exchange(buffered_, {});
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return all;
-    pollfd p{out_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(out_, buf, sizeof buf);
-    if (n <= 0) return all;
-    all.append(buf, static_cast<std::size_t>(n));
+  while (read_more(out_, deadline, all)) {
   }
+  return all;
 }
 
 std::string child::read_stderr(std::chrono::milliseconds timeout) {
   std::string all;
   if (err_ < 0) return all;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return all;
-    pollfd p{err_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(err_, buf, sizeof buf);
-    if (n <= 0) return all;
-    all.append(buf, static_cast<std::size_t>(n));
+  while (read_more(err_, deadline, all)) {
   }
+  return all;
 }
 
 bool child::wait_stderr_for(const std::string& what, std::chrono::milliseconds timeout) {
   if (err_ < 0) return false;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (err_seen_.find(what) == std::string::npos) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{err_, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
-    char buf[4096];
-    ssize_t n = ::read(err_, buf, sizeof buf);
-    if (n <= 0) return false;
-    err_seen_.append(buf, static_cast<std::size_t>(n));
-  }
+  while (err_seen_.find(what) == std::string::npos)
+    if (!read_more(err_, deadline, err_seen_)) return false;
   return true;
 }
 
