@@ -15,20 +15,20 @@ namespace coring::detail {
 struct acceptor_state : completion {
   acceptor_state(socket& l, acceptor_options o) noexcept
       : completion{&acceptor_state::on_cqe}, ctx(&l.context()), fd(l.fileno()),
-        generation(l.cancel_generation()), max_queued(o.max_queued < 1 ? 1 : (o.max_queued > 256 ? 256 : o.max_queued)),
+        generation(detail::ring_access::cancel_generation(l)), max_queued(o.max_queued < 1 ? 1 : (o.max_queued > 256 ? 256 : o.max_queued)),
         multishot(o.multishot) {}
 
   bool ready() const noexcept { return !fds.empty() || error != 0; }
   // listener.cancel() sticks: once nothing is queued, accept() ends with operation_canceled.
-  bool listener_cancelled() const noexcept { return ctx->cancel_generation(fd) != generation; }
+  bool listener_cancelled() const noexcept { return detail::ring_access::cancel_generation(*ctx, fd) != generation; }
 
   void arm() {  // may throw (no SQE): nothing registered yet
-    io_uring_sqe& sqe = ctx->acquire_sqe();
+    io_uring_sqe& sqe = detail::ring_access::acquire_sqe(*ctx);
     if (multishot && ctx->features().accept_multishot)
       io_uring_prep_multishot_accept(&sqe, fd, nullptr, nullptr, SOCK_CLOEXEC);
     else
       io_uring_prep_accept(&sqe, fd, nullptr, nullptr, SOCK_CLOEXEC);
-    ctx->attach(sqe, this);
+    detail::ring_access::attach(*ctx, sqe, this);
     armed = true;
   }
 
@@ -57,7 +57,7 @@ struct acceptor_state : completion {
     }
     if (st->armed && !st->cancel_pending && st->fds.size() >= st->max_queued) {
       st->cancel_pending = true;  // backpressure: the backlog holds the rest
-      st->ctx->cancel(st);
+      detail::ring_access::cancel(*st->ctx, st);
     }
     // The multishot ended (the backpressure cancel's final CQE, say) while a caller waits with
     // nothing queued: whoever waits needs an accept in flight, so arm a new one.
@@ -128,7 +128,7 @@ acceptor::~acceptor() {
   st_->fds.clear();
   st_->orphaned = true;
   if (st_->armed) {
-    st_->ctx->cancel(st_);  // the final CQE frees the state
+    detail::ring_access::cancel(*st_->ctx, st_);  // the final CQE frees the state
     return;
   }
   delete st_;

@@ -30,7 +30,7 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
   if (size == 0) throw std::invalid_argument("buffer_ring: size must not be 0");
   if (!ctx.features().buf_ring)
     throw_error(errc::not_supported, "buffer_ring needs Linux 5.19 (IORING_REGISTER_PBUF_RING)");
-  auto& impl = ctx.native();
+  auto& impl = detail::ring_access::native(ctx);
   group_ = impl.next_buffer_group++;
   const std::size_t bytes = count * sizeof(io_uring_buf);
   const long page = sysconf(_SC_PAGESIZE);
@@ -67,7 +67,7 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
 }
 
 buffer_ring::~buffer_ring() {
-  io_uring_unregister_buf_ring(&ctx_->native().ring, group_);
+  io_uring_unregister_buf_ring(&detail::ring_access::native(*ctx_).ring, group_);
   std::free(ring_mem_);
   ::munmap(storage_, std::size_t(count_) * size_);
 }
@@ -111,10 +111,10 @@ struct recv_stream_state : completion {
   void arm_timer(std::chrono::steady_clock::time_point when) {
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(when.time_since_epoch()).count();
     deadline = {ns / 1'000'000'000, ns % 1'000'000'000};
-    io_uring_sqe& sqe = ctx->acquire_sqe();
+    io_uring_sqe& sqe = detail::ring_access::acquire_sqe(*ctx);
     io_uring_prep_timeout(&sqe, reinterpret_cast<__kernel_timespec*>(&deadline), 0,
                           IORING_TIMEOUT_ABS);
-    ctx->attach(sqe, &timer);
+    detail::ring_access::attach(*ctx, sqe, &timer);
     timer_armed = true;
   }
 
@@ -136,14 +136,14 @@ struct recv_stream_state : completion {
       }
     }
     st->error = ETIMEDOUT;
-    if (st->armed) st->ctx->cancel(st);
+    if (st->armed) detail::ring_access::cancel(*st->ctx, st);
     if (st->waiter) st->resume_waiter();
   }
 
   bool ready() const noexcept { return size > 0 || eof || error != 0; }
   // socket::cancel() sticks: once the queued data is consumed, next() ends with
   // operation_canceled instead of receiving again.
-  bool socket_cancelled() const noexcept { return ctx->cancel_generation(fd) != generation; }
+  bool socket_cancelled() const noexcept { return detail::ring_access::cancel_generation(*ctx, fd) != generation; }
   // LIFETIME: the state may go once the stream is gone and neither the kernel (reception,
   // idle timer) nor a fallback buffer handle refers to it.
   bool can_delete() const noexcept { return orphaned && !armed && !timer_armed && !fallback_busy; }
@@ -175,7 +175,7 @@ struct recv_stream_state : completion {
   void arm() {
     const ring_features& f = ctx->features();
     const bool ring_ok = f.buf_ring && (ring->available() > ring->count() / 16 || fallback_busy);
-    io_uring_sqe& sqe = ctx->acquire_sqe();
+    io_uring_sqe& sqe = detail::ring_access::acquire_sqe(*ctx);
     if (ring_ok) {
       if (multishot && f.recv_multishot)
         io_uring_prep_recv_multishot(&sqe, fd, nullptr, 0, 0);
@@ -189,7 +189,7 @@ struct recv_stream_state : completion {
       io_uring_prep_recv(&sqe, fd, fallback.get(), ring->buffer_size(), 0);
       oneshot_fallback = true;
     }
-    ctx->attach(sqe, this);
+    detail::ring_access::attach(*ctx, sqe, this);
     armed = true;
   }
 
@@ -271,7 +271,7 @@ struct recv_stream_state : completion {
     }
     if (st->armed && !st->cancel_pending && st->size >= st->max_queued) {
       st->cancel_pending = true;  // backpressure: leave further data in the socket buffer
-      st->ctx->cancel(st);
+      detail::ring_access::cancel(*st->ctx, st);
     }
     if (!st->armed && !st->eof && !st->error && st->size < st->max_queued &&
         (data || st->waiter)) {
@@ -331,7 +331,7 @@ buffer recv_next_op::await_resume() {
 }  // namespace detail
 
 recv_stream::recv_stream(socket& s, buffer_ring& ring, recv_stream_options o)
-    : st_(new detail::recv_stream_state(s.context(), s.fileno(), s.cancel_generation(), ring,
+    : st_(new detail::recv_stream_state(s.context(), s.fileno(), detail::ring_access::cancel_generation(s), ring,
                                         o)) {}
 
 recv_stream::~recv_stream() {
@@ -344,8 +344,8 @@ recv_stream::~recv_stream() {
     else st_->fallback_busy = false;
   }
   st_->orphaned = true;
-  if (st_->armed) st_->ctx->cancel(st_);
-  if (st_->timer_armed) st_->ctx->cancel(&st_->timer);
+  if (st_->armed) detail::ring_access::cancel(*st_->ctx, st_);
+  if (st_->timer_armed) detail::ring_access::cancel(*st_->ctx, &st_->timer);
   if (st_->can_delete()) delete st_;
 }
 

@@ -17,9 +17,7 @@ class category final : public std::error_category {
       case errc::not_supported: return "not supported by this kernel";
       case errc::io_uring_unavailable: return "io_uring unavailable";
       case errc::context_stopping: return "io_context is being destroyed";
-      case errc::socket_closed: return "socket is closed";
       case errc::message_truncated: return "message truncated";
-      case errc::buffers_exhausted: return "provided buffers exhausted";
     }
     return "unknown coring error";
   }
@@ -30,9 +28,7 @@ class category final : public std::error_category {
       case errc::wrong_family: return std::errc::address_family_not_supported;
       case errc::not_supported: return std::errc::function_not_supported;
       case errc::context_stopping: return std::errc::operation_canceled;
-      case errc::socket_closed: return std::errc::bad_file_descriptor;
       case errc::message_truncated: return std::errc::message_size;
-      case errc::buffers_exhausted: return std::errc::no_buffer_space;
       default: return {v, *this};
     }
   }

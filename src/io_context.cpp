@@ -19,6 +19,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+static_assert(coring::detail::cqe_f_buffer == IORING_CQE_F_BUFFER);
+static_assert(coring::detail::cqe_f_more == IORING_CQE_F_MORE);
+static_assert(coring::detail::cqe_f_notif == IORING_CQE_F_NOTIF);
+
 namespace coring {
 
 namespace detail {

@@ -4,6 +4,11 @@
 
 #include <liburing.h>
 
+#if __has_include(<valgrind/memcheck.h>)
+#include <valgrind/memcheck.h>
+#define CORING_HAVE_VALGRIND 1
+#endif
+
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -34,12 +39,21 @@ void link_timeout(io_context& ctx, io_uring_sqe& sqe, const kernel_timespec& dea
   static_assert(sizeof(kernel_timespec) == sizeof(__kernel_timespec));
   sqe.flags |= IOSQE_IO_LINK;
   // acquire_sqe(2) reserved this one; it cannot fail.
-  io_uring_sqe& t = ctx.acquire_sqe();
+  io_uring_sqe& t = ring_access::acquire_sqe(ctx);
   // LIFETIME: the kernel copies the timespec at prep time, but it lives in the op anyway.
   io_uring_prep_link_timeout(&t, const_cast<__kernel_timespec*>(
                                      reinterpret_cast<const __kernel_timespec*>(&deadline)),
                              IORING_TIMEOUT_ABS);
   io_uring_sqe_set_data64(&t, 0);  // its CQE (-ETIME or -ECANCELED) is ignored
+}
+
+void kernel_wrote(const void* p, std::size_t n) noexcept {
+#ifdef CORING_HAVE_VALGRIND
+  if (n > 0) (void)VALGRIND_MAKE_MEM_DEFINED(p, n);
+#else
+  (void)p;
+  (void)n;
+#endif
 }
 
 void report_freed_buffer(const char* op, const void* buffer, std::size_t size) noexcept {
@@ -57,24 +71,3 @@ kernel_timespec deadline_after(std::chrono::nanoseconds d) noexcept {
 
 }  // namespace coring::detail
 
-#include <coring/timer.hpp>
-
-namespace coring::detail {
-
-void sleep_op::prep(io_uring_sqe& sqe) noexcept {
-  io_uring_prep_timeout(&sqe, reinterpret_cast<__kernel_timespec*>(&when_), 0, IORING_TIMEOUT_ABS);
-}
-
-result<void> sleep_op::complete(int res, std::uint32_t) noexcept {
-  if (res == -ETIME || res >= 0) return {};
-  return errno_code(-res);
-}
-
-kernel_timespec to_kernel_timespec(std::chrono::steady_clock::time_point t) noexcept {
-  // steady_clock is CLOCK_MONOTONIC on Linux (libstdc++ and libc++).
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  if (ns < 0) ns = 0;
-  return {ns / 1'000'000'000, ns % 1'000'000'000};
-}
-
-}  // namespace coring::detail

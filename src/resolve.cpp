@@ -5,6 +5,7 @@
 
 #include <liburing.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -73,12 +74,7 @@ class eventfd_read_op : public detail::io_op<eventfd_read_op, void> {
  public:
   static constexpr const char* name = "resolve: eventfd read";
   eventfd_read_op(io_context& ctx, int fd) noexcept : io_op(ctx), fd_(fd) {}
-  eventfd_read_op(eventfd_read_op&&) noexcept = default;
   void prep(io_uring_sqe& sqe) noexcept { io_uring_prep_read(&sqe, fd_, &value_, sizeof value_, 0); }
-  result<void> complete(int res, std::uint32_t) noexcept {
-    if (res < 0) return errno_code(-res);
-    return {};
-  }
 
  private:
   int fd_;
@@ -94,6 +90,14 @@ const std::error_category& resolve_category() noexcept {
 
 task<std::vector<address>> resolve(io_context& ctx, std::string host, std::string service,
                                    int family, int type) {
+  return detail::resolve_bounded(ctx, std::move(host), std::move(service), family, type,
+                                 std::chrono::steady_clock::time_point::max(), {});
+}
+
+task<std::vector<address>> detail::resolve_bounded(io_context& ctx, std::string host,
+                                                   std::string service, int family, int type,
+                                                   std::chrono::steady_clock::time_point deadline,
+                                                   std::stop_token stop) {
   auto job = std::make_shared<lookup>();
   job->host = std::move(host);
   job->service = std::move(service);
@@ -105,7 +109,14 @@ task<std::vector<address>> resolve(io_context& ctx, std::string host, std::strin
   // runs (io_context teardown cancels the read), the thread still writes to a live eventfd and
   // the last owner closes it.
   std::thread([job] { job->run(); }).detach();
-  co_await eventfd_read_op(ctx, job->efd);
+  // An abandoned wait (deadline, stop) leaves the thread to finish on its own, as teardown does.
+  eventfd_read_op wake(ctx, job->efd);
+  if (deadline != std::chrono::steady_clock::time_point::max()) {
+    auto left = std::max(deadline - std::chrono::steady_clock::now(),
+                         std::chrono::steady_clock::duration::zero());
+    std::move(wake).with_timeout(left);
+  }
+  co_await std::move(wake).with_stop(std::move(stop));
   if (!job->done.load(std::memory_order_acquire))  // cannot happen: the write comes after it
     throw_errno(EIO, "resolve: woken before the lookup finished");
   if (job->gai == EAI_SYSTEM)

@@ -43,14 +43,22 @@ signal_set::signal_set(io_context& ctx, std::initializer_list<int> signals) : ct
 }
 
 signal_set::~signal_set() {
+  if (fd_ < 0) return;  // moved from
   ::close(fd_);
   pthread_sigmask(SIG_SETMASK, &old_mask_, nullptr);
 }
 
+namespace {
+task<int> wait_on(signal_set set) {
+  int signo = co_await set.wait();
+  co_return signo;
+}
+}  // namespace
+
 task<int> wait_signal(io_context& ctx, std::initializer_list<int> signals) {
-  // LIFETIME: the list is consumed before the first suspension.
-  signal_set set(ctx, signals);
-  co_return co_await set.wait();
+  // LIFETIME: not a coroutine: the list's array dies with the caller's full expression, so it
+  // is consumed here; the set (signals blocked now) moves into the waiting task's frame.
+  return wait_on(signal_set(ctx, signals));
 }
 
 }  // namespace coring

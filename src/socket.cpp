@@ -6,7 +6,6 @@
 
 #include "detail/valgrind.hpp"
 
-#include <coring/resolve.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -18,6 +17,8 @@
 #include <unistd.h>
 
 namespace coring {
+
+using detail::ring_access;
 
 namespace detail {
 
@@ -40,28 +41,12 @@ void connect_op::prep(io_uring_sqe& sqe) noexcept {
   io_uring_prep_connect(&sqe, fd_, to_.data(), to_.size());
 }
 
-result<void> connect_op::complete(int res, std::uint32_t) noexcept {
-  if (res < 0) return errno_code(-res);
-  return {};
-}
-
 void recv_op::prep(io_uring_sqe& sqe) noexcept {
   io_uring_prep_recv(&sqe, fd_, buf_.data(), buf_.size(), flags_);
 }
 
-result<std::size_t> recv_op::complete(int res, std::uint32_t) noexcept {
-  if (res < 0) return errno_code(-res);
-  kernel_wrote(buf_.data(), std::min(buf_.size(), static_cast<std::size_t>(res)));
-  return static_cast<std::size_t>(res);
-}
-
 void send_op::prep(io_uring_sqe& sqe) noexcept {
   io_uring_prep_send(&sqe, fd_, buf_.data(), buf_.size(), flags_ | MSG_NOSIGNAL);
-}
-
-result<std::size_t> send_op::complete(int res, std::uint32_t) noexcept {
-  if (res < 0) return errno_code(-res);
-  return static_cast<std::size_t>(res);
 }
 
 void send_all_op::prep(io_uring_sqe& sqe) noexcept {
@@ -104,11 +89,6 @@ void send_to_op::prep(io_uring_sqe& sqe) noexcept {
   io_uring_prep_sendmsg(&sqe, fd_, &msg_, static_cast<unsigned>(flags_ | MSG_NOSIGNAL));
 }
 
-result<std::size_t> send_to_op::complete(int res, std::uint32_t) noexcept {
-  if (res < 0) return errno_code(-res);
-  return static_cast<std::size_t>(res);
-}
-
 void recv_from_op::prep(io_uring_sqe& sqe) noexcept {
   iov_ = iovec{buf_.data(), buf_.size()};
   msg_ = msghdr{};
@@ -149,11 +129,6 @@ void send_msg_op::prep(io_uring_sqe& sqe) noexcept {
   io_uring_prep_sendmsg(&sqe, fd_, &msg_, static_cast<unsigned>(flags_ | MSG_NOSIGNAL));
 }
 
-result<std::size_t> send_msg_op::complete(int res, std::uint32_t) noexcept {
-  if (res < 0) return errno_code(-res);
-  return static_cast<std::size_t>(res);
-}
-
 void recv_msg_op::prep(io_uring_sqe& sqe) noexcept {
   msg_ = msghdr{};
   msg_.msg_name = from_.data();
@@ -190,18 +165,20 @@ result<message_info> recv_msg_op::complete(int res, std::uint32_t) noexcept {
   return m;
 }
 
-void close_op::prep(io_uring_sqe& sqe) noexcept { io_uring_prep_close(&sqe, fd_); }
+void close_op::prep(io_uring_sqe& sqe) noexcept {
+  io_uring_prep_close(&sqe, fd_);
+  submitted_ = true;
+}
 
-result<void> close_op::complete(int res, std::uint32_t) noexcept {
-  if (res < 0) return errno_code(-res);
-  return {};
+close_op::~close_op() {
+  if (fd_ >= 0 && !submitted_) ::close(fd_);
 }
 
 }  // namespace detail
 socket::socket(io_context& ctx, int family, int type, int protocol) : ctx_(&ctx) {
   fd_ = ::socket(family, type | SOCK_CLOEXEC, protocol);
   if (fd_ < 0) throw_errno(errno, "socket");
-  cancel_generation_ = ctx.cancel_generation(fd_);
+  cancel_generation_ = ring_access::cancel_generation(ctx, fd_);
 }
 
 socket socket::from_fd(io_context& ctx, int fd) {
@@ -292,7 +269,7 @@ void socket::shutdown(int how) {
 }
 
 void socket::cancel() noexcept {
-  if (fd_ >= 0 && ctx_) ctx_->cancel_fd(fd_);
+  if (fd_ >= 0 && ctx_) ring_access::cancel_fd(*ctx_, fd_);
 }
 
 address socket::peer_name() const {
@@ -319,60 +296,5 @@ socklen_t socket::get_option(int level, int name, void* value, socklen_t len) co
   if (::getsockopt(fd_, level, name, value, &len) < 0) throw_errno(errno, "getsockopt");
   return len;
 }
-
-socket tcp_listen(io_context& ctx, const address& addr, int backlog) {
-  socket s(ctx, addr.family(), SOCK_STREAM);
-  s.set_option(sockopt::reuse_address{true});
-  s.bind(addr);
-  s.listen(backlog);
-  return s;
-}
-
-socket tcp_listen(io_context& ctx, std::string_view host_port, int backlog) {
-  return tcp_listen(ctx, address::parse(host_port), backlog);
-}
-
-task<socket> tcp_connect(io_context& ctx, address addr) {
-  socket s(ctx, addr.family(), SOCK_STREAM);
-  s.set_option(sockopt::no_delay{true});
-  co_await s.connect(addr);
-  co_return s;
-}
-
-namespace {
-
-task<socket> tcp_connect_named(io_context& ctx, std::string host, std::string service) {
-  std::vector<address> addrs = co_await resolve(ctx, host, service, AF_UNSPEC, SOCK_STREAM);
-  std::exception_ptr last;
-  for (const address& a : addrs) {
-    try {
-      socket s = co_await tcp_connect(ctx, a);
-      co_return s;
-    } catch (const std::system_error&) {
-      last = std::current_exception();
-    }
-  }
-  if (last) std::rethrow_exception(last);
-  throw_error(errc::invalid_address, "tcp_connect " + host + ":" + service + ": no address");
-}
-
-}  // namespace
-
-task<socket> tcp_connect(io_context& ctx, std::string_view host_port) {
-  // Not a coroutine: the text is parsed (or copied) now, so it need not outlive the task.
-  try {
-    return tcp_connect(ctx, address::parse(host_port));
-  } catch (const std::system_error& e) {
-    if (e.code() != make_error_code(errc::invalid_address)) throw;
-    // A host name: split at the last ':'; "[name]:port" also accepted.
-    auto colon = host_port.rfind(':');
-    if (colon == std::string_view::npos || colon == 0 || colon + 1 == host_port.size()) throw;
-    std::string_view host = host_port.substr(0, colon);
-    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-      host = host.substr(1, host.size() - 2);
-    return tcp_connect_named(ctx, std::string(host), std::string(host_port.substr(colon + 1)));
-  }
-}
-
 
 }  // namespace coring

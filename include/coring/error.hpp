@@ -18,9 +18,7 @@ enum class errc {
   not_supported,         ///< the running kernel lacks a feature coring needs for this call
   io_uring_unavailable,  ///< io_uring could not be set up (see the message for cause and fix)
   context_stopping,      ///< the io_context is being destroyed; no new operations are accepted
-  socket_closed,         ///< operation on a socket that was closed or detached
   message_truncated,     ///< a datagram or control message did not fit the buffer
-  buffers_exhausted,     ///< the provided-buffer ring had no buffer free
 };
 
 /// The category of coring::errc values; name() is "coring".

@@ -21,6 +21,9 @@
 namespace coring {
 
 namespace detail {
+struct ring_access;
+template <class F>
+struct remote_function;
 /// A request handed to an io_context from any thread (io_context::post_remote). Intrusive: it
 /// lives in the requester (an awaiter in a frame, or execute()'s heap node) until fn ran.
 struct remote_node {
@@ -58,12 +61,12 @@ struct ring_features {
   bool recv_multishot = false;      ///< multishot recv (6.0+)
   bool buf_ring = false;            ///< provided-buffer rings (5.19+)
   bool cancel_any = false;          ///< IORING_ASYNC_CANCEL_ANY / _FD (5.19+)
-  /// One line per feature, for logs and test skips.
+  /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };
 
 /// Owns one io_uring and runs the coroutines whose operations it carries. One per thread; not
-/// thread-safe, except stop(), execute(), post_remote() and work guards, which any thread may
+/// thread-safe, except stop(), execute() and work guards, which any thread may
 /// use while the context exists (coring::resume_on moves a coroutine between contexts).
 /// Create, run and destroy it on the same thread: with SINGLE_ISSUER and the registered ring fd
 /// (the defaults) the kernel ties the ring to the thread that created it. Operations prepared while coroutines run are submitted
@@ -103,9 +106,6 @@ class io_context {
   /// Throws: std::bad_alloc (one allocation per call; coring::resume_on needs none).
   template <class F>
   void execute(F&& f);
-  /// Thread-safe, never allocates: queues n, whose fn runs on this context's thread. n must stay
-  /// alive until then. Must not be called once the destructor has started.
-  void post_remote(detail::remote_node* n) noexcept;
 
   /// While one exists, run() does not return for lack of work: it waits for execute(),
   /// resume_on or stop() (Asio's executor_work_guard). Created and destroyed on any thread.
@@ -154,7 +154,14 @@ class io_context {
   /// Spawned tasks that have not finished yet.
   std::size_t spawned() const noexcept { return spawned_; }
 
-  // ---- for operation types (coring::detail); not part of the user-facing API ----
+ private:
+  struct impl;
+  // LIFETIME, TRICKY: what operations need from the ring is reachable only through
+  // detail::ring_access (coring's operation types and sources), never from user code.
+  friend struct detail::ring_access;
+  template <class F>
+  friend struct detail::remote_function;
+  impl& native() noexcept { return *impl_; }
   /// Returns a free SQE, making room by submitting if the SQ is full. With n > 1 it guarantees
   /// n consecutive SQEs (for linked operations): call acquire_sqe() again n - 1 times.
   /// Throws: std::system_error (errc::context_stopping while the context is being destroyed,
@@ -202,14 +209,12 @@ class io_context {
     if (generation != fds_[i].generation && fds_[i].stale > 0) --fds_[i].stale;
   }
 
+  /// Thread-safe, never allocates: queues n, whose fn runs on this context's thread. n must stay
+  /// alive until then. Must not be called once the destructor has started.
+  void post_remote(detail::remote_node* n) noexcept;
   /// Hands e to the exception handler (as for a spawned task).
   void report_exception(std::exception_ptr e) noexcept;
 
-  struct impl;
-  /// The private ring state (src/detail/ring.hpp), for coring's own sources.
-  impl& native() noexcept { return *impl_; }
-
- private:
   friend void detail::detached_task_done(detail::promise_base&) noexcept;
   void run_ready();
   void reap();

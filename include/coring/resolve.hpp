@@ -6,6 +6,8 @@
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>
 
+#include <chrono>
+#include <stop_token>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -32,5 +34,13 @@ const std::error_category& resolve_category() noexcept;
 [[nodiscard]] task<std::vector<address>> resolve(io_context& ctx, std::string host,
                                                  std::string service, int family = AF_UNSPEC,
                                                  int type = SOCK_STREAM);
+
+namespace detail {
+/// resolve, bounded by a deadline (time_point::max(): none; expiry throws timed_out) and a
+/// stop token (operation_canceled). For tcp_connect.
+[[nodiscard]] task<std::vector<address>> resolve_bounded(
+    io_context& ctx, std::string host, std::string service, int family, int type,
+    std::chrono::steady_clock::time_point deadline, std::stop_token stop);
+}  // namespace detail
 
 }  // namespace coring

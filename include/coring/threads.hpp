@@ -3,6 +3,7 @@
 #pragma once
 
 #include <coring/error.hpp>
+#include <coring/detail/ring_access.hpp>
 #include <coring/io_context.hpp>
 
 #include <coroutine>
@@ -18,7 +19,7 @@ class resume_on_awaiter : remote_node {
   void await_suspend(std::coroutine_handle<> h) noexcept {
     waiter_ = h;
     // LIFETIME: from here the coroutine may already run on the other thread; touch nothing.
-    ctx_->post_remote(this);
+    ring_access::post_remote(*ctx_, this);
   }
   void await_resume() const {
     if (stopping_) throw_error(errc::context_stopping, "resume_on");

@@ -9,22 +9,9 @@
 
 #include <sys/uio.h>
 
-#if __has_include(<valgrind/memcheck.h>)
-#include <valgrind/memcheck.h>
-#define CORING_HAVE_VALGRIND 1
-#endif
+#include <coring/detail/op.hpp>  // kernel_wrote(p, n), defined in src/op.cpp
 
 namespace coring::detail {
-
-/// The kernel filled n bytes at p (a completed receive): valgrind must treat them as defined.
-inline void kernel_wrote(const void* p, std::size_t n) noexcept {
-#ifdef CORING_HAVE_VALGRIND
-  if (n > 0) (void)VALGRIND_MAKE_MEM_DEFINED(p, n);
-#else
-  (void)p;
-  (void)n;
-#endif
-}
 
 /// The kernel scattered bytes over the first iovecs of iov (recvmsg).
 inline void kernel_wrote(const iovec* iov, std::size_t count, std::size_t bytes) noexcept {

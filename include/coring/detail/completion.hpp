@@ -33,7 +33,13 @@ struct kernel_timespec {
   long long tv_nsec;
 };
 
+/// CQE flags, spelled here because public headers do not include <liburing.h> (src/io_context.cpp
+/// checks them against it).
+inline constexpr std::uint32_t cqe_f_buffer = 1U << 0;  ///< IORING_CQE_F_BUFFER
+inline constexpr std::uint32_t cqe_f_more = 1U << 1;    ///< IORING_CQE_F_MORE
+inline constexpr std::uint32_t cqe_f_notif = 1U << 3;   ///< IORING_CQE_F_NOTIF (send_zc)
+
 /// True if a CQE's flags say more CQEs will follow for the same request (IORING_CQE_F_MORE).
-constexpr bool cqe_more(std::uint32_t flags) noexcept { return (flags & (1U << 1)) != 0; }
+constexpr bool cqe_more(std::uint32_t flags) noexcept { return (flags & cqe_f_more) != 0; }
 
 }  // namespace coring::detail

@@ -5,7 +5,10 @@
 #include <coring/detail/completion.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
+#include <coring/task.hpp>
+#include <coring/detail/ring_access.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <coroutine>
@@ -14,6 +17,7 @@
 #include <new>
 #include <optional>
 #include <stop_token>
+#include <type_traits>
 #include <utility>
 
 // In AddressSanitizer builds every operation checks, when its CQE arrives, that the caller's
@@ -43,6 +47,10 @@ freed_buffer_handler set_freed_buffer_handler(freed_buffer_handler h) noexcept;
 
 namespace coring::detail {
 
+/// Tells valgrind (when the program runs under it) that the kernel wrote [p, p + n): it cannot
+/// see io_uring's writes (docs/design.md, "Sanitizers and the kernel's writes").
+void kernel_wrote(const void* p, std::size_t n) noexcept;
+
 /// Calls the installed freed_buffer_handler.
 void report_freed_buffer(const char* op, const void* buffer, std::size_t size) noexcept;
 
@@ -51,15 +59,17 @@ void link_timeout(io_context& ctx, io_uring_sqe& sqe, const kernel_timespec& dea
 /// Absolute CLOCK_MONOTONIC time d from now, as a kernel timespec.
 kernel_timespec deadline_after(std::chrono::nanoseconds d) noexcept;
 
-/// CRTP base for an operation awaited once. Op supplies:
+/// CRTP base for an operation awaited once (docs/design.md, "Adding an operation"). Op supplies:
 ///   static constexpr const char* name;                         (names the op in errors)
 ///   void prep(io_uring_sqe&) noexcept;                           (in src/: liburing lives there)
-///   result<T> complete(int res, std::uint32_t flags) noexcept;   (maps the CQE to a value)
 /// and may supply
+///   result<T> complete(int res, std::uint32_t flags) noexcept;   (maps the CQE to a value; the
+///       default: res < 0 is the errno, else T is void or res as a size)
 ///   bool again(int res, std::uint32_t flags) noexcept;   (true: prep and submit once more)
 ///   [[noreturn]] void raise(std::error_code);             (throws a richer error)
 ///   void for_each_buffer(F f) const;   (f(ptr, size) for each caller buffer the kernel uses;
-///                                       ASan builds check them at completion)
+///                                       ASan builds check them at completion; fd_buffer_op
+///                                       supplies it)
 ///
 /// LIFETIME: the op's address is the SQE's user_data, so an op must not move once awaited; it
 /// lives in the awaiting coroutine's frame, and that frame stays suspended until the op's own
@@ -107,7 +117,7 @@ class io_op : public completion {
       return false;
     }
     submit();  // may throw: nothing is attached yet (no throw after attach)
-    ctx_->socket_op_started(watch_fd_);
+    ring_access::socket_op_started(*ctx_, watch_fd_);
     waiter_ = waiter;
     return true;
   }
@@ -123,13 +133,24 @@ class io_op : public completion {
 
   [[noreturn]] void raise(std::error_code ec) const { throw_error(ec, Op::name); }
   bool again(int, std::uint32_t) noexcept { return false; }
+  /// The default result mapping: a negative res is the errno; otherwise nothing (T = void)
+  /// or res itself (a byte count).
+  result<T> complete(int res, std::uint32_t) noexcept {
+    if (res < 0) return errno_code(-res);
+    if constexpr (std::is_void_v<T>) {
+      return {};
+    } else {
+      static_assert(std::is_same_v<T, std::size_t>, "an op with this result type defines complete()");
+      return static_cast<std::size_t>(res);
+    }
+  }
 
-  /// The context the op runs on (stop_op).
-  io_context& context_ref() const noexcept { return *ctx_; }
+  /// The context the op runs on.
+  io_context& context() const noexcept { return *ctx_; }
   /// Asks the kernel to cancel this op (in flight); its own CQE still ends it (stop_op).
   void request_cancel() noexcept {
     cancel_requested_ = true;
-    ctx_->cancel(cancel_, this);
+    ring_access::cancel(*ctx_, cancel_, this);
   }
   /// Completes without submitting, with res (a negative errno) (stop_op: already stopped).
   void complete_inline(int res) noexcept {
@@ -144,19 +165,18 @@ class io_op : public completion {
   }
 
  protected:
-  io_context& context() const noexcept { return *ctx_; }
   bool cancel_requested() const noexcept { return cancel_requested_; }
 
  private:
   bool has_deadline() const noexcept { return deadline_.tv_nsec >= 0; }
   bool socket_cancelled() const noexcept {
-    return watch_fd_ >= 0 && ctx_->cancel_generation(watch_fd_) != watch_generation_;
+    return watch_fd_ >= 0 && ring_access::cancel_generation(*ctx_, watch_fd_) != watch_generation_;
   }
 
   void submit() {
-    io_uring_sqe& sqe = ctx_->acquire_sqe(has_deadline() ? 2 : 1);
+    io_uring_sqe& sqe = ring_access::acquire_sqe(*ctx_, has_deadline() ? 2 : 1);
     static_cast<Op*>(this)->prep(sqe);
-    ctx_->attach(sqe, this);
+    ring_access::attach(*ctx_, sqe, this);
     if (has_deadline()) link_timeout(*ctx_, sqe, deadline_);
   }
 
@@ -180,7 +200,7 @@ class io_op : public completion {
       self->res_ = res;
       return;
     }
-    if (flags & notif_flag) res = self->res_;
+    if (flags & cqe_f_notif) res = self->res_;
     if (!self->cancel_requested_ && self->socket_cancelled()) self->cancel_requested_ = true;
     // An op cancelled while it ran in an io-wq worker ends with -EINTR (the worker is
     // signalled); a cancelled op ends with ECANCELED whichever way the kernel said it.
@@ -188,8 +208,8 @@ class io_op : public completion {
     // LIFETIME (docs/design.md, "Teardown"): while the context shuts down, nobody is resumed;
     // the frame is destroyed once every operation is back. Nothing is resubmitted either.
     if (self->ctx_->stopping()) {
-      self->ctx_->cancel_done(self->cancel_);
-      self->ctx_->socket_op_finished(self->watch_fd_, self->watch_generation_);
+      ring_access::cancel_done(*self->ctx_, self->cancel_);
+      ring_access::socket_op_finished(*self->ctx_, self->watch_fd_, self->watch_generation_);
       self->res_ = res;
       self->flags_ = flags;
       return;
@@ -209,8 +229,8 @@ class io_op : public completion {
         }
       }
     }
-    self->ctx_->cancel_done(self->cancel_);
-    self->ctx_->socket_op_finished(self->watch_fd_, self->watch_generation_);
+    ring_access::cancel_done(*self->ctx_, self->cancel_);
+    ring_access::socket_op_finished(*self->ctx_, self->watch_fd_, self->watch_generation_);
     self->res_ = res;
     self->flags_ = flags;
     self->waiter_.resume();
@@ -236,7 +256,33 @@ class io_op : public completion {
   int watch_fd_ = -1;  // socket whose sticky cancel this op obeys (-1: none)
   std::uint32_t watch_generation_ = 0;
   bool cancel_requested_ = false;
-  static constexpr std::uint32_t notif_flag = 1U << 3;  // IORING_CQE_F_NOTIF
+};
+
+/// The common shape of a socket operation: a descriptor, one caller buffer (std::span<std::byte>
+/// written by the kernel, std::span<const std::byte> read by it) and msg flags. A plain op is
+/// then its name and its prep (docs/design.md, "Adding an operation").
+template <class Op, class T, class Buffer>
+class fd_buffer_op : public io_op<Op, T> {
+ public:
+  fd_buffer_op(io_context& ctx, int fd, Buffer buf, int flags) noexcept
+      : io_op<Op, T>(ctx), fd_(fd), buf_(buf), flags_(flags) {}
+  /// The caller buffer the kernel reads or writes (checked at completion in ASan builds).
+  template <class F>
+  void for_each_buffer(F f) const {
+    f(buf_.data(), buf_.size());
+  }
+  /// As io_op::complete; a received byte count also tells valgrind what the kernel wrote.
+  result<T> complete(int res, std::uint32_t flags) noexcept {
+    if constexpr (!std::is_const_v<typename Buffer::element_type>) {
+      if (res > 0) kernel_wrote(buf_.data(), std::min(buf_.size(), static_cast<std::size_t>(res)));
+    }
+    return io_op<Op, T>::complete(res, flags);
+  }
+
+ protected:
+  int fd_;
+  Buffer buf_;
+  int flags_;
 };
 
 /// An operation plus a std::stop_token: a stop request cancels it in the kernel; the co_await
@@ -297,7 +343,7 @@ class [[nodiscard]] stop_op {
   struct canceller {
     stop_op* self;
     void operator()() const noexcept {
-      io_context& ctx = self->op_.context_ref();
+      io_context& ctx = self->op_.context();
       if (ctx.running_in_this_thread()) {
         self->op_.request_cancel();
         return;
@@ -307,7 +353,7 @@ class [[nodiscard]] stop_op {
       auto* n = new (std::nothrow) remote_cancel(self);
       if (!n) return;  // out of memory: the stop request is lost, the op completes normally
       self->remote_ = n;
-      ctx.post_remote(n);
+      ring_access::post_remote(ctx, n);
     }
   };
   void finish() noexcept {
@@ -344,6 +390,24 @@ template <class Op>
   requires requires(Op& op) { op.await_resume_result(); }
 result_awaiter<Op> as_result(Op&& op) noexcept {
   return result_awaiter<Op>(std::move(op));
+}
+
+/// as_result for a task (tcp_connect, recv_fds, your own): `co_await as_result(t)` returns
+/// result<T> holding the std::system_error's code the task threw instead of throwing it.
+/// Other exceptions (std::bad_alloc, ...) still propagate. The task is moved into the wrapper.
+template <class T>
+[[nodiscard]] task<result<T>> as_result(task<T> t) {
+  try {
+    if constexpr (std::is_void_v<T>) {
+      co_await std::move(t);
+      co_return result<void>{};
+    } else {
+      T v = co_await std::move(t);
+      co_return result<T>(std::move(v));
+    }
+  } catch (const std::system_error& e) {
+    co_return result<T>(e.code());
+  }
 }
 
 }  // namespace coring
