@@ -15,12 +15,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const test::requirement& has_multishot_accept() {
-  static const test::requirement r = test::ring_feature(
-      "multishot accept", [](const ring_features& f) { return f.accept_multishot; });
-  return r;
-}
-
 task<std::vector<coring::socket>> connect_many(io_context& ctx, address to, int n) {
   std::vector<coring::socket> v;
   for (int i = 0; i < n; ++i) {
@@ -132,9 +126,9 @@ task<> churn_client(io_context& ctx, address to, int id, int rounds, churn_stats
 }  // namespace
 
 TEST_CASE("an acceptor serves 200 connections from one multishot accept" *
-          test::skip_unless(has_multishot_accept())) {
+          test::skip_unless(test::ring_supports(test::feature::multishot_accept))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     acceptor acc(listener);
     auto clients = co_await connect_many(ctx, listener.sock_name(), 200);
@@ -144,13 +138,12 @@ TEST_CASE("an acceptor serves 200 connections from one multishot accept" *
     for (auto& s : served) CHECK(s.peer_name().is_ip());
     // One SQE stays armed for all of them.
     CHECK(ctx.in_flight() == 1);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("EMFILE on accept: reported once, no spinning, and recovery when fds free up") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     auto clients = co_await connect_many(ctx, listener.sock_name(), 20);
     fd_limit_guard guard;
@@ -180,14 +173,13 @@ TEST_CASE("EMFILE on accept: reported once, no spinning, and recovery when fds f
       while (served.size() < 20) served.push_back(co_await acc.accept());
     }
     CHECK(served.size() == 20);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("backpressure: an acceptor nobody asks stops at max_queued; the backlog keeps the rest" *
-          test::skip_unless(has_multishot_accept())) {
+          test::skip_unless(test::ring_supports(test::feature::multishot_accept))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     acceptor acc(listener, {.max_queued = 4});
     auto first_client = co_await connect_many(ctx, listener.sock_name(), 1);
@@ -198,8 +190,7 @@ TEST_CASE("backpressure: an acceptor nobody asks stops at max_queued; the backlo
     std::vector<coring::socket> served;
     for (int i = 0; i < 30; ++i) served.push_back(co_await acc.accept());
     CHECK(served.size() == 30);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 namespace {
@@ -215,9 +206,9 @@ task<> greet_loop(acceptor& acc, int n, int& served) {
 
 TEST_CASE("an accept() waiting when the backpressure cancel ends the multishot re-arms it "
           "(max_queued 1, a server loop, 20 clients one after another)" *
-          test::skip_unless(has_multishot_accept())) {
+          test::skip_unless(test::ring_supports(test::feature::multishot_accept))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<int> {
+  int served_and_greeted = test::run_on(ctx, [](io_context& ctx) -> task<int> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     acceptor acc(listener, {.max_queued = 1});
     int served = 0, greeted = 0;
@@ -233,14 +224,14 @@ TEST_CASE("an accept() waiting when the backpressure cancel ends the multishot r
     }
     if (served < 20) listener.cancel();  // lets the loop end if it still waits
     co_return served + greeted;
-  };
-  CHECK(test::run(ctx, body(ctx), 60s) == 40);
+  }, 60s);
+  CHECK(served_and_greeted == 40);
 }
 
 TEST_CASE("destroying an acceptor closes connections it accepted but did not hand out" *
-          test::skip_unless(has_multishot_accept())) {
+          test::skip_unless(test::ring_supports(test::feature::multishot_accept))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     int before = test::open_fds();
     {
@@ -252,13 +243,12 @@ TEST_CASE("destroying an acceptor closes connections it accepted but did not han
     for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) co_await sleep_for(ctx, 1ms);
     CHECK(ctx.in_flight() == 0);
     CHECK(test::open_fds() == before);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("listener.cancel() ends a waiting accept and every later one with operation_canceled") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     acceptor acc(listener);
     auto canceller = [](io_context& ctx, coring::socket& s) -> task<> {
@@ -277,13 +267,12 @@ TEST_CASE("listener.cancel() ends a waiting accept and every later one with oper
     CHECK(r2.error() == std::errc::operation_canceled);
     CHECK(listener.cancelled());
     CHECK(ctx.in_flight() == 0);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("the acceptor falls back to one accept per call when multishot is off") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     acceptor acc(listener, {.max_queued = 64, .multishot = false});
     auto clients = co_await connect_many(ctx, listener.sock_name(), 10);
@@ -291,11 +280,11 @@ TEST_CASE("the acceptor falls back to one accept per call when multishot is off"
       coring::socket s = co_await acc.accept();
       CHECK(s.is_open());
     }
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
-TEST_CASE("multishot accept churn" * test::skip_unless(has_multishot_accept())) {
+TEST_CASE("multishot accept churn" *
+          test::skip_unless(test::ring_supports(test::feature::multishot_accept))) {
   constexpr int total = k_churn_clients * k_churn_rounds;
   // Declared before the io_context, so that it also bounds the context's teardown.
   test::watchdog w(std::chrono::seconds(60), "multishot accept churn");

@@ -81,14 +81,8 @@ TEST_CASE("an echo round trip allocates nothing in steady state (plain recv)") {
   CHECK(n == 0);
 }
 
-const test::requirement& has_buf_ring() {
-  static const test::requirement r = test::ring_feature(
-      "provided-buffer rings", [](const ring_features& f) { return f.buf_ring; });
-  return r;
-}
-
 TEST_CASE("an echo round trip allocates nothing in steady state (buffer ring)" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
   long n = test::run(ctx, run(ctx, true));
   MESSAGE("allocations during " << measured << " round trips: " << n);

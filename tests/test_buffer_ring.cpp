@@ -12,13 +12,6 @@ using test::bytes;
 
 namespace {
 
-const test::requirement& has_buf_ring() {
-  static const test::requirement r = test::ring_feature(
-      "provided-buffer rings or multishot recv",
-      [](const ring_features& f) { return f.buf_ring && f.recv_multishot; });
-  return r;
-}
-
 // The byte at offset i of a test stream.
 std::byte pat(std::size_t i) { return static_cast<std::byte>((i * 31 + i / 251) & 0xff); }
 
@@ -45,9 +38,9 @@ task<std::size_t> check_pattern(recv_stream& rx, std::size_t& bad) {
 }  // namespace
 
 TEST_CASE("recv_stream delivers every byte in order and then EOF as an empty buffer" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 64, 4096);
     auto pair = co_await test::make_tcp_pair(ctx);
     recv_stream rx(pair.server, ring);
@@ -59,14 +52,14 @@ TEST_CASE("recv_stream delivers every byte in order and then EOF as an empty buf
     buffer after = co_await rx.next();  // EOF stays EOF
     CHECK_FALSE(after);
     CHECK(ring.available() == ring.count());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("a multishot recv_stream delivers every byte in order and then EOF" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings)) *
+          test::skip_unless(test::ring_supports(test::feature::multishot_recv))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 64, 4096);
     auto pair = co_await test::make_tcp_pair(ctx);
     recv_stream rx(pair.server, ring, {.max_queued = 8, .multishot = true});
@@ -76,14 +69,13 @@ TEST_CASE("a multishot recv_stream delivers every byte in order and then EOF" *
     CHECK(got == (1u << 20));
     CHECK(bad == 0);
     CHECK(ring.available() == ring.count());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("an idle recv_stream holds no buffer; data takes one only while it is held" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
     auto pair = co_await test::make_tcp_pair(ctx);
     recv_stream rx(pair.server, ring);
@@ -93,14 +85,13 @@ TEST_CASE("an idle recv_stream holds no buffer; data takes one only while it is 
     CHECK(ring.available() == ring.count() - 1);
     b.release();
     CHECK(ring.available() == ring.count());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("ENOBUFS: a ring of 2 buffers and 4,096 sends of 64 bytes lose nothing" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 2, 64);
     auto pair = co_await test::make_tcp_pair(ctx);
     recv_stream rx(pair.server, ring, {.max_queued = 16, .multishot = true});
@@ -115,14 +106,13 @@ TEST_CASE("ENOBUFS: a ring of 2 buffers and 4,096 sends of 64 bytes lose nothing
     }
     CHECK(off == 4096u * 64);
     CHECK(bad == 0);
-  };
-  test::run(ctx, body(ctx), 60s);
+  }, 60s);
 }
 
 TEST_CASE("backpressure: a stream nobody reads holds at most max_queued ring buffers" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 64, 1024);
     auto pair = co_await test::make_tcp_pair(ctx);
     recv_stream rx(pair.server, ring, {.max_queued = 4});
@@ -145,14 +135,13 @@ TEST_CASE("backpressure: a stream nobody reads holds at most max_queued ring buf
     pair.client.shutdown(SHUT_WR);
     while (buffer b = co_await rx.next()) total += b.size();
     CHECK(total == *r);
-  };
-  test::run(ctx, body(ctx), 60s);
+  }, 60s);
 }
 
 TEST_CASE("a ring running low falls back to a private buffer and loses nothing" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 256);
     auto pair = co_await test::make_tcp_pair(ctx);
     // Hold every ring buffer outside the stream under test.
@@ -170,14 +159,13 @@ TEST_CASE("a ring running low falls back to a private buffer and loses nothing" 
     std::size_t bad = 0;
     CHECK(co_await check_pattern(rx, bad) == 100'000);
     CHECK(bad == 0);
-  };
-  test::run(ctx, body(ctx), 60s);
+  }, 60s);
 }
 
 TEST_CASE("a reset peer ends the stream with ECONNRESET after the data that came first" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
     auto pair = co_await test::make_tcp_pair(ctx);
     recv_stream rx(pair.server, ring);
@@ -189,14 +177,13 @@ TEST_CASE("a reset peer ends the stream with ECONNRESET after the data that came
     auto r = co_await as_result(rx.next());
     REQUIRE_FALSE(r);
     CHECK(r.error() == std::errc::connection_reset);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("destroying an armed recv_stream cancels it and returns every buffer" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
     auto pair = co_await test::make_tcp_pair(ctx);
     {
@@ -213,14 +200,13 @@ TEST_CASE("destroying an armed recv_stream cancels it and returns every buffer" 
     co_await pair.client.send_all(bytes("def"));
     buffer b2 = co_await rx2.next();
     CHECK(test::text(b2.data()) == "def");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("socket::cancel ends a waiting next() with operation_canceled" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
     auto pair = co_await test::make_tcp_pair(ctx);
     recv_stream rx(pair.server, ring);
@@ -232,14 +218,13 @@ TEST_CASE("socket::cancel ends a waiting next() with operation_canceled" *
     auto r = co_await as_result(rx.next());
     REQUIRE_FALSE(r);
     CHECK(r.error() == std::errc::operation_canceled);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("an idle timeout ends a silent stream with timed_out; activity keeps it alive" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
     auto pair = co_await test::make_tcp_pair(ctx);
     // Margins for valgrind and ASan -O0: the talker's gaps (250 ms) are a quarter of the idle
@@ -270,6 +255,5 @@ TEST_CASE("an idle timeout ends a silent stream with timed_out; activity keeps i
     CHECK(got == 6);  // the activity kept restarting the idle timer
     CHECK(last - start >= 6 * gap);
     CHECK(end - last >= idle * 9 / 10);  // it ended only after an idle timeout of silence
-  };
-  test::run(ctx, body(ctx));
+  });
 }

@@ -140,7 +140,7 @@ TEST_CASE("correct programs get no report: every buffer-carrying operation, live
           test::skip_unless(need_asan())) {
   record_reports guard;
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<std::size_t> {
+  std::size_t received = test::run_on(ctx, [](io_context& ctx) -> task<std::size_t> {
     auto tcp = co_await test::make_tcp_pair(ctx);
     std::array<std::byte, 16> out{}, in{};
     co_await tcp.client.send(out);
@@ -159,8 +159,8 @@ TEST_CASE("correct programs get no report: every buffer-carrying operation, live
     co_await b.send_to(out, a.sock_name());
     auto d = co_await a.recv_from(in);
     co_return n + d.size;
-  };
-  CHECK(test::run(ctx, body(ctx)) == 48);
+  });
+  CHECK(received == 48);
   CHECK(reports.empty());
 }
 
@@ -192,50 +192,78 @@ TEST_CASE("cancel race: 10,000 cancelled recvs each complete once and never touc
     ++done;
   };
 
+  // When the stop comes, relative to the recv and its data; the rounds take each in turn.
+  struct stop_timing {
+    const char* name;
+    bool stop_first;      // stopped before the recv is spawned
+    bool data_races;      // a byte is sent just before the stop
+    bool data_completes;  // ... and the ring turns once, so the data usually completes first
+    bool always_cancelled;
+  };
+  constexpr std::array<stop_timing, 4> timings{{
+      {"stopped before it was ever submitted", true, false, false, true},
+      {"stopped while it waits on an empty socket", false, false, false, true},
+      {"stopped just as data arrives (either may win)", false, true, false, false},
+      {"stopped after its data was delivered (a late stop is harmless)", false, true, true, false},
+  }};
+  struct tally {
+    int rounds = 0, cancelled = 0, bad_done = 0, stray = 0;
+  };
+  std::array<tally, timings.size()> tallies{};
+
   std::vector<unsigned char> got;
   unsigned char seq = 0;
   std::size_t sent = 0;
-  int cancelled = 0, raced = 0, bad_done = 0, stray = 0;
-  std::array<int, 4> cancelled_by_mode{};
   auto send_byte = [&] {
     REQUIRE(::send(p.peer, &seq, 1, MSG_NOSIGNAL) == 1);
     ++seq;
     ++sent;
   };
   constexpr int rounds = 10'000;
-  for (int i = 0; i < rounds; ++i) {
-    std::stop_source src;
-    int done = 0;
-    const int mode = i % 4;
-    const int before = cancelled;
-    if (mode == 0) src.request_stop();  // stopped before it was ever submitted
-    ctx.spawn(one(p.mine, buf, src.get_token(), got, done, cancelled));
-    for (int t = 0; t < 10 && ctx.in_flight() == 0 && done == 0; ++t) ctx.run_once(false);
-    if (mode >= 2) send_byte();  // data races the cancel
-    if (mode == 3) ctx.run_once(false);  // ... and usually wins it: the stop comes too late
-    src.request_stop();          // mode 1: the recv waits on an empty socket
-    run_until(ctx, done);
-    if (cancelled != before) ++cancelled_by_mode[static_cast<std::size_t>(mode)];
-    if (done != 1 || ctx.in_flight() != 0) ++bad_done;
-    // After resuming, the buffer is the program's again: lock it and send a probe byte. No recv
-    // may still be pending to take it: it must be waiting in the socket.
-    REQUIRE(::mprotect(mem, page, PROT_NONE) == 0);
-    send_byte();
-    ctx.run_once(false);
-    if (done != 1 || ctx.in_flight() != 0) ++bad_done;
-    REQUIRE(::mprotect(mem, page, PROT_READ | PROT_WRITE) == 0);
-    // Read what waits (a byte that lost the race, then the probe) so the next round starts empty.
-    std::array<unsigned char, 8> waiting{};
-    ssize_t n = ::recv(p.mine.fileno(), waiting.data(), waiting.size(), MSG_DONTWAIT);
-    if (n > 0) got.insert(got.end(), waiting.begin(), waiting.begin() + n);
-    if (n <= 0 || waiting[static_cast<std::size_t>(n - 1)] != static_cast<unsigned char>(seq - 1))
-      ++stray;
+  static_assert(rounds % timings.size() == 0);
+  for (int round = 0; round < rounds / static_cast<int>(timings.size()); ++round) {
+    for (std::size_t k = 0; k < timings.size(); ++k) {
+      const stop_timing& when = timings[k];
+      tally& t = tallies[k];
+      INFO("round " << round << ": a recv " << when.name);
+      ++t.rounds;
+      std::stop_source src;
+      int done = 0;
+      if (when.stop_first) src.request_stop();
+      ctx.spawn(one(p.mine, buf, src.get_token(), got, done, t.cancelled));
+      for (int i = 0; i < 10 && ctx.in_flight() == 0 && done == 0; ++i) ctx.run_once(false);
+      if (when.data_races) send_byte();
+      if (when.data_completes) ctx.run_once(false);
+      src.request_stop();
+      run_until(ctx, done);
+      if (done != 1 || ctx.in_flight() != 0) ++t.bad_done;
+      // After resuming, the buffer is the program's again: lock it and send a probe byte. No
+      // recv may still be pending to take it: it must be waiting in the socket.
+      REQUIRE(::mprotect(mem, page, PROT_NONE) == 0);
+      send_byte();
+      ctx.run_once(false);
+      if (done != 1 || ctx.in_flight() != 0) ++t.bad_done;
+      REQUIRE(::mprotect(mem, page, PROT_READ | PROT_WRITE) == 0);
+      // Read what waits (a byte that lost the race, then the probe) so the next round starts
+      // empty.
+      std::array<unsigned char, 8> waiting{};
+      ssize_t n = ::recv(p.mine.fileno(), waiting.data(), waiting.size(), MSG_DONTWAIT);
+      if (n > 0) got.insert(got.end(), waiting.begin(), waiting.begin() + n);
+      if (n <= 0 || waiting[static_cast<std::size_t>(n - 1)] != static_cast<unsigned char>(seq - 1))
+        ++t.stray;
+    }
   }
-  raced = rounds / 2 - cancelled_by_mode[2] - cancelled_by_mode[3];
-  CHECK(bad_done == 0);
-  CHECK(stray == 0);
-  CHECK(cancelled_by_mode[0] == rounds / 4);  // never submitted: always cancelled
-  CHECK(cancelled_by_mode[1] == rounds / 4);  // nothing to receive: always cancelled
+  int cancelled = 0, raced = 0;
+  for (std::size_t k = 0; k < timings.size(); ++k) {
+    const stop_timing& when = timings[k];
+    const tally& t = tallies[k];
+    INFO("recvs " << when.name);
+    CHECK(t.bad_done == 0);  // each completed exactly once, with nothing left in flight
+    CHECK(t.stray == 0);     // and none was still pending to take the probe byte
+    if (when.always_cancelled) CHECK(t.cancelled == t.rounds);
+    if (when.data_races) raced += t.rounds - t.cancelled;
+    cancelled += t.cancelled;
+  }
   REQUIRE(got.size() == sent);
   bool in_order = true;
   for (std::size_t i = 0; i < got.size(); ++i) in_order = in_order && got[i] == (i & 0xff);

@@ -346,7 +346,7 @@ TEST_CASE("echo_server exits 0 on SIGTERM with clients connected") {
   test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
   int port = start_server(server);
   io_context ctx;
-  auto body = [](io_context& ctx, int port) -> task<std::vector<coring::socket>> {
+  auto clients = test::run_on(ctx, [port](io_context& ctx) -> task<std::vector<coring::socket>> {
     std::vector<coring::socket> clients;
     for (int i = 0; i < 100; ++i)
       clients.push_back(co_await tcp_connect(ctx, address::ip("127.0.0.1", static_cast<std::uint16_t>(port))));
@@ -355,8 +355,7 @@ TEST_CASE("echo_server exits 0 on SIGTERM with clients connected") {
     std::size_t n = co_await clients.back().recv(buf);
     CHECK(n == 4);
     co_return clients;
-  };
-  auto clients = test::run(ctx, body(ctx, port));
+  });
   CHECK(clients.size() == 100);
   server.signal(SIGTERM);
   auto st = server.wait(2s);
@@ -386,7 +385,7 @@ TEST_CASE("echo_server --idle-timeout disconnects a silent client and keeps an a
   test::child server({test::example_path("ECHO_SERVER"), "--port", "0", "--idle-timeout", "1"});
   int port = start_server(server);
   io_context ctx;
-  auto body = [](io_context& ctx, int port) -> task<> {
+  test::run_on(ctx, [port](io_context& ctx) -> task<> {
     auto to = address::ip("127.0.0.1", static_cast<std::uint16_t>(port));
     coring::socket silent = co_await tcp_connect(ctx, to);
     coring::socket active = co_await tcp_connect(ctx, to);
@@ -398,8 +397,7 @@ TEST_CASE("echo_server --idle-timeout disconnects a silent client and keeps an a
     }
     // The silent one was closed by the server: EOF.
     CHECK(co_await silent.recv(buf).with_timeout(5s) == 0);
-  };
-  test::run(ctx, body(ctx, port));
+  });
   server.signal(SIGTERM);
   auto st = server.wait(5s);
   REQUIRE(st);
@@ -413,7 +411,7 @@ TEST_CASE("echo_server shutdown sends what it already echoes intact, then ends t
   test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
   int port = start_server(server);
   io_context ctx;
-  auto body = [](io_context& ctx, int port, test::child& server) -> task<std::size_t> {
+  std::size_t n = test::run_on(ctx, [port, &server](io_context& ctx) -> task<std::size_t> {
     auto to = address::ip("127.0.0.1", static_cast<std::uint16_t>(port));
     coring::socket c = co_await tcp_connect(ctx, to);
     std::vector<std::byte> data(1 << 20);
@@ -435,8 +433,7 @@ TEST_CASE("echo_server shutdown sends what it already echoes intact, then ends t
     REQUIRE(got.size() <= data.size());
     CHECK(std::memcmp(got.data(), data.data(), got.size()) == 0);
     co_return got.size();
-  };
-  std::size_t n = test::run(ctx, body(ctx, port, server), 60s);
+  }, 60s);
   MESSAGE("echoed " << n << " bytes before the connection ended");
   auto st = server.wait(5s);
   REQUIRE(st);

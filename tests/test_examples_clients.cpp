@@ -437,60 +437,36 @@ void stop(proc& server) {
   CHECK(*st == 0);
 }
 
-// ---- probes at registration (a skip prints its reason) --------------------------------------
+// ---- requirements probed at registration (a skip prints its reason) -------------------------
 
-bool can_open(int family, int type, int protocol) {
-  int fd = ::socket(family, type | SOCK_CLOEXEC, protocol);
-  if (fd < 0) return false;
-  ::close(fd);
-  return true;
-}
-bool raw_udp_ok() {
-  static const bool ok = [] {
-    bool raw = can_open(AF_INET, SOCK_RAW, IPPROTO_UDP);
-    if (!raw)
-      std::fprintf(stderr, "SKIP: udp_echo_server forged-source test: a raw UDP socket needs "
-                           "CAP_NET_RAW, which this process lacks\n");
-    return raw;
-  }();
-  return ok;
-}
-bool icmp_ok() {
-  static const bool ok = [] {
-    bool icmp = can_open(AF_INET, SOCK_RAW, IPPROTO_ICMP) || can_open(AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
-    if (!icmp)
-      std::fprintf(stderr, "SKIP: ping tests: neither a raw ICMP socket (CAP_NET_RAW) nor an ICMP "
-                           "datagram socket (net.ipv4.ping_group_range) can be opened\n");
-    return icmp;
-  }();
-  return ok;
+test::requirement can_open_raw_udp() {
+  int fd = ::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_UDP);
+  std::string why = fd < 0 ? std::string("socket(AF_INET, SOCK_RAW, IPPROTO_UDP): ") +
+                                 std::strerror(errno)
+                           : "";
+  if (fd >= 0) ::close(fd);
+  return {test::requirement::kind::environment, "a raw UDP socket (CAP_NET_RAW)", why};
 }
 // Root, and the user nobody can run unix_echo_server (its build directory may be closed to
 // other users).
-bool nobody_can_run_unix_echo_server() {
-  static const bool ok = [] {
-    if (::geteuid() != 0) {
-      std::fprintf(stderr, "SKIP: unix_echo_server as another user: the test must run as root to "
-                           "start a program as nobody (uid %u here)\n",
-                   static_cast<unsigned>(::geteuid()));
-      return false;
-    }
-    const char* exe = std::getenv("UNIX_ECHO_SERVER");
-    if (!exe) return false;
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      if (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0) ::_exit(2);
-      ::_exit(::access(exe, X_OK) == 0 && ::access("/tmp", W_OK | X_OK) == 0 ? 0 : 1);
-    }
-    int st = 0;
-    if (pid < 0 || ::waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-      std::fprintf(stderr, "SKIP: unix_echo_server as another user: the user nobody (65534) "
-                           "cannot run %s or write to /tmp\n", exe);
-      return false;
-    }
-    return true;
-  }();
-  return ok;
+test::requirement nobody_can_run_unix_echo_server() {
+  const char* what = "root, and the user nobody (65534) able to run unix_echo_server";
+  if (::geteuid() != 0)
+    return {test::requirement::kind::environment, what,
+            "starting a program as nobody needs root; uid " + std::to_string(::geteuid()) +
+                " here"};
+  const char* exe = std::getenv("UNIX_ECHO_SERVER");
+  if (!exe) return {test::requirement::kind::environment, what, "UNIX_ECHO_SERVER is not set"};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(nobody) != 0 || ::setuid(nobody) != 0) ::_exit(2);
+    ::_exit(::access(exe, X_OK) == 0 && ::access("/tmp", W_OK | X_OK) == 0 ? 0 : 1);
+  }
+  int st = 0;
+  if (pid < 0 || ::waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    return {test::requirement::kind::environment, what,
+            "nobody cannot run " + std::string(exe) + " or write to /tmp"};
+  return {test::requirement::kind::environment, what, ""};
 }
 
 }  // namespace
@@ -590,7 +566,7 @@ int count_self_datagrams(int sniffer, int port, milliseconds window) {
 }
 
 TEST_CASE("udp_echo_server does not echo a datagram forged with its own address (no endless loop)" *
-          doctest::skip(!raw_udp_ok())) {
+          test::skip_unless(can_open_raw_udp())) {
   proc server({test::example_path("UDP_ECHO_SERVER"), "--port", "0"});
   address where = address::parse(listening_address(server.out, "udp_echo_server"));
   const int port = where.port();
@@ -716,7 +692,7 @@ TEST_CASE("two unix_echo_servers starting at once on one stale path: exactly one
 }
 
 TEST_CASE("unix_echo_server as another user on root's stale socket reports permission denied" *
-          doctest::skip(!nobody_can_run_unix_echo_server())) {
+          test::skip_unless(nobody_can_run_unix_echo_server())) {
   const std::string path = temp_path("root-owned");
   remove_at_end cleanup{{path, path + ".lock"}};
   make_stale_socket(path);
@@ -885,7 +861,7 @@ TEST_CASE("the clients exit 1 with a message, not by SIGPIPE, when stdout is a d
 }
 
 TEST_CASE("ping exits 1 with a message, not by SIGPIPE, when stdout is a dead pipe" *
-          doctest::skip(!icmp_ok())) {
+          test::skip_unless(test::can_open(test::icmp_socket::raw_or_datagram))) {
   proc p({test::example_path("PING"), "--count", "1", "127.0.0.1"}, {.dead_stdout = true});
   auto st = p.wait(10s);
   REQUIRE(st);
@@ -973,7 +949,7 @@ TEST_CASE("fd_pass recv refuses a file longer than --max-bytes instead of readin
 // ---- ping 0.0.0.0 (finding 14) ----------------------------------------------------------------
 
 TEST_CASE("ping 0.0.0.0 takes the reply from 127.0.0.1 (0.0.0.0 means this host)" *
-          doctest::skip(!icmp_ok())) {
+          test::skip_unless(test::can_open(test::icmp_socket::raw_or_datagram))) {
   outcome o = run_to_end({test::example_path("PING"), "--count", "1", "0.0.0.0"});
   INFO(o.out);
   CHECK(o.status == 0);

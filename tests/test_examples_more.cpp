@@ -67,16 +67,6 @@ bool exists(const std::string& path) {
   return ::lstat(path.c_str(), &st) == 0;
 }
 
-const char* python3() {
-  const char* p = std::getenv("PYTHON3");
-  return p && *p ? p : nullptr;
-}
-
-test::requirement has_python3() {
-  return {test::requirement::kind::environment, "python3",
-          python3() ? "" : "PYTHON3 is empty: meson found no python3 at configure time"};
-}
-
 // Runs an example with arguments that must be rejected. Returns: its exit status (checked to
 // come with no sanitizer report on its stderr).
 int exit_status(std::vector<std::string> argv) {
@@ -131,28 +121,6 @@ std::string our_credentials_line(const char* what) {
          " gid=" + std::to_string(::getgid()) + " " + what;
 }
 
-// ---- ping probe (at registration, STYLE T3) -------------------------------------------------
-
-// "" if this process may open socket(AF_INET, type, IPPROTO_ICMP), else why not.
-std::string icmp_error(int type) {
-  int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, IPPROTO_ICMP);
-  if (fd < 0) return std::strerror(errno);
-  ::close(fd);
-  return "";
-}
-test::requirement icmp_ok() {
-  std::string raw = icmp_error(SOCK_RAW), dgram = icmp_error(SOCK_DGRAM);
-  return {test::requirement::kind::environment,
-          "a raw ICMP socket (CAP_NET_RAW) or an ICMP datagram socket (net.ipv4.ping_group_range)",
-          raw.empty() || dgram.empty() ? "" : "SOCK_RAW: " + raw + "; SOCK_DGRAM: " + dgram};
-}
-test::requirement ping_socket_ok() {
-  std::string dgram = icmp_error(SOCK_DGRAM);
-  return {test::requirement::kind::environment,
-          "an ICMP datagram socket (our gid in net.ipv4.ping_group_range)",
-          dgram.empty() ? "" : "socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP): " + dgram};
-}
-
 // Checks ping's output for `count` replies from 127.0.0.1 and the all-received summary.
 void check_ping_output(const std::string& out, int count) {
   for (int seq = 1; seq <= count; ++seq) {
@@ -193,7 +161,7 @@ TEST_CASE("udp_echo_server echoes datagrams to a coring client over IPv4 and IPv
 }
 
 TEST_CASE("udp_echo_server answers Python's socket.sendto/recvfrom client" *
-          test::skip_unless(has_python3())) {
+          test::skip_unless(test::has_python3())) {
   test::child server({test::example_path("UDP_ECHO_SERVER"), "--port", "0"});
   address where = address::parse(start_server(server, "udp_echo_server"));
   const char* client = R"(import socket, sys
@@ -203,7 +171,7 @@ with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
     data, addr = s.recvfrom(65536)
 print(f"Received {data!r} from port {addr[1]}")
 )";
-  test::child py({python3(), "-c", client, std::to_string(where.port())});
+  test::child py({test::python3(), "-c", client, std::to_string(where.port())});
   auto st = py.wait(20s);
   std::string out = py.read_rest(2s);
   REQUIRE(st);
@@ -398,7 +366,8 @@ TEST_CASE("fd_pass rejects bad arguments with exit status 2") {
 
 // ---- ping ----------------------------------------------------------------------------------
 
-TEST_CASE("ping 127.0.0.1 prints 3 replies and the summary" * test::skip_unless(icmp_ok())) {
+TEST_CASE("ping 127.0.0.1 prints 3 replies and the summary" *
+          test::skip_unless(test::can_open(test::icmp_socket::raw_or_datagram))) {
   test::child p({test::example_path("PING"), "--count", "3", "--interval", "0.05", "127.0.0.1"});
   auto st = p.wait(20s);
   std::string out = p.read_rest(5s);
@@ -408,7 +377,8 @@ TEST_CASE("ping 127.0.0.1 prints 3 replies and the summary" * test::skip_unless(
   check_ping_output(out, 3);
 }
 
-TEST_CASE("ping --dgram uses an ICMP datagram socket" * test::skip_unless(ping_socket_ok())) {
+TEST_CASE("ping --dgram uses an ICMP datagram socket" *
+          test::skip_unless(test::can_open(test::icmp_socket::datagram))) {
   test::child p({test::example_path("PING"), "--dgram", "--count", "2", "--interval", "0.05",
                  "127.0.0.1"});
   auto st = p.wait(20s);

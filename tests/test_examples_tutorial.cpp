@@ -114,16 +114,6 @@ task<result<std::size_t>> recv_now(coring::socket& s) {
   co_return r;
 }
 
-const char* python3() {
-  const char* p = std::getenv("PYTHON3");
-  return p && *p ? p : nullptr;
-}
-
-test::requirement has_python3() {
-  return {test::requirement::kind::environment, "python3",
-          python3() ? "" : "PYTHON3 is empty: meson found no python3 at configure time"};
-}
-
 // The client from Python's socket tutorial, unchanged except that the port is an argument.
 const char* tutorial_client = R"(import socket, sys
 HOST = "127.0.0.1"  # The server's hostname or IP address
@@ -136,7 +126,7 @@ print(f"Received {data!r}")
 )";
 
 std::string run_tutorial_client(int port) {
-  test::child py({python3(), "-c", tutorial_client, std::to_string(port)});
+  test::child py({test::python3(), "-c", tutorial_client, std::to_string(port)});
   auto st = py.wait(20s);
   std::string out = py.read_rest(2s);
   REQUIRE(st);
@@ -241,7 +231,7 @@ TEST_CASE("upper_server serves 50 clients connected at the same time") {
 }
 
 TEST_CASE("the Python tutorial client gets HELLO from upper_server" *
-          test::skip_unless(has_python3())) {
+          test::skip_unless(test::has_python3())) {
   test::child server({test::example_path("UPPER_SERVER"), "--port", "0"});
   int port = start_server(server, "upper_server");
   CHECK(run_tutorial_client(port) == "Received b'HELLO'\n");
@@ -343,7 +333,7 @@ TEST_CASE("chat_server echoes binary bytes in the ack and escapes control bytes 
 }
 
 TEST_CASE("the Python tutorial client gets an ack from chat_server without sending a newline" *
-          test::skip_unless(has_python3())) {
+          test::skip_unless(test::has_python3())) {
   test::child server({test::example_path("CHAT_SERVER"), "--port", "0"});
   int port = start_server(server, "chat_server");
   CHECK(run_tutorial_client(port) == "Received b'ack: hello\\n'\n");
@@ -442,7 +432,7 @@ TEST_CASE("serial_server serves client 1 to the end before it even accepts clien
 }
 
 TEST_CASE("the Python tutorial client gets HELLO from serial_server" *
-          test::skip_unless(has_python3())) {
+          test::skip_unless(test::has_python3())) {
   test::child server({test::example_path("SERIAL_SERVER"), "--port", "0"});
   int port = start_server(server, "serial_server");
   CHECK(run_tutorial_client(port) == "Received b'HELLO'\n");

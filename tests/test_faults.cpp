@@ -22,12 +22,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const test::requirement& has_buf_ring() {
-  static const test::requirement r = test::ring_feature(
-      "provided-buffer rings", [](const ring_features& f) { return f.buf_ring; });
-  return r;
-}
-
 // The byte at offset i of client id's stream: distinct per client, so mixed-up streams show.
 std::byte pattern(std::size_t id, std::size_t i) {
   return static_cast<std::byte>((id * 131 + i + i / 251) & 0xff);
@@ -140,10 +134,11 @@ bool is_peer_gone(std::error_code ec) {
 }  // namespace
 
 TEST_CASE("F1 peer reset mid-stream: that connection ends with ECONNRESET/EPIPE, 10 others are "
-          "served and a new client after it" * test::skip_unless(has_buf_ring())) {
+          "served and a new client after it" *
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
   const int base_fds = test::open_fds();
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 256, 4096);
     echo_server srv(ctx, ring);
     ctx.spawn(accept_loop(srv));
@@ -172,8 +167,7 @@ TEST_CASE("F1 peer reset mid-stream: that connection ends with ECONNRESET/EPIPE,
     co_await shut_down(srv);
     CHECK(ring.available() == ring.count());
     CHECK(srv.errors.size() == 1);
-  };
-  test::run(ctx, body(ctx), 60s);
+  }, 60s);
   CHECK(ctx.in_flight() == 0);
   CHECK(test::open_fds() == base_fds);
 }
@@ -207,10 +201,10 @@ task<> sample_ring(io_context& ctx, buffer_ring& ring, bool& stop, unsigned& min
 
 TEST_CASE("slow readers: 20 clients send 1 MiB each and never read; 5 normal clients are served, "
           "the shared ring stays above its bound and memory does not grow per byte" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
   const int base_fds = test::open_fds();
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     constexpr int slow = 20, normal = 5;
     buffer_ring ring(ctx, 256, 4096);
     // Each connection holds at most the buffer its loop is sending plus max_queued received
@@ -255,17 +249,16 @@ TEST_CASE("slow readers: 20 clients send 1 MiB each and never read; 5 normal cli
     for (int i = 0; i < 10000 && srv.ended < slow + normal; ++i) co_await sleep_for(ctx, 1ms);
     co_await shut_down(srv);
     CHECK(ring.available() == ring.count());
-  };
-  test::run(ctx, body(ctx), 90s);
+  }, 90s);
   CHECK(ctx.in_flight() == 0);
   CHECK(test::open_fds() == base_fds);
 }
 
 TEST_CASE("50 clients that connect and send nothing hold no buffer and block nobody" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
   const int base_fds = test::open_fds();
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 64, 4096);
     echo_server srv(ctx, ring);
     ctx.spawn(accept_loop(srv));
@@ -286,8 +279,7 @@ TEST_CASE("50 clients that connect and send nothing hold no buffer and block nob
     for (int i = 0; i < 10000 && srv.live > 0; ++i) co_await sleep_for(ctx, 1ms);
     CHECK(srv.errors.empty());
     co_await shut_down(srv);
-  };
-  test::run(ctx, body(ctx), 60s);
+  }, 60s);
   CHECK(test::open_fds() == base_fds);
 }
 
@@ -408,7 +400,7 @@ TEST_CASE("F7 cancellation at every suspension point of an echo loop: no crash, 
   test::counted::reset();
   io_context ctx;
   const int base_fds = test::open_fds();
-  auto body = [](io_context& ctx) -> task<std::size_t> {
+  std::size_t checks = test::run_on(ctx, [](io_context& ctx) -> task<std::size_t> {
     auto byst = co_await test::make_tcp_pair(ctx);
     ctx.spawn(plain_echo(byst.server));
     std::size_t checks = 0, points = 0;
@@ -426,8 +418,7 @@ TEST_CASE("F7 cancellation at every suspension point of an echo loop: no crash, 
     MESSAGE("cancellation: " << checks << " scenarios, stop injected after each of up to "
                              << points << " completions, before and during the next operation");
     co_return checks;
-  };
-  std::size_t checks = test::run(ctx, body(ctx), 120s);
+  }, 120s);
   CHECK(checks >= 4);
   CHECK(test::counted::live == 0);
   CHECK(ctx.in_flight() == 0);
@@ -440,7 +431,7 @@ void on_alarm(int) { alarms.fetch_add(1, std::memory_order_relaxed); }
 }  // namespace
 
 TEST_CASE("F10 a signal storm (SIGALRM every 1 ms, SA_RESTART) during heavy echo load: 0 errors" *
-          test::skip_unless(has_buf_ring())) {
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   struct sigaction sa {};
   sa.sa_handler = on_alarm;
   sa.sa_flags = SA_RESTART;
@@ -451,7 +442,8 @@ TEST_CASE("F10 a signal storm (SIGALRM every 1 ms, SA_RESTART) during heavy echo
   setitimer(ITIMER_REAL, &every_ms, nullptr);
   io_context ctx;
   const int base_fds = test::open_fds();
-  auto body = [](io_context& ctx) -> task<> {
+  auto t0 = std::chrono::steady_clock::now();
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 1024, 4096);
     echo_server srv(ctx, ring);
     ctx.spawn(accept_loop(srv));
@@ -462,9 +454,7 @@ TEST_CASE("F10 a signal storm (SIGALRM every 1 ms, SA_RESTART) during heavy echo
     CHECK(t.failed == 0);
     CHECK(srv.errors.empty());
     co_await shut_down(srv);
-  };
-  auto t0 = std::chrono::steady_clock::now();
-  test::run(ctx, body(ctx), 90s);
+  }, 90s);
   itimerval off{};
   setitimer(ITIMER_REAL, &off, nullptr);
   sigaction(SIGALRM, &old, nullptr);
@@ -476,11 +466,12 @@ TEST_CASE("F10 a signal storm (SIGALRM every 1 ms, SA_RESTART) during heavy echo
 }
 
 TEST_CASE("F9 CQ overflow under socket load: CQ of 8, 200 connections echoing, every byte "
-          "verified" * test::skip_unless(has_buf_ring())) {
+          "verified" *
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx(io_context_options{.sq_entries = 4, .cq_entries = 8});
   const int base_fds = test::open_fds();
   REQUIRE(ctx.features().cq_entries == 8);
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 1024, 4096);
     echo_server srv(ctx, ring);
     ctx.spawn(accept_loop(srv));
@@ -490,8 +481,7 @@ TEST_CASE("F9 CQ overflow under socket load: CQ of 8, 200 connections echoing, e
     CHECK(t.ok == 200);
     CHECK(srv.errors.empty());
     co_await shut_down(srv);
-  };
-  test::run(ctx, body(ctx), 90s);
+  }, 90s);
   CHECK(ctx.in_flight() == 0);
   CHECK(test::open_fds() == base_fds);
 }

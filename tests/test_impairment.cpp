@@ -131,8 +131,7 @@ test::requirement usable(const char* what, const char* tool, const char* package
   std::string why = private_netns_error();
   if (why.empty()) why = probe_tool(tool, package, probe);
   if (!why.empty()) return {test::requirement::kind::environment, what, why};
-  return test::ring_feature("provided-buffer rings",
-                            [](const ring_features& f) { return f.buf_ring; });
+  return test::ring_supports(test::feature::provided_buffer_rings);
 }
 
 test::requirement can_drop() {
@@ -241,12 +240,22 @@ struct echo_server {
   std::vector<std::string> errors;
 };
 
-// Echoes until EOF. Even connections take the shared buffer ring (recv_stream), odd ones a plain
-// recv into a buffer in the frame: both receive paths run under the impairment. A connection
-// whose client vanished (its RST lost) ends after the silence limit.
-task<> serve(echo_server& srv, coring::socket s, bool ring_path) {
+// How a connection's echo receives: accepted connections take each path in turn, so both run
+// under the impairment.
+struct receive_path {
+  const char* name;
+  bool ring;  // a recv_stream on the shared buffer ring; otherwise a plain recv into the frame
+};
+constexpr std::array<receive_path, 2> receive_paths{{
+    {"recv_stream on the shared buffer ring", true},
+    {"plain recv into a buffer in the frame", false},
+}};
+
+// Echoes until EOF, receiving the way `path` says. A connection whose client vanished (its RST
+// lost) ends after the silence limit. Errors name the path.
+task<> serve(echo_server& srv, coring::socket s, receive_path path) {
   try {
-    if (ring_path) {
+    if (path.ring) {
       recv_stream rx(s, srv.ring, {.idle_timeout = silence_limit});
       while (buffer b = co_await rx.next()) {
         srv.received += b.size();
@@ -260,7 +269,7 @@ task<> serve(echo_server& srv, coring::socket s, bool ring_path) {
       }
     }
   } catch (const std::system_error& e) {
-    srv.errors.push_back(std::string("server: ") + e.what());
+    srv.errors.push_back(std::string("server (") + path.name + "): " + e.what());
   }
 }
 
@@ -274,8 +283,8 @@ task<> accept_loop(echo_server& srv) {
       break;  // operation_canceled: shutting down
     }
     c->set_option(sockopt::no_delay{true});  // echoes are not held back by Nagle
-    const bool ring_path = srv.accepted++ % 2 == 0;
-    srv.group.spawn(serve(srv, std::move(*c), ring_path));
+    const receive_path path = receive_paths[srv.accepted++ % receive_paths.size()];
+    srv.group.spawn(serve(srv, std::move(*c), path));
   }
 }
 

@@ -138,15 +138,14 @@ TEST_CASE("a signal interrupting the wait (EINTR) is retried, not reported") {
   sigaction(SIGALRM, &sa, &old);
   itimerval every_ms{{0, 1000}, {0, 1000}};
   setitimer(ITIMER_REAL, &every_ms, nullptr);
-  auto body = [](io_context& ctx) -> task<int> {
+  int slept = test::run_on(ctx, [](io_context& ctx) -> task<int> {
     int slept = 0;
     for (int i = 0; i < 50; ++i) {
       co_await sleep_for(ctx, 2ms);
       ++slept;
     }
     co_return slept;
-  };
-  int slept = test::run(ctx, body(ctx));
+  });
   itimerval off{};
   setitimer(ITIMER_REAL, &off, nullptr);
   sigaction(SIGALRM, &old, nullptr);
@@ -177,12 +176,12 @@ TEST_CASE("stop makes run return; run can be called again") {
 
 TEST_CASE("sleep_for waits at least its duration on the steady clock") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<std::chrono::steady_clock::duration> {
+  auto slept = test::run_on(ctx, [](io_context& ctx) -> task<std::chrono::steady_clock::duration> {
     auto t0 = std::chrono::steady_clock::now();
     co_await sleep_for(ctx, 15ms);
     co_return std::chrono::steady_clock::now() - t0;
-  };
-  CHECK(test::run(ctx, body(ctx)) >= 15ms);
+  });
+  CHECK(slept >= 15ms);
 }
 
 namespace {

@@ -41,7 +41,7 @@ std::string pread_all(int fd) {
 
 TEST_CASE("send_msg gathers and recv_msg scatters") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, SOCK_SEQPACKET);
     // More buffers than the op keeps inline (4) to cover the heap iovec path too.
     std::array<std::span<const std::byte>, 6> out{bytes("ab"), bytes("cd"), bytes(""),
@@ -59,13 +59,12 @@ TEST_CASE("send_msg gathers and recv_msg scatters") {
     CHECK(text(std::span(b2).first(7)) == "defghij");
     CHECK(control.fds().empty());
     CHECK(control.raw().empty());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("SCM_RIGHTS passes a real file; the received descriptor is CLOEXEC and readable") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, SOCK_STREAM);
     temp_file f("file content 42");
     int before = test::open_fds();
@@ -85,13 +84,12 @@ TEST_CASE("SCM_RIGHTS passes a real file; the received descriptor is CLOEXEC and
       CHECK(test::open_fds() == before + 2);
     }
     CHECK(test::open_fds() == before);  // unique_fd closed them
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("sockets passed with SCM_RIGHTS can be adopted with from_fd") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto carrier = socket_pair(ctx, SOCK_DGRAM);
     auto inner = socket_pair(ctx, SOCK_SEQPACKET);
     std::array<int, 1> fds{inner.second.fileno()};
@@ -105,13 +103,12 @@ TEST_CASE("sockets passed with SCM_RIGHTS can be adopted with from_fd") {
     std::array<std::byte, 32> in;
     std::size_t n = co_await adopted.recv(in);
     CHECK(text(std::span(in).first(n)) == "via passed socket");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("a control buffer too small is message_truncated and leaks no descriptor") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, SOCK_DGRAM);
     temp_file f("x");
     std::array<int, 8> fds;
@@ -138,13 +135,12 @@ TEST_CASE("a control buffer too small is message_truncated and leaks no descript
       CHECK(e.code() == errc::message_truncated);
     }
     CHECK(test::open_fds() == before);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("MSG_PEEK leaves the data queued and MSG_WAITALL fills every buffer") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, SOCK_STREAM);
     co_await pair.first.send_all(bytes("peekaboo"));
     std::array<std::byte, 4> a;
@@ -177,13 +173,12 @@ TEST_CASE("MSG_PEEK leaves the data queued and MSG_WAITALL fills every buffer") 
       got += text(std::span(all).first(n));
     }
     CHECK(got == "12345678");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("SCM_CREDENTIALS arrive with SO_PASSCRED, explicit or filled in by the kernel") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, SOCK_DGRAM);
     pair.second.set_option(sockopt::pass_credentials{true});
     credentials me{::getpid(), ::getuid(), ::getgid()};
@@ -202,13 +197,12 @@ TEST_CASE("SCM_CREDENTIALS arrive with SO_PASSCRED, explicit or filled in by the
     (void)co_await pair.second.recv_msg(in, control);
     REQUIRE(control.creds().has_value());
     CHECK(*control.creds() == me);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("send_msg with a closed descriptor in SCM_RIGHTS throws EBADF") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, SOCK_DGRAM);
     int fd = ::dup(0);
     ::close(fd);
@@ -219,8 +213,7 @@ TEST_CASE("send_msg with a closed descriptor in SCM_RIGHTS throws EBADF") {
     } catch (const std::system_error& e) {
       CHECK(e.code() == std::errc::bad_file_descriptor);
     }
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("parse_control walks well-formed messages and stops safely at lying lengths") {

@@ -59,7 +59,7 @@ const test::requirement& resolver_answers() {
 
 TEST_CASE("resolve finds localhost and numeric hosts with the service's port") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     std::vector<address> v = co_await resolve(ctx, "localhost", "9000");
     REQUIRE_FALSE(v.empty());
     CHECK(has(v, "127.0.0.1:9000"));
@@ -72,13 +72,12 @@ TEST_CASE("resolve finds localhost and numeric hosts with the service's port") {
     std::vector<address> any = co_await resolve(ctx, "", "");  // loopback, port 0
     REQUIRE_FALSE(any.empty());
     CHECK(any[0].port() == 0);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("resolve keeps the ring running while getaddrinfo works on its thread") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     int ticks = 0;
     auto ticker = [](io_context& ctx, int& ticks) -> task<> {
       for (int i = 0; i < 3; ++i) {
@@ -91,23 +90,21 @@ TEST_CASE("resolve keeps the ring running while getaddrinfo works on its thread"
     auto both = co_await when_all(ticker(ctx, ticks), resolve(ctx, "localhost", "1"));
     CHECK_FALSE(std::get<1>(both).empty());
     CHECK(ticks == 3);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("resolve of a nonexistent name fails with a resolve_category error naming it" *
           test::skip_unless(resolver_answers())) {
   io_context ctx;
-  auto lookup = [](io_context& ctx) -> task<std::optional<std::system_error>> {
+  // The resolver answered the probe within 10 s: the watchdog's 30 s are a wide margin.
+  auto outcome = test::run_on(ctx, [](io_context& ctx) -> task<std::optional<std::system_error>> {
     try {
       (void)co_await resolve(ctx, "no-such-host.invalid", "80");
     } catch (const std::system_error& e) {
       co_return e;
     }
     co_return std::nullopt;
-  };
-  // The resolver answered the probe within 10 s: the watchdog's 30 s are a wide margin.
-  std::optional<std::system_error> outcome = test::run(ctx, lookup(ctx), 30s);
+  }, 30s);
   REQUIRE(outcome.has_value());
   const std::system_error& e = *outcome;
   CHECK(e.code().category() == resolve_category());
@@ -119,7 +116,7 @@ TEST_CASE("resolve of a nonexistent name fails with a resolve_category error nam
 
 TEST_CASE("tcp_connect accepts a host name and tries each address in turn") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     std::string to = "localhost:" + std::to_string(listener.sock_name().port());
     coring::socket client = co_await tcp_connect(ctx, to);
@@ -131,14 +128,13 @@ TEST_CASE("tcp_connect accepts a host name and tries each address in turn") {
     // "[name]:port" is accepted as well.
     coring::socket c2 = co_await tcp_connect(ctx, "[localhost]:" + to.substr(to.find(':') + 1));
     CHECK(c2.is_open());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("tcp_connect by name rethrows the last error when every address fails" *
           test::skip_unless(resolver_answers())) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     address closed;
     {
       coring::socket tmp = tcp_listen(ctx, "127.0.0.1:0");
@@ -157,13 +153,12 @@ TEST_CASE("tcp_connect by name rethrows the last error when every address fails"
       CHECK(e.code().category() == resolve_category());
     }
     CHECK_THROWS_AS((void)co_await tcp_connect(ctx, "localhost"), std::system_error);  // no port
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("tcp_connect to a port nobody listens on over IPv6 reports ECONNREFUSED") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     address closed;
     {
       coring::socket tmp = tcp_listen(ctx, "[::1]:0");
@@ -178,6 +173,5 @@ TEST_CASE("tcp_connect to a port nobody listens on over IPv6 reports ECONNREFUSE
     } catch (const std::system_error& e) {
       CHECK(e.code() == std::errc::connection_refused);
     }
-  };
-  test::run(ctx, body(ctx));
+  });
 }

@@ -18,24 +18,6 @@ using namespace coring;
 
 namespace {
 
-/// Whether this process may open a socket(AF_INET, type, IPPROTO_ICMP), and if not, why.
-test::requirement can_open_icmp(int type, const char* what) {
-  test::requirement r{test::requirement::kind::environment, what, ""};
-  int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, IPPROTO_ICMP);
-  if (fd < 0) {
-    r.missing = std::string("socket(AF_INET, ") + (type == SOCK_RAW ? "SOCK_RAW" : "SOCK_DGRAM") +
-                ", IPPROTO_ICMP): " + std::strerror(errno);
-    return r;
-  }
-  ::close(fd);
-  return r;
-}
-
-test::requirement raw_ok() { return can_open_icmp(SOCK_RAW, "raw ICMP sockets (CAP_NET_RAW)"); }
-test::requirement ping_ok() {
-  return can_open_icmp(SOCK_DGRAM, "ping sockets (our gid in net.ipv4.ping_group_range)");
-}
-
 std::uint16_t checksum(const unsigned char* p, std::size_t n) {
   std::uint32_t sum = 0;
   for (std::size_t i = 0; i + 1 < n; i += 2) sum += static_cast<std::uint32_t>(p[i] << 8 | p[i + 1]);
@@ -60,9 +42,10 @@ std::array<unsigned char, 16> echo_request(std::uint16_t id, std::uint16_t seq) 
 
 }  // namespace
 
-TEST_CASE("raw ICMP socket: echo request to 127.0.0.1 gets its echo reply" * test::skip_unless(raw_ok())) {
+TEST_CASE("raw ICMP socket: echo request to 127.0.0.1 gets its echo reply" *
+          test::skip_unless(test::can_open(test::icmp_socket::raw))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket s(ctx, AF_INET, SOCK_RAW, IPPROTO_ICMP);
     CHECK(s.type() == SOCK_RAW);
     CHECK(s.protocol() == IPPROTO_ICMP);
@@ -85,14 +68,13 @@ TEST_CASE("raw ICMP socket: echo request to 127.0.0.1 gets its echo reply" * tes
       co_return;
     }
     FAIL("no echo reply among 16 packets");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("ICMP datagram (ping) socket: echo request gets a reply without IP header" *
-          test::skip_unless(ping_ok())) {
+          test::skip_unless(test::can_open(test::icmp_socket::datagram))) {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket s(ctx, AF_INET, SOCK_DGRAM, IPPROTO_ICMP);
     CHECK(s.type() == SOCK_DGRAM);
     CHECK(s.protocol() == IPPROTO_ICMP);
@@ -112,6 +94,5 @@ TEST_CASE("ICMP datagram (ping) socket: echo request gets a reply without IP hea
     std::array<std::byte, 4> small;
     datagram t = co_await s.recv_from(small).with_timeout(std::chrono::seconds(5));
     CHECK(t.truncated);
-  };
-  test::run(ctx, body(ctx));
+  });
 }

@@ -18,7 +18,7 @@ using test::text;
 
 TEST_CASE("accept, connect, send and recv carry bytes both ways") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     CHECK(co_await client.send(bytes("hello")) == 5);
@@ -31,13 +31,12 @@ TEST_CASE("accept, connect, send and recv carry bytes both ways") {
     CHECK(client.peer_name() == server.sock_name());
     CHECK(server.peer_name() == client.sock_name());
     CHECK(client.peer_name().to_string().rfind("127.0.0.1:", 0) == 0);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("accept reports the peer's address") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     coring::socket client(ctx, AF_INET, SOCK_STREAM);
     co_await client.connect(listener.sock_name());
@@ -45,13 +44,15 @@ TEST_CASE("accept reports the peer's address") {
     coring::socket server = co_await listener.accept(peer);
     CHECK(peer == client.sock_name());
     CHECK(server.is_open());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("tcp_listen and tcp_connect take host:port text, IPv4 and IPv6") {
+  std::string where;
+  SUBCASE("IPv4: 127.0.0.1:0") { where = "127.0.0.1:0"; }
+  SUBCASE("IPv6: [::1]:0") { where = "[::1]:0"; }
   io_context ctx;
-  auto body = [](io_context& ctx, std::string where) -> task<> {
+  test::run_on(ctx, [where](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, where);
     std::string to = listener.sock_name().to_string();
     CHECK(listener.sock_name().port() != 0);
@@ -61,14 +62,12 @@ TEST_CASE("tcp_listen and tcp_connect take host:port text, IPv4 and IPv6") {
     co_await client.send_all(bytes("x"));
     std::array<std::byte, 1> b;
     CHECK(co_await server.recv(b) == 1);
-  };
-  test::run(ctx, body(ctx, "127.0.0.1:0"));
-  test::run(ctx, body(ctx, "[::1]:0"));
+  });
 }
 
 TEST_CASE("recv returns 0 once the peer shut down writing and everything was read") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     co_await client.send_all(bytes("last words"));
@@ -81,13 +80,12 @@ TEST_CASE("recv returns 0 once the peer shut down writing and everything was rea
     co_await server.send_all(bytes("reply"));
     std::size_t n = co_await client.recv(buf);
     CHECK(text(std::span(buf).first(n)) == "reply");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("connect to a closed port fails with ECONNREFUSED") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     address closed;
     {
       coring::socket probe(ctx, AF_INET, SOCK_STREAM);
@@ -106,13 +104,12 @@ TEST_CASE("connect to a closed port fails with ECONNREFUSED") {
     auto r = co_await as_result(s2.connect(closed));
     CHECK_FALSE(r);
     CHECK(r.error() == std::errc::connection_refused);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("a peer closing with SO_LINGER 0 makes recv fail with ECONNRESET") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     client.set_option(sockopt::linger{true, 0});
@@ -123,14 +120,13 @@ TEST_CASE("a peer closing with SO_LINGER 0 makes recv fail with ECONNRESET") {
     auto r = co_await as_result(server.recv(buf));
     REQUIRE_FALSE(r);
     CHECK(r.error() == std::errc::connection_reset);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("sending to a closed peer gives EPIPE, not SIGPIPE") {
   // SIGPIPE is at its default disposition (tests/support/main.cpp): a signal would kill us.
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     co_await client.close();
@@ -148,8 +144,7 @@ TEST_CASE("sending to a closed peer gives EPIPE, not SIGPIPE") {
       CHECK(e.code() == std::errc::broken_pipe);
       CHECK(std::string(e.what()).find("0 of 4096 bytes sent") != std::string::npos);
     }
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 namespace {
@@ -163,7 +158,7 @@ task<> send_then_close(coring::socket& s, std::span<const std::byte> data, std::
 
 TEST_CASE("8 MiB through send_all with a small SO_SNDBUF arrives intact") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     // Only the send buffer is small: a tiny receive buffer as well makes loopback TCP crawl
@@ -178,13 +173,12 @@ TEST_CASE("8 MiB through send_all with a small SO_SNDBUF arrives intact") {
     CHECK(sent == data.size());
     REQUIRE(got.size() == data.size());
     CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
-  };
-  test::run(ctx, body(ctx), 60s);
+  }, 60s);
 }
 
 TEST_CASE("a plain send can be short with a small buffer and a peer that does not read") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     client.set_option(sockopt::send_buffer_size{4096});
@@ -193,13 +187,12 @@ TEST_CASE("a plain send can be short with a small buffer and a peer that does no
     std::size_t n = co_await client.send(data, MSG_DONTWAIT);
     CHECK(n > 0);
     CHECK(n < data.size());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("a recv deadline expires with timed_out; data that comes first wins") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     std::array<std::byte, 8> buf;
@@ -209,13 +202,12 @@ TEST_CASE("a recv deadline expires with timed_out; data that comes first wins") 
     co_await client.send_all(bytes("on time"));
     std::size_t n = co_await server.recv(buf).with_timeout(10s);
     CHECK(text(std::span(buf).first(n)) == "on time");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("a stop request cancels a pending recv; coring::socket::cancel cancels all on the socket") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     std::stop_source stop;
@@ -255,8 +247,7 @@ TEST_CASE("a stop request cancels a pending recv; coring::socket::cancel cancels
       fresh.emplace_back(ctx, AF_INET, SOCK_STREAM);
     REQUIRE(fresh.back().fileno() == fd);
     CHECK_FALSE(fresh.back().cancelled());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("options round-trip and detach releases the descriptor") {
@@ -307,7 +298,7 @@ TEST_CASE("sync calls on a coring::socket report errno and name the call") {
 
 TEST_CASE("close is awaitable, idempotent, and the descriptor is gone afterwards") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     int before = test::open_fds();
     coring::socket s(ctx, AF_INET, SOCK_STREAM);
     CHECK(test::open_fds() == before + 1);
@@ -315,14 +306,13 @@ TEST_CASE("close is awaitable, idempotent, and the descriptor is gone afterwards
     CHECK(test::open_fds() == before);
     co_await s.close();  // nothing to close: completes at once
     CHECK_FALSE(s.is_open());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("send_all_zc sends 8 MiB intact and resumes only after the kernel let go") {
   io_context ctx;
   MESSAGE("IORING_OP_SEND_ZC " << (ctx.features().op_send_zc ? "used" : "absent: plain send"));
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     std::vector<std::byte> data(8 << 20);
@@ -336,13 +326,12 @@ TEST_CASE("send_all_zc sends 8 MiB intact and resumes only after the kernel let 
     REQUIRE(got.size() == data.size());
     CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
     CHECK(ctx.in_flight() == 0);  // the notification CQE arrived before the co_await ended
-  };
-  test::run(ctx, body(ctx), 60s);
+  }, 60s);
 }
 
 TEST_CASE("send_all_zc to a reset peer fails with the errno, not a hang") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
     auto& [client, server] = pair;
     client.set_option(sockopt::linger{true, 0});
@@ -354,13 +343,12 @@ TEST_CASE("send_all_zc to a reset peer fails with the errno, not a hang") {
       if (!r) err = r.error();
     }
     CHECK((err == std::errc::connection_reset || err == std::errc::broken_pipe));
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("deadlines expire on accept and on connect") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0", 1);
     auto r = co_await as_result(listener.accept().with_timeout(20ms));
     REQUIRE_FALSE(r);
@@ -378,6 +366,5 @@ TEST_CASE("deadlines expire on accept and on connect") {
     }
     CHECK(err == std::errc::timed_out);
     CHECK(queued.size() <= 8);
-  };
-  test::run(ctx, body(ctx));
+  });
 }

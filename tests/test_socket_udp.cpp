@@ -23,8 +23,11 @@ coring::socket udp_bound(io_context& ctx, const address& where) {
 }  // namespace
 
 TEST_CASE("send_to and recv_from carry datagrams and report the sender, IPv4 and IPv6") {
+  address where;
+  SUBCASE("over IPv4") { where = address::loopback_v4(); }
+  SUBCASE("over IPv6") { where = address::loopback_v6(); }
   io_context ctx;
-  auto body = [](io_context& ctx, address where) -> task<> {
+  test::run_on(ctx, [where](io_context& ctx) -> task<> {
     coring::socket a = udp_bound(ctx, where);
     coring::socket b = udp_bound(ctx, where);
     CHECK(co_await a.send_to(bytes("ping"), b.sock_name()) == 4);
@@ -43,14 +46,15 @@ TEST_CASE("send_to and recv_from carry datagrams and report the sender, IPv4 and
     datagram e = co_await b.recv_from(buf);
     CHECK(e.size == 0);
     CHECK(e.from == a.sock_name());
-  };
-  test::run(ctx, body(ctx, address::loopback_v4()));
-  test::run(ctx, body(ctx, address::loopback_v6()));
+  });
 }
 
 TEST_CASE("connected UDP sockets use send and recv") {
+  address where;
+  SUBCASE("over IPv4") { where = address::loopback_v4(); }
+  SUBCASE("over IPv6") { where = address::loopback_v6(); }
   io_context ctx;
-  auto body = [](io_context& ctx, address where) -> task<> {
+  test::run_on(ctx, [where](io_context& ctx) -> task<> {
     coring::socket a = udp_bound(ctx, where);
     coring::socket b = udp_bound(ctx, where);
     co_await a.connect(b.sock_name());
@@ -60,14 +64,12 @@ TEST_CASE("connected UDP sockets use send and recv") {
     std::size_t n = co_await b.recv(buf);
     CHECK(text(std::span(buf).first(n)) == "one");
     CHECK(b.peer_name() == a.sock_name());
-  };
-  test::run(ctx, body(ctx, address::loopback_v4()));
-  test::run(ctx, body(ctx, address::loopback_v6()));
+  });
 }
 
 TEST_CASE("recv_from reports a datagram longer than the buffer as truncated") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket a = udp_bound(ctx, address::loopback_v4());
     coring::socket b = udp_bound(ctx, address::loopback_v4());
     co_await a.send_to(bytes("0123456789"), b.sock_name());
@@ -87,13 +89,12 @@ TEST_CASE("recv_from reports a datagram longer than the buffer as truncated") {
     CHECK(f.truncated);
     CHECK(f.size == 10);
     CHECK(text(small) == "abcd");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("recv_from with MSG_PEEK leaves the datagram queued") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket a = udp_bound(ctx, address::loopback_v6());
     coring::socket b = udp_bound(ctx, address::loopback_v6());
     co_await a.send_to(bytes("peek"), b.sock_name());
@@ -103,13 +104,21 @@ TEST_CASE("recv_from with MSG_PEEK leaves the datagram queued") {
     datagram d = co_await b.recv_from(buf);
     CHECK(text(std::span(buf).first(d.size)) == "peek");
     CHECK(d.from == p.from);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("IP_PKTINFO and IPV6_PKTINFO report each datagram's destination and interface") {
+  address any, loop;  // the receiver binds the wildcard, the sender a loopback address
+  SUBCASE("IP_PKTINFO: IPv4") {
+    any = address::parse("0.0.0.0:0");
+    loop = address::loopback_v4();
+  }
+  SUBCASE("IPV6_PKTINFO: IPv6") {
+    any = address::parse("[::]:0");
+    loop = address::loopback_v6();
+  }
   io_context ctx;
-  auto body = [](io_context& ctx, address any, address loop) -> task<> {
+  test::run_on(ctx, [any, loop](io_context& ctx) -> task<> {
     coring::socket rx(ctx, any.family(), SOCK_DGRAM);
     if (any.family() == AF_INET)
       rx.set_option(sockopt::packet_info_v4{true});
@@ -133,14 +142,15 @@ TEST_CASE("IP_PKTINFO and IPV6_PKTINFO report each datagram's destination and in
     REQUIRE(control.pktinfo().has_value());
     CHECK(control.pktinfo()->destination.host() == loop.host());
     CHECK(control.pktinfo()->interface_index != 0);  // lo
-  };
-  test::run(ctx, body(ctx, address::parse("0.0.0.0:0"), address::loopback_v4()));
-  test::run(ctx, body(ctx, address::parse("[::]:0"), address::loopback_v6()));
+  });
 }
 
 TEST_CASE("connected UDP to a port nobody listens on reports ECONNREFUSED, IPv4 and IPv6") {
+  address where;
+  SUBCASE("over IPv4") { where = address::loopback_v4(); }
+  SUBCASE("over IPv6") { where = address::loopback_v6(); }
   io_context ctx;
-  auto body = [](io_context& ctx, address where) -> task<> {
+  test::run_on(ctx, [where](io_context& ctx) -> task<> {
     address closed;
     {
       coring::socket tmp = udp_bound(ctx, where);
@@ -156,14 +166,12 @@ TEST_CASE("connected UDP to a port nobody listens on reports ECONNREFUSED, IPv4 
     } catch (const std::system_error& e) {
       CHECK(e.code() == std::errc::connection_refused);
     }
-  };
-  test::run(ctx, body(ctx, address::loopback_v4()));
-  test::run(ctx, body(ctx, address::loopback_v6()));
+  });
 }
 
 TEST_CASE("send_to and recv_from on a closed socket throw EBADF, not crash") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket a = udp_bound(ctx, address::loopback_v4());
     address self = a.sock_name();
     co_await a.close();
@@ -172,16 +180,14 @@ TEST_CASE("send_to and recv_from on a closed socket throw EBADF, not crash") {
     CHECK(r.error() == std::errc::bad_file_descriptor);
     auto d = co_await as_result(a.recv_from(buf));
     CHECK(d.error() == std::errc::bad_file_descriptor);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("send_to a wrong-family address fails with a clear error") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket a = udp_bound(ctx, address::loopback_v4());
     auto r = co_await as_result(a.send_to(bytes("x"), address::loopback_v6(9)));
     CHECK_FALSE(r.has_value());
-  };
-  test::run(ctx, body(ctx));
+  });
 }

@@ -60,21 +60,29 @@ task<> stream_round_trip(io_context& ctx, address where, int type) {
 }  // namespace
 
 TEST_CASE("Unix stream and seqpacket sockets work over paths and abstract names") {
+  int type = 0;
+  SUBCASE("SOCK_STREAM") { type = SOCK_STREAM; }
+  SUBCASE("SOCK_SEQPACKET") { type = SOCK_SEQPACKET; }
   io_context ctx;
   temp_dir dir;
-  for (int type : {SOCK_STREAM, SOCK_SEQPACKET}) {
-    CAPTURE(type);
-    test::run(ctx, stream_round_trip(ctx, address::unix_path(dir.path + "/s" + std::to_string(type)),
-                                     type));
-    test::run(ctx, stream_round_trip(ctx, address::unix_abstract(test::unique_abstract_name("st")),
-                                     type));
-  }
+  test::run(ctx, stream_round_trip(ctx, address::unix_path(dir.path + "/s"), type));
+  test::run(ctx, stream_round_trip(ctx, address::unix_abstract(test::unique_abstract_name("st")),
+                                   type));
 }
 
 TEST_CASE("Unix datagram sockets carry datagrams with the sender's name") {
-  io_context ctx;
   temp_dir dir;
-  auto body = [](io_context& ctx, address a_name, address b_name) -> task<> {
+  address a_name, b_name;
+  SUBCASE("names are paths") {
+    a_name = address::unix_path(dir.path + "/a");
+    b_name = address::unix_path(dir.path + "/b");
+  }
+  SUBCASE("names are abstract") {
+    a_name = address::unix_abstract(test::unique_abstract_name("da"));
+    b_name = address::unix_abstract(test::unique_abstract_name("db"));
+  }
+  io_context ctx;
+  test::run_on(ctx, [a_name, b_name](io_context& ctx) -> task<> {
     coring::socket a(ctx, AF_UNIX, SOCK_DGRAM);
     coring::socket b(ctx, AF_UNIX, SOCK_DGRAM);
     a.bind(a_name);
@@ -95,15 +103,16 @@ TEST_CASE("Unix datagram sockets carry datagrams with the sender's name") {
     datagram u = co_await b.recv_from(buf);
     CHECK(u.size == 1);
     CHECK((u.from.family() == AF_UNIX || u.from.family() == AF_UNSPEC));
-  };
-  test::run(ctx, body(ctx, address::unix_path(dir.path + "/a"), address::unix_path(dir.path + "/b")));
-  test::run(ctx, body(ctx, address::unix_abstract(test::unique_abstract_name("da")),
-                      address::unix_abstract(test::unique_abstract_name("db"))));
+  });
 }
 
 TEST_CASE("socket_pair connects two sockets of each type") {
+  int type = 0;
+  SUBCASE("SOCK_STREAM") { type = SOCK_STREAM; }
+  SUBCASE("SOCK_DGRAM") { type = SOCK_DGRAM; }
+  SUBCASE("SOCK_SEQPACKET") { type = SOCK_SEQPACKET; }
   io_context ctx;
-  auto body = [](io_context& ctx, int type) -> task<> {
+  test::run_on(ctx, [type](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, type);
     CHECK(pair.first.type() == type);
     CHECK(pair.second.family() == AF_UNIX);
@@ -113,22 +122,20 @@ TEST_CASE("socket_pair connects two sockets of each type") {
     std::size_t n = co_await pair.second.recv(buf);
     CHECK(text(std::span(buf).first(n)) == "pair");
     CHECK(pair.second.peer_credentials().pid == ::getpid());
-  };
-  for (int type : {SOCK_STREAM, SOCK_DGRAM, SOCK_SEQPACKET}) {
-    CAPTURE(type);
-    test::run(ctx, body(ctx, type));
-  }
+  });
 }
 
 TEST_CASE("from_fd reads back family, type and protocol; detach releases the descriptor") {
   io_context ctx;
   struct kind {
+    const char* name;
     int family, type, protocol;
   };
-  for (kind k : {kind{AF_UNIX, SOCK_STREAM, 0}, kind{AF_UNIX, SOCK_SEQPACKET, 0},
-                 kind{AF_INET, SOCK_STREAM, IPPROTO_TCP}, kind{AF_INET6, SOCK_DGRAM, IPPROTO_UDP}}) {
-    CAPTURE(k.family);
-    CAPTURE(k.type);
+  for (kind k : {kind{"Unix stream", AF_UNIX, SOCK_STREAM, 0},
+                 kind{"Unix seqpacket", AF_UNIX, SOCK_SEQPACKET, 0},
+                 kind{"TCP over IPv4", AF_INET, SOCK_STREAM, IPPROTO_TCP},
+                 kind{"UDP over IPv6", AF_INET6, SOCK_DGRAM, IPPROTO_UDP}}) {
+    INFO("a socket for " << k.name);
     int fd = ::socket(k.family, k.type | SOCK_CLOEXEC, 0);
     REQUIRE(fd >= 0);
     coring::socket s = coring::socket::from_fd(ctx, fd);
@@ -160,22 +167,32 @@ TEST_CASE("from_fd of a descriptor that is not a socket throws ENOTSOCK and leav
 }
 
 TEST_CASE("connecting to a Unix name nobody listens on fails with ENOENT or ECONNREFUSED") {
-  io_context ctx;
   temp_dir dir;
-  auto body = [](io_context& ctx, address to, std::errc expected) -> task<> {
+  address to;
+  std::errc expected{};
+  SUBCASE("a path no socket file is at: ENOENT") {
+    to = address::unix_path(dir.path + "/nobody");
+    expected = std::errc::no_such_file_or_directory;
+  }
+  SUBCASE("an abstract name nobody bound: ECONNREFUSED") {
+    to = address::unix_abstract(test::unique_abstract_name("nobody"));
+    expected = std::errc::connection_refused;
+  }
+  io_context ctx;
+  test::run_on(ctx, [to, expected](io_context& ctx) -> task<> {
     coring::socket s(ctx, AF_UNIX, SOCK_STREAM);
     auto r = co_await as_result(s.connect(to));
+    REQUIRE_FALSE(r);
     CHECK(r.error() == expected);
-  };
-  test::run(ctx, body(ctx, address::unix_path(dir.path + "/nobody"),
-                      std::errc::no_such_file_or_directory));
-  test::run(ctx, body(ctx, address::unix_abstract(test::unique_abstract_name("nobody")),
-                      std::errc::connection_refused));
+  });
 }
 
 TEST_CASE("a peer that disappears mid-message: seqpacket and stream see EOF, then EPIPE") {
+  int type = 0;
+  SUBCASE("SOCK_STREAM") { type = SOCK_STREAM; }
+  SUBCASE("SOCK_SEQPACKET") { type = SOCK_SEQPACKET; }
   io_context ctx;
-  auto body = [](io_context& ctx, int type) -> task<> {
+  test::run_on(ctx, [type](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, type);
     co_await pair.first.send_all(bytes("partial mess"));
     co_await pair.first.close();  // gone before the rest of the message
@@ -185,16 +202,12 @@ TEST_CASE("a peer that disappears mid-message: seqpacket and stream see EOF, the
     CHECK(co_await pair.second.recv(buf) == 0);
     auto r = co_await as_result(pair.second.send(bytes("anyone?")));
     CHECK(r.error() == std::errc::broken_pipe);
-  };
-  for (int type : {SOCK_STREAM, SOCK_SEQPACKET}) {
-    CAPTURE(type);
-    test::run(ctx, body(ctx, type));
-  }
+  });
 }
 
 TEST_CASE("operations after close throw EBADF instead of crashing") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, SOCK_STREAM);
     co_await pair.first.close();
     std::array<std::byte, 4> buf;
@@ -204,6 +217,5 @@ TEST_CASE("operations after close throw EBADF instead of crashing") {
     CHECK(r.error() == std::errc::bad_file_descriptor);
     CHECK_THROWS_AS((void)pair.first.peer_credentials(), std::system_error);
     CHECK_THROWS_AS((void)pair.first.family(), std::system_error);
-  };
-  test::run(ctx, body(ctx));
+  });
 }

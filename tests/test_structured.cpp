@@ -67,32 +67,30 @@ bool is_canceled(const std::system_error& e) { return e.code() == std::errc::ope
 
 TEST_CASE("when_all returns every child's value in argument order") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto all = when_all(text_after(ctx, 5ms, "slow"), value(2), text_after(ctx, 1ms, "fast"));
     std::tuple<std::string, int, std::string> r = co_await std::move(all);
     CHECK(std::get<0>(r) == "slow");
     CHECK(std::get<1>(r) == 2);
     CHECK(std::get<2>(r) == "fast");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_all runs its children concurrently") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await test::make_tcp_pair(ctx);
     // The receiver comes first: run one after the other, it would wait forever.
     auto all = when_all(receive(pair.server), transmit(pair.client, "ping"));
     std::tuple<std::string, std::size_t> r = co_await std::move(all);
     CHECK(std::get<0>(r) == "ping");
     CHECK(std::get<1>(r) == 4);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_all of void children yields coring::unit") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     int hits = 0;
     auto all = when_all(bump(hits), bump_after(ctx, 1ms, hits), bump(hits));
     std::tuple<unit, unit, unit> r = co_await std::move(all);
@@ -101,27 +99,25 @@ TEST_CASE("when_all of void children yields coring::unit") {
     auto none = when_all();
     std::tuple<> empty = co_await std::move(none);
     (void)empty;
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_all mixes void and value children") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     int hits = 0;
     auto all = when_all(value(1), bump_after(ctx, 2ms, hits), text_after(ctx, 1ms, "x"));
     std::tuple<int, unit, std::string> r = co_await std::move(all);
     CHECK(std::get<0>(r) == 1);
     CHECK(std::get<2>(r) == "x");
     CHECK(hits == 1);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_all over a vector returns the values in vector order") {
   io_context ctx;
   counted::reset();
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     std::vector<task<int>> ts;
     for (int i = 0; i < 200; ++i) ts.push_back(i % 3 == 0 ? value(i) : keep(ctx, counted{}, i));
     auto all = when_all(std::move(ts));
@@ -140,15 +136,14 @@ TEST_CASE("when_all over a vector returns the values in vector order") {
     auto empty = when_all(std::vector<task<int>>{});
     std::vector<int> e = co_await std::move(empty);
     CHECK(e.empty());
-  };
-  test::run(ctx, body(ctx));
+  });
   CHECK(counted::live == 0);
 }
 
 TEST_CASE("when_all waits for every child when one throws, then rethrows the first failure") {
   io_context ctx;
   counted::reset();
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     int hits = 0;
     // "late" comes first in argument order but fails after "early", which fails during start.
     auto all = when_all(fail_after(ctx, 2ms, "late"), fail_now("early"), keep(ctx, counted{}, 1),
@@ -163,8 +158,7 @@ TEST_CASE("when_all waits for every child when one throws, then rethrows the fir
     CHECK(hits == 1);               // the slowest sibling finished before when_all threw
     CHECK(counted::live == 0);      // and every child frame is gone
     CHECK(ctx.in_flight() == 0);    // no child op outlives the call
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_all of synchronously completing children does not grow the stack") {
@@ -187,7 +181,7 @@ TEST_CASE("when_all of synchronously completing children does not grow the stack
 TEST_CASE("when_any returns the fastest child and the loser blocked in recv has ended before") {
   io_context ctx;
   counted::reset();
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await test::make_tcp_pair(ctx);
     bool loser_canceled = false, loser_ended = false;
     auto fast = [&ctx](std::stop_token) -> task<int> {
@@ -214,13 +208,12 @@ TEST_CASE("when_any returns the fastest child and the loser blocked in recv has 
     CHECK(loser_ended);
     CHECK(counted::live == 0);
     CHECK(ctx.in_flight() == 0);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_any cancels a 10 s sleep that lost and reports the winner's index") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     int canceled = 0;
     auto sleeper = [&ctx, &canceled](std::stop_token tok) -> task<int> {
       try {
@@ -243,13 +236,12 @@ TEST_CASE("when_any cancels a 10 s sleep that lost and reports the winner's inde
     CHECK(std::get<1>(r) == 2);
     CHECK(canceled == 2);
     CHECK(ctx.in_flight() == 0);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_any whose first child finishes during start stops the later ones at once") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     bool saw_stop = false;
     auto now = [](std::stop_token) -> task<> { co_return; };
     auto later = [&ctx, &saw_stop](std::stop_token tok) -> task<int> {
@@ -263,13 +255,12 @@ TEST_CASE("when_any whose first child finishes during start stops the later ones
     CHECK(r.index() == 0);
     CHECK(saw_stop);
     CHECK(ctx.in_flight() == 0);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_any rethrows the first finisher's exception after the others ended") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     bool loser_ended = false;
     auto bad = [&ctx](std::stop_token) -> task<int> { return fail_after(ctx, 1ms, "bad"); };
     auto slow = [&ctx, &loser_ended](std::stop_token tok) -> task<int> {
@@ -291,13 +282,12 @@ TEST_CASE("when_any rethrows the first finisher's exception after the others end
     }
     CHECK(what == "bad");
     CHECK(loser_ended);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("when_any forwards a parent stop request to its children") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     std::stop_source parent;
     parent.request_stop();
     auto sleeper = [&ctx](std::stop_token tok) -> task<> {
@@ -312,15 +302,14 @@ TEST_CASE("when_any forwards a parent stop request to its children") {
       canceled = is_canceled(e);
     }
     CHECK(canceled);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 // ---- with_timeout ----------------------------------------------------------------------------
 
 TEST_CASE("with_timeout expires on a task blocked in recv and throws timed_out after it ended") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await test::make_tcp_pair(ctx);
     bool ended = false;
     auto blocked = [&pair, &ended](std::stop_token tok) -> task<std::size_t> {
@@ -344,13 +333,12 @@ TEST_CASE("with_timeout expires on a task blocked in recv and throws timed_out a
     CHECK(code == std::errc::timed_out);
     CHECK(ended);
     CHECK(ctx.in_flight() == 0);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("with_timeout returns the value when the task finishes first") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await test::make_tcp_pair(ctx);
     co_await pair.client.send_all(test::bytes("hi"));
     auto reader = [&pair](std::stop_token tok) -> task<std::string> {
@@ -369,13 +357,12 @@ TEST_CASE("with_timeout returns the value when the task finishes first") {
     auto bounded_void = with_timeout(ctx, 10s, v);
     co_await std::move(bounded_void);
     CHECK(hits == 1);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("with_timeout passes the task's own failure through") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto bad = [](std::stop_token) -> task<int> { return fail_now("own"); };
     auto bounded = with_timeout(ctx, 10s, bad);
     std::string what;
@@ -386,27 +373,25 @@ TEST_CASE("with_timeout passes the task's own failure through") {
     }
     CHECK(what == "own");
     CHECK(ctx.in_flight() == 0);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 // ---- task_group ------------------------------------------------------------------------------
 
 TEST_CASE("task_group join with no children completes at once") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     task_group g(ctx);
     CHECK(g.size() == 0);
     co_await g.join();
     co_await g.join();
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("task_group starts children in the next loop turn and joins 1,000 of them") {
   io_context ctx;
   counted::reset();
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     task_group g(ctx);
     int started = 0, finished = 0;
     for (int i = 0; i < 1000; ++i) {
@@ -426,8 +411,7 @@ TEST_CASE("task_group starts children in the next loop turn and joins 1,000 of t
     CHECK(finished == 1001);
     CHECK(g.size() == 0);
     CHECK(counted::live == 0);  // every child frame, with its captures, is freed exactly once
-  };
-  test::run(ctx, body(ctx));
+  });
   CHECK(counted::live == 0);
   CHECK(counted::constructed >= 1000);
 }
@@ -435,7 +419,7 @@ TEST_CASE("task_group starts children in the next loop turn and joins 1,000 of t
 TEST_CASE("task_group: the first failure cancels the siblings; join rethrows it after all ended") {
   io_context ctx;
   counted::reset();
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     task_group g(ctx);
     int canceled = 0, ended = 0;
     auto sleeper = [&ctx, &canceled, &ended, c = counted{}](std::stop_token tok) -> task<> {
@@ -478,14 +462,13 @@ TEST_CASE("task_group: the first failure cancels the siblings; join rethrows it 
     CHECK(counted::live == 1);  // only `sleeper` itself; the three copies in the children are gone
     CHECK(ctx.in_flight() == 0);
     co_await g.join();  // the failure was reported once
-  };
-  test::run(ctx, body(ctx));
+  });
   CHECK(counted::live == 0);
 }
 
 TEST_CASE("task_group::request_stop cancels the children without making join throw") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     task_group g(ctx);
     int canceled = 0;
     auto sleeper = [&ctx, &canceled](std::stop_token tok) -> task<> {
@@ -506,13 +489,12 @@ TEST_CASE("task_group::request_stop cancels the children without making join thr
     g.spawn(stopper);
     co_await g.join();
     CHECK(canceled == 2);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("task_group children may spawn siblings while join waits") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     task_group g(ctx);
     int hits = 0;
     auto grandchild = [&ctx, &hits](std::stop_token) -> task<> {
@@ -528,8 +510,7 @@ TEST_CASE("task_group children may spawn siblings while join waits") {
     g.spawn(parent);
     co_await g.join();
     CHECK(hits == 3);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("destroying a task_group with an unfinished child terminates the program") {

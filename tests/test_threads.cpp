@@ -108,9 +108,7 @@ TEST_CASE("a work guard released on another thread lets an idle run() return") {
 }
 
 TEST_CASE("running a context on another thread than its creator's is a clear error" *
-          test::skip_unless(test::ring_feature(
-              "SINGLE_ISSUER or a registered ring fd (they tie a ring to its thread)",
-              [](const ring_features& f) { return f.single_issuer || f.registered_ring_fd; }))) {
+          test::skip_unless(test::ring_supports(test::feature::thread_bound_ring))) {
   io_context ctx;
   REQUIRE((ctx.features().single_issuer || ctx.features().registered_ring_fd));
   std::string what;

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   doctest::Context context(argc, argv);
   int status = context.run();
   // A kernel feature a case needed was missing although CORING_REQUIRE_FEATURES=1: fail, even
-  // if the case was skipped through a plain doctest::skip(!ring_supports(...)).
+  // if that case was filtered out of this run.
   const auto& missing = coring::test::missing_required_features();
   if (!missing.empty() && !context.shouldExit()) {
     std::printf("FAIL: CORING_REQUIRE_FEATURES=1 but this kernel lacks what %zu test case(s) "

@@ -2,12 +2,17 @@
 // Description: test helpers (see test_support.hpp).
 #include "test_support.hpp"
 
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <string_view>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace coring::test {
@@ -72,22 +77,84 @@ bool features_required() {
 
 const std::vector<std::string>& missing_required_features() { return missing_required(); }
 
-requirement ring_feature(const char* what, bool (*has)(const ring_features&)) {
-  requirement r{requirement::kind::kernel, what, ""};
-  // Lets a run check what a missing feature does (skip, or fail under CORING_REQUIRE_FEATURES=1)
-  // on a kernel that has it.
-  if (const char* p = std::getenv("CORING_TEST_PRETEND_LACKING"); p && r.what == p) {
-    r.missing = "CORING_TEST_PRETEND_LACKING says this kernel lacks it";
-    return r;
+const requirement& ring_supports(feature f) {
+  struct named_feature {
+    const char* what;
+    bool (*has)(const ring_features&);
+  };
+  // In the order of enum class feature.
+  static constexpr std::array<named_feature, 4> named{{
+      {"provided-buffer rings", [](const ring_features& r) { return r.buf_ring; }},
+      {"multishot accept", [](const ring_features& r) { return r.accept_multishot; }},
+      {"multishot recv", [](const ring_features& r) { return r.recv_multishot; }},
+      {"SINGLE_ISSUER or a registered ring fd (they tie a ring to its thread)",
+       [](const ring_features& r) { return r.single_issuer || r.registered_ring_fd; }},
+  }};
+  static const std::vector<requirement> probed = [] {
+    ring_features have;
+    std::string unavailable;
+    try {
+      io_context ctx;
+      have = ctx.features();
+    } catch (const std::exception& e) {
+      unavailable = e.what();
+    }
+    // Lets a run check what a missing feature does (skip, or fail under
+    // CORING_REQUIRE_FEATURES=1) on a kernel that has it.
+    const char* pretend = std::getenv("CORING_TEST_PRETEND_LACKING");
+    std::vector<requirement> all;
+    for (const named_feature& n : named) {
+      requirement r{requirement::kind::kernel, n.what, ""};
+      if (pretend && r.what == pretend)
+        r.missing = "CORING_TEST_PRETEND_LACKING says this kernel lacks it";
+      else if (!unavailable.empty())
+        r.missing = unavailable;
+      else if (!n.has(have))
+        r.missing = "this kernel lacks it (" + have.describe() + ")";
+      all.push_back(std::move(r));
+    }
+    return all;
+  }();
+  return probed.at(static_cast<std::size_t>(f));
+}
+
+namespace {
+// "" if this process may open socket(AF_INET, type, IPPROTO_ICMP), else what socket(2) said.
+std::string icmp_error(int type) {
+  int fd = ::socket(AF_INET, type | SOCK_CLOEXEC, IPPROTO_ICMP);
+  if (fd < 0) return std::strerror(errno);
+  ::close(fd);
+  return "";
+}
+}  // namespace
+
+requirement can_open(icmp_socket kind) {
+  const std::string raw = kind == icmp_socket::datagram ? "" : icmp_error(SOCK_RAW);
+  const std::string dgram = kind == icmp_socket::raw ? "" : icmp_error(SOCK_DGRAM);
+  switch (kind) {
+    case icmp_socket::raw:
+      return {requirement::kind::environment, "a raw ICMP socket (CAP_NET_RAW)",
+              raw.empty() ? "" : "socket(AF_INET, SOCK_RAW, IPPROTO_ICMP): " + raw};
+    case icmp_socket::datagram:
+      return {requirement::kind::environment,
+              "an ICMP datagram socket (our gid in net.ipv4.ping_group_range)",
+              dgram.empty() ? "" : "socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP): " + dgram};
+    case icmp_socket::raw_or_datagram:
+      break;
   }
-  try {
-    io_context ctx;
-    if (!has(ctx.features()))
-      r.missing = "this kernel lacks it (" + ctx.features().describe() + ")";
-  } catch (const std::exception& e) {
-    r.missing = e.what();
-  }
-  return r;
+  return {requirement::kind::environment,
+          "a raw ICMP socket (CAP_NET_RAW) or an ICMP datagram socket (net.ipv4.ping_group_range)",
+          raw.empty() || dgram.empty() ? "" : "SOCK_RAW: " + raw + "; SOCK_DGRAM: " + dgram};
+}
+
+const char* python3() {
+  const char* p = std::getenv("PYTHON3");
+  return p && *p ? p : nullptr;
+}
+
+requirement has_python3() {
+  return {requirement::kind::environment, "python3",
+          python3() ? "" : "PYTHON3 is empty: meson found no python3 at configure time"};
 }
 
 void skip_unless::fill(doctest::detail::TestCase& tc) const {
@@ -103,14 +170,6 @@ void skip_unless::fill(doctest::detail::TestCase& tc) const {
   }
   std::printf("SKIP reason: %s\n", line.c_str());
   tc.m_skip = true;
-}
-
-bool ring_supports(const char* what, bool (*has)(const ring_features&)) {
-  requirement r = ring_feature(what, has);
-  if (r.met()) return true;
-  std::printf("SKIP reason: %s\n", describe(r).c_str());
-  if (features_required()) missing_required().push_back(describe(r));
-  return false;
 }
 
 watchdog::watchdog(std::chrono::milliseconds limit, std::string what) {

@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -41,6 +42,18 @@ template <class T>
 T run(io_context& ctx, task<T> t, std::chrono::milliseconds limit = std::chrono::seconds(20)) {
   watchdog w(limit);
   return sync_wait(ctx, std::move(t));
+}
+
+/// Runs the coroutine body(ctx) to completion on ctx under a watchdog, so that a test reads
+/// `test::run_on(ctx, [](io_context& ctx) -> task<> { ... });`. Returns: the task's value.
+/// Note: body is held here until its task finished, so a lambda's captures outlive the coroutine
+/// that uses them (a lambda coroutine's captures live in the lambda object, not in its frame).
+template <class Body>
+  requires std::invocable<Body&, io_context&>
+auto run_on(io_context& ctx, Body body,
+            std::chrono::milliseconds limit = std::chrono::seconds(20)) {
+  watchdog w(limit);
+  return sync_wait(ctx, body(ctx));
 }
 
 /// A connected TCP pair over 127.0.0.1 (listener on port 0).
@@ -91,10 +104,37 @@ struct requirement {
 /// True if the environment has CORING_REQUIRE_FEATURES=1.
 bool features_required();
 
-/// Whether this kernel's ring has what `has` asks for (probed on a fresh io_context). A kernel
-/// requirement; if io_uring is unavailable altogether, missing says why. With
-/// CORING_TEST_PRETEND_LACKING=<what> in the environment it reports `what` as missing.
-requirement ring_feature(const char* what, bool (*has)(const ring_features&));
+/// The io_uring features a test case can need (see ring_supports).
+enum class feature {
+  provided_buffer_rings,  ///< buffer rings the kernel picks receive buffers from (5.19+)
+  multishot_accept,       ///< one accept SQE that completes once per connection (5.19+)
+  multishot_recv,         ///< one recv SQE that completes once per buffer of data (6.0+)
+  thread_bound_ring,      ///< SINGLE_ISSUER or a registered ring fd: the ring is tied to a thread
+};
+
+/// Whether this kernel's ring has f, as a kernel requirement for skip_unless, e.g.
+/// `TEST_CASE("..." * test::skip_unless(test::ring_supports(test::feature::multishot_accept)))`.
+/// Its `what` is the name a skip shows ("needs provided-buffer rings"). Probed once per process
+/// on a fresh io_context; if io_uring is unavailable altogether, missing says why. With
+/// CORING_TEST_PRETEND_LACKING=<what> in the environment it reports f as missing.
+const requirement& ring_supports(feature f);
+
+/// The ICMP sockets a test case can need (see can_open).
+enum class icmp_socket {
+  raw,              ///< SOCK_RAW: needs CAP_NET_RAW
+  datagram,         ///< SOCK_DGRAM, a "ping socket": needs our gid in net.ipv4.ping_group_range
+  raw_or_datagram,  ///< either one (the ping example takes whichever it can open)
+};
+
+/// Whether this process may open the ICMP socket `kind` names, as an environment requirement
+/// for skip_unless; if not, missing holds what socket(2) answered.
+requirement can_open(icmp_socket kind);
+
+/// The python3 meson found at configure time (environment variable PYTHON3), or nullptr.
+const char* python3();
+
+/// A python3 to run a test's Python client, as an environment requirement for skip_unless.
+requirement has_python3();
 
 /// A doctest decorator: TEST_CASE("name" * test::skip_unless(req)). If req is met, nothing
 /// happens. Otherwise it prints "SKIP reason: <name>: needs <what>: <missing>" and skips the
@@ -110,15 +150,8 @@ class skip_unless {
 };
 
 /// The missing kernel requirements seen under CORING_REQUIRE_FEATURES=1 (one line each); main
-/// fails the program if any, even when the case that asked was skipped through a plain
-/// doctest::skip(!ring_supports(...)).
+/// fails the program if any.
 const std::vector<std::string>& missing_required_features();
-
-/// For doctest::skip() (prefer skip_unless(ring_feature(...))): true if this kernel's ring has
-/// what `has` asks for; otherwise prints "SKIP reason: this kernel lacks <what>: <features>" and
-/// returns false (under CORING_REQUIRE_FEATURES=1 it also records the lack, which fails the
-/// program at exit).
-bool ring_supports(const char* what, bool (*has)(const ring_features&));
 
 /// A fresh unique abstract AF_UNIX name for this test run.
 std::string unique_abstract_name(std::string_view tag);
