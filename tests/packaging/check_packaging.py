@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-# Description: checks the ways users consume coring: meson install + pkg-config, meson install +
-# CMake's find_package(coring), and a meson subproject (which must not build coring's tests or
-# examples); and that no installed header includes liburing.
+# Description: checks the ways users consume coring: meson install + pkg-config (whose Cflags
+# carry C++20), meson install + CMake's find_package(coring), and a meson subproject (which must
+# not build coring's tests or examples); that no installed header includes liburing; and that
+# compiling against the headers in C++17 fails with a message naming the flag.
 # Exit status 77 (meson's SKIP) if cmake is not installed, after every other check passed.
 import os, re, shutil, subprocess, sys, tempfile
 
@@ -10,6 +11,7 @@ src_root, build_root = sys.argv[1], sys.argv[2]
 consumer = os.path.join(src_root, "tests", "packaging", "consumer")
 cmake_consumer = os.path.join(src_root, "tests", "packaging", "cmake_consumer")
 cxx = os.environ.get("CXX", "c++")
+cxx20_message = "coring needs C++20: compile with -std=c++20 (or later)"
 env = dict(os.environ)
 
 def run(cmd, **kw):
@@ -49,6 +51,35 @@ def check_no_liburing(include_dir, tmp):
           flush=True)
 
 
+def check_cxx17_is_refused(include_dir, tmp):
+    """With -std=c++17 each installed header stops the compile, and the first error names the
+    flag (rather than one deep in <coroutine>). Checked with every compiler at hand (g++ 12
+    defaults to C++17)."""
+    root = os.path.join(include_dir, "coring")
+    installed = sorted(os.path.relpath(os.path.join(r, f), include_dir)
+                       for r, _, fs in os.walk(root) for f in fs if f.endswith((".hpp", ".h")))
+    tu = os.path.join(tmp, "cxx17.cpp")
+    compilers = []
+    for c in (cxx, "g++", "clang++"):
+        path = shutil.which(c)
+        if path and os.path.realpath(path) not in [os.path.realpath(p) for p in compilers]:
+            compilers.append(path)
+    for c in compilers:
+        for h in installed:
+            with open(tu, "w") as f:
+                f.write(f"#include <{h}>\nint main() {{}}\n")
+            cmd = [c, "-std=c++17", "-fsyntax-only", "-Wfatal-errors", "-I", include_dir, tu]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+            assert r.returncode != 0, f"{c} compiled <{h}> in C++17"
+            errors = [l for l in r.stderr.splitlines() if re.search(r": (fatal )?error:", l)]
+            assert errors and cxx20_message in errors[0], \
+                f"{c} -std=c++17, <{h}>: the first error is not {cxx20_message!r}:\n" \
+                f"{' '.join(cmd)}\n{r.stderr[:2000]}"
+    print(f"packaging: in C++17, each of the {len(installed)} installed headers stops "
+          f"{' and '.join(os.path.basename(c) for c in compilers)} at '{cxx20_message}'",
+          flush=True)
+
+
 def check_cmake(stage_prefix, tmp):
     """A CMake project finds the installed coring under its prefix (CMAKE_PREFIX_PATH, as a user
     would pass it) and builds and runs with coring::coring alone. Returns False if there is no
@@ -81,7 +112,8 @@ def check_cmake(stage_prefix, tmp):
 
 
 with tempfile.TemporaryDirectory() as tmp:
-    # 1. meson install into a staging dir, then build a program with pkg-config only.
+    # 1. meson install into a staging dir, then build a program with pkg-config only: no -std
+    #    flag of its own, the Cflags bring C++20.
     dest = os.path.join(tmp, "stage")
     run(["meson", "install", "-C", build_root, "--no-rebuild", "--destdir", dest, "--quiet"])
     pcs = [os.path.join(r, f) for r, _, fs in os.walk(dest) for f in fs if f == "coring.pc"]
@@ -94,14 +126,17 @@ with tempfile.TemporaryDirectory() as tmp:
     flags = subprocess.run(["pkg-config", f"--define-variable=prefix={dest}{prefix}",
                             "--cflags", "--libs", "coring"],
                            check=True, capture_output=True, text=True, env=env).stdout.split()
+    assert any(re.fullmatch(r"-std=(c|gnu)\+\+20", f) for f in flags), \
+        f"pkg-config --cflags coring has no -std=c++20: {flags}"
     libdirs = [f[2:] for f in flags if f.startswith("-L")]
     exe = os.path.join(tmp, "consumer_pc")
-    run([cxx, "-std=c++20", os.path.join(consumer, "main.cpp"), "-o", exe]
+    run([cxx, os.path.join(consumer, "main.cpp"), "-o", exe]
         + flags + [f"-Wl,-rpath,{d}" for d in libdirs])
     out = run([exe], capture_output=True, text=True).stdout
     assert "consumer received 4 bytes" in out, out
     include_dir = os.path.dirname(os.path.dirname(headers[0]))
     check_no_liburing(include_dir, tmp)
+    check_cxx17_is_refused(include_dir, tmp)
 
     # 2. CMake: find_package(coring) in the staged prefix.
     cmake_checked = check_cmake(dest + prefix, tmp)
@@ -121,7 +156,7 @@ with tempfile.TemporaryDirectory() as tmp:
         assert unwanted not in built, f"subproject build produced {unwanted}"
     out = run([os.path.join(bdir, "consumer")], capture_output=True, text=True).stdout
     assert "consumer received 4 bytes" in out, out
-print("packaging: pkg-config and subproject consumers both work", flush=True)
+print("packaging: the pkg-config, CMake and subproject consumers work", flush=True)
 if not cmake_checked:
     print("SKIP reason: packaging: the CMake consumer needs cmake, which is not installed "
           "(scripts/install-deps installs it)", flush=True)
