@@ -2,6 +2,8 @@
 // Description: address, a socket endpoint (IPv4, IPv6, Unix path or abstract) parsed from text.
 #pragma once
 
+#include <coring/detail/config.hpp>
+
 #include <compare>
 #include <cstdint>
 #include <string>

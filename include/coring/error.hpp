@@ -2,6 +2,8 @@
 // Description: coring's error model: errc + category, result<T>, and throw helpers.
 #pragma once
 
+#include <coring/detail/config.hpp>
+
 #include <cassert>
 #include <string>
 #include <system_error>

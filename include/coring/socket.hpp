@@ -187,10 +187,10 @@ class socket {
   /// True if the socket holds a descriptor.
   bool is_open() const noexcept { return fd_ >= 0; }
   explicit operator bool() const noexcept { return fd_ >= 0; }
-  /// The connected peer's address (getpeername; also known as remote_endpoint).
+  /// The connected peer's address (getpeername; Asio calls it remote_endpoint).
   /// Throws: std::system_error (errno, e.g. ENOTCONN).
   address peer_name() const;
-  /// The local address (getsockname; also known as local_endpoint): after bind to port 0 it
+  /// The local address (getsockname; Asio calls it local_endpoint): after bind to port 0 it
   /// holds the port the kernel picked. Throws: std::system_error (errno).
   address sock_name() const;
   io_context& context() const noexcept { return *ctx_; }

@@ -2,6 +2,8 @@
 // Description: task<T>, a lazy coroutine that resumes its awaiter without growing the stack.
 #pragma once
 
+#include <coring/detail/config.hpp>
+
 #include <cassert>
 #include <coroutine>
 #include <exception>

@@ -2,6 +2,8 @@
 // Description: completion, the object whose address travels in sqe->user_data.
 #pragma once
 
+#include <coring/detail/config.hpp>
+
 #include <cstdint>
 
 struct io_uring_sqe;  // from <liburing.h>; only ever used by reference in public headers
