@@ -105,6 +105,10 @@ task<std::vector<address>> detail::resolve_bounded(io_context& ctx, std::string 
   job->type = type;
   job->efd = ::eventfd(0, EFD_CLOEXEC);
   if (job->efd < 0) throw_errno(errno, "resolve: eventfd");
+  // Why an eventfd and not io_context::execute: the helper thread may outlive the context (the
+  // lookup is not cancellable, and teardown must not wait for a slow DNS server), and
+  // execute() on a destroyed context is undefined, whereas a write to an eventfd that nobody
+  // reads any more is harmless.
   // TRICKY: the thread holds its own reference: if this frame is destroyed while getaddrinfo
   // runs (io_context teardown cancels the read), the thread still writes to a live eventfd and
   // the last owner closes it.
