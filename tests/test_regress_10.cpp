@@ -71,7 +71,7 @@ TEST_CASE("regress #10: a close() whose submission fails still closes the descri
 TEST_CASE("regress #10: wait_signal blocks its signals when called, so a task awaited later "
           "gets a signal raised in between") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     task<int> waiting = coring::wait_signal(ctx, {SIGUSR1, SIGUSR2});
     ::raise(SIGUSR2);  // before: the default action killed the process here
     int signo = co_await waiting;
@@ -79,15 +79,14 @@ TEST_CASE("regress #10: wait_signal blocks its signals when called, so a task aw
     ::raise(SIGUSR1);
     int again = co_await coring::wait_signal(ctx, SIGUSR1, SIGTERM);  // g++ 12 compiles it
     CHECK(again == SIGUSR1);
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("regress #10: tcp_connect ends with timed_out after its timeout") {
   io_context ctx;
   std::vector<coring::socket> queued;
   coring::socket full = full_listener(ctx, queued);
-  auto body = [](io_context& ctx, coring::address to) -> task<> {
+  test::run_on(ctx, [to = full.sock_name()](io_context& ctx) -> task<> {
     const auto start = std::chrono::steady_clock::now();
     auto r = co_await coring::as_result(coring::tcp_connect(ctx, to, {.timeout = 50ms}));
     REQUIRE_FALSE(r);
@@ -100,15 +99,14 @@ TEST_CASE("regress #10: tcp_connect ends with timed_out after its timeout") {
     const std::string named = "localhost:" + std::to_string(to.port());
     auto n = co_await coring::as_result(coring::tcp_connect(ctx, named, {.timeout = 50ms}));
     CHECK(n.error() == std::errc::timed_out);
-  };
-  test::run(ctx, body(ctx, full.sock_name()));
+  });
 }
 
 TEST_CASE("regress #10: tcp_connect ends with operation_canceled on a stop request") {
   io_context ctx;
   std::vector<coring::socket> queued;
   coring::socket full = full_listener(ctx, queued);
-  auto body = [](io_context& ctx, coring::address to) -> task<> {
+  test::run_on(ctx, [to = full.sock_name()](io_context& ctx) -> task<> {
     std::stop_source stop;
     auto stopper = [](io_context& ctx, std::stop_source& s) -> task<> {
       co_await coring::sleep_for(ctx, 20ms);
@@ -124,24 +122,22 @@ TEST_CASE("regress #10: tcp_connect ends with operation_canceled on a stop reque
     const std::string named = "localhost:" + std::to_string(to.port());
     auto n = co_await coring::as_result(coring::tcp_connect(ctx, named, {.stop = stop.get_token()}));
     CHECK(n.error() == std::errc::operation_canceled);
-  };
-  test::run(ctx, body(ctx, full.sock_name()));
+  });
 }
 
 TEST_CASE("regress #10: tcp_connect with a timeout connects when the server answers") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket listener = coring::tcp_listen(ctx, "127.0.0.1:0");
     const std::string named = "localhost:" + std::to_string(listener.sock_name().port());
     coring::socket c = co_await coring::tcp_connect(ctx, named, {.timeout = 5s});
     CHECK(c.peer_name().port() == listener.sock_name().port());
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("regress #10: send_to takes text like send_all") {
   io_context ctx;
-  auto body = [](io_context& ctx) -> task<> {
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
     coring::socket a(ctx, AF_INET, SOCK_DGRAM), b(ctx, AF_INET, SOCK_DGRAM);
     a.bind(coring::address::parse("127.0.0.1:0"));
     b.bind(coring::address::parse("127.0.0.1:0"));
@@ -155,8 +151,7 @@ TEST_CASE("regress #10: send_to takes text like send_all") {
     CHECK(test::text(std::span(buf).first(d.size)) == "hello");
     d = co_await a.recv_from(buf);
     CHECK(test::text(std::span(buf).first(d.size)) == "world!");
-  };
-  test::run(ctx, body(ctx));
+  });
 }
 
 TEST_CASE("regress #10: ring_features::describe() prints every feature as name=value") {
