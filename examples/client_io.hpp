@@ -39,7 +39,7 @@ inline void write_stdout(std::string_view bytes) {
 
 /// Awaits op bounded by timeout (0: no bound). On expiry the co_await throws
 /// std::system_error(std::errc::timed_out).
-/// CORING_NO_SANITIZE_FUNCTION: an inline coroutine, see TRICKY in <coring/when_all.hpp>.
+/// CORING_NO_SANITIZE_FUNCTION: an inline coroutine, see TRICKY in <coring/detail/awaitable.hpp>.
 template <class Op>
 CORING_NO_SANITIZE_FUNCTION inline coring::task<typename Op::value_type> bounded(
     Op op, std::chrono::nanoseconds timeout) {

@@ -139,8 +139,6 @@ coring::task<> run(server& srv, coring::socket listener, coring::signal_set& sig
   co_await shut_down(srv, listener, grace);
 }
 
-coring::task<int> next_signal(coring::signal_set& signals) { co_return co_await signals.wait(); }
-
 struct options {
   std::chrono::nanoseconds idle, grace;
   bool plain, multishot, coop;
@@ -311,7 +309,7 @@ int main(int argc, char** argv) {
       }
       std::printf("echo_server listening on %s (%d threads)\n", at.to_string().c_str(), threads);
       std::fflush(stdout);
-      int sig = coring::sync_wait(ctx, next_signal(signals));
+      int sig = coring::sync_wait(ctx, signals.wait());
       example::log::err().line(std::string("echo_server: ") +
                                (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down " +
                                std::to_string(threads) + " threads");

@@ -236,7 +236,7 @@ struct client_list {
 
 /// Waits until clients is empty, at most limit: woken by the last client's end (through a
 /// stop token on the sleep), not by polling. Returns: true if it is empty.
-/// CORING_NO_SANITIZE_FUNCTION: an inline coroutine, see TRICKY in <coring/when_all.hpp>.
+/// CORING_NO_SANITIZE_FUNCTION: an inline coroutine, see TRICKY in <coring/detail/awaitable.hpp>.
 CORING_NO_SANITIZE_FUNCTION inline coring::task<bool> wait_empty(coring::io_context& ctx,
                                                                  client_list& clients,
                                                                  std::chrono::nanoseconds limit) {

@@ -106,18 +106,13 @@ coring::task<> hand_over(coring::socket& listener, int file_fd, std::string name
                static_cast<int>(who.pid));
 }
 
-coring::task<int> wait_signal(coring::signal_set& signals, std::stop_token tok) {
-  auto op = signals.wait().with_stop(std::move(tok));
-  int sig = co_await op;
-  co_return sig;
-}
-
 // Returns: 0 once the descriptor was sent, 1 if a signal came first.
 coring::task<int> run_send(coring::socket& listener, coring::signal_set& signals, int file_fd,
                            const std::string& name) {
   auto sender = [&](std::stop_token tok) { return hand_over(listener, file_fd, name, tok); };
-  auto interrupt = [&](std::stop_token tok) { return wait_signal(signals, tok); };
-  auto first = co_await coring::when_any(sender, interrupt);
+  // An operation races as it is: when_any binds it to its stop token.
+  auto race = coring::when_any(sender, signals.wait());
+  auto first = co_await std::move(race);
   if (first.index() == 1) {
     std::fprintf(stderr, "fd_pass: interrupted before a peer connected\n");
     co_return 1;

@@ -236,16 +236,11 @@ coring::task<> ping_loop(pinger& p, std::stop_token tok) {
   }
 }
 
-coring::task<int> wait_signal(coring::signal_set& signals, std::stop_token tok) {
-  auto op = signals.wait().with_stop(std::move(tok));
-  int sig = co_await op;
-  co_return sig;
-}
-
 coring::task<> run(pinger& p, coring::signal_set& signals) {
   auto pings = [&](std::stop_token tok) { return ping_loop(p, tok); };
-  auto interrupt = [&](std::stop_token tok) { return wait_signal(signals, tok); };
-  auto first = co_await coring::when_any(pings, interrupt);
+  // An operation races as it is: when_any binds it to its stop token.
+  auto race = coring::when_any(pings, signals.wait());
+  auto first = co_await std::move(race);
   (void)first;
 }
 

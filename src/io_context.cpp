@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-// Description: ring setup and probe, the submit/reap loop, spawn, and draining teardown.
+// Description: ring setup and probe, the submit/reap loop, spawn's list, and draining teardown.
 #include <coring/io_context.hpp>
+#include <coring/detail/ring_access.hpp>
 
 #include "detail/ring.hpp"
 
@@ -70,14 +71,17 @@ bool is_cancellation(const std::exception_ptr& e) noexcept {
 }
 }  // namespace
 
-void detached_task_done(promise_base& p) noexcept {
-  io_context* ctx = p.owner_;
-  if (p.prev_) p.prev_->next_ = p.next_; else ctx->spawned_head_ = p.next_;
-  if (p.next_) p.next_->prev_ = p.prev_;
-  p.prev_ = p.next_ = nullptr;
-  --ctx->spawned_;
-  if (p.exception_ && !(ctx->stopping_ && is_cancellation(p.exception_)))
-    ctx->report_exception(p.exception_);
+void spawn_list::report(std::exception_ptr e) noexcept {
+  if (!(ctx_->stopping() && is_cancellation(e))) detail::ring_access::report_exception(*ctx_, std::move(e));
+}
+
+void spawn_list::destroy_all() noexcept {
+  // A frame's destructors may spawn (destroyed at once: nothing runs any more) or end others.
+  while (head_) {
+    spawn_promise& p = *head_;
+    unlink(p);
+    std::coroutine_handle<spawn_promise>::from_promise(p).destroy();
+  }
 }
 }  // namespace detail
 
@@ -305,29 +309,7 @@ void io_context::run_remote(bool cancelled) noexcept {
   }
 }
 
-void io_context::spawn(task<> t) {
-  auto h = t.release();
-  if (!h) return;
-  if (stopping_) {  // never started: destroying it is safe
-    h.destroy();
-    return;
-  }
-  try {
-    ready_.push_back(h);
-  } catch (...) {
-    h.destroy();  // never started
-    throw;
-  }
-  detail::promise_base& p = h.promise();
-  p.owner_ = this;
-  p.self_ = h;
-  p.next_ = spawned_head_;
-  if (spawned_head_) spawned_head_->prev_ = &p;
-  spawned_head_ = &p;
-  ++spawned_;
-}
-
-void io_context::post(std::coroutine_handle<> h) { ready_.push_back(h); }
+void io_context::schedule(std::coroutine_handle<> h) { ready_.push_back(h); }
 
 void io_context::run_ready() {
   if (ready_.empty()) return;
@@ -583,16 +565,8 @@ void io_context::shutdown() noexcept {
     return;
   }
   // Nothing is in flight: destroying the frames of unfinished spawned tasks is now safe. A
-  // frame's destructors may spawn or post (nothing runs any more) or end other spawned tasks.
-  while (spawned_head_) {
-    detail::promise_base* p = spawned_head_;
-    spawned_head_ = p->next_;
-    if (spawned_head_) spawned_head_->prev_ = nullptr;
-    p->prev_ = p->next_ = nullptr;
-    p->owner_ = nullptr;
-    --spawned_;
-    p->self_.destroy();
-  }
+  // frame's destructors may spawn or schedule (nothing runs any more) or end other spawned tasks.
+  spawned_.destroy_all();
   ready_.clear();
 }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Description: structured concurrency: when_all, when_any, with_timeout, task_group.
+// Description: structured concurrency: when_all, when_any, with_timeout, task_group, of tasks
+// and of io operations.
 #include "test_support.hpp"
 
 #include <array>
@@ -176,7 +177,68 @@ TEST_CASE("when_all of synchronously completing children does not grow the stack
   CHECK(test::run(ctx, body()) == 300'000L);
 }
 
+TEST_CASE("when_all runs a task and an io operation together") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await test::make_tcp_pair(ctx);
+    // The receiving task comes first: run one after the other, it would wait forever.
+    auto all = when_all(receive(pair.server), pair.client.send_all(test::bytes("op")),
+                        sleep_for(ctx, 1ms));
+    std::tuple<std::string, std::size_t, unit> r = co_await std::move(all);
+    CHECK(std::get<0>(r) == "op");
+    CHECK(std::get<1>(r) == 2);
+    CHECK(ctx.in_flight() == 0);
+
+    std::vector<decltype(sleep_for(ctx, 1ms))> sleeps;
+    for (int i = 0; i < 10; ++i) sleeps.push_back(sleep_for(ctx, std::chrono::microseconds(i)));
+    auto vall = when_all(std::move(sleeps));
+    co_await std::move(vall);
+    CHECK(ctx.in_flight() == 0);
+  };
+  test::run(ctx, body(ctx));
+}
+
 // ---- when_any --------------------------------------------------------------------------------
+
+TEST_CASE("when_any of two operations binds them to its token: the loser is cancelled") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await test::make_tcp_pair(ctx);
+    std::array<std::byte, 8> buf;
+    // Nobody sends: the timer wins and the recv is cancelled before when_any returns.
+    auto race = when_any(pair.server.recv(buf), sleep_for(ctx, 1ms));
+    std::variant<std::size_t, unit> r = co_await std::move(race);
+    CHECK(r.index() == 1);
+    CHECK(ctx.in_flight() == 0);
+
+    // Data is there: the recv wins and the 10 s sleep is cancelled.
+    co_await pair.client.send_all(test::bytes("abc"));
+    auto race2 = when_any(sleep_for(ctx, 10s), pair.server.recv(buf));
+    std::variant<unit, std::size_t> r2 = co_await std::move(race2);
+    REQUIRE(r2.index() == 1);
+    CHECK(test::text(std::span(buf).first(std::get<1>(r2))) == "abc");
+    CHECK(ctx.in_flight() == 0);
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("when_any takes a factory that returns an operation, next to one that returns a task") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto timer = [&ctx](std::stop_token tok) { return sleep_for(ctx, 10s).with_stop(tok); };
+    auto quick = [](std::stop_token) { return value(5); };
+    auto race = when_any(timer, quick);
+    std::variant<unit, int> r = co_await std::move(race);
+    REQUIRE(r.index() == 1);
+    CHECK(std::get<1>(r) == 5);
+    CHECK(ctx.in_flight() == 0);
+  };
+  test::run(ctx, body(ctx));
+}
+
+// A task has no token to cancel it with: when_any takes it only through a factory.
+static_assert(!detail::stop_child<task<int>>);
+static_assert(detail::stop_child<detail::sleep_op>);
 
 TEST_CASE("when_any returns the fastest child and the loser blocked in recv has ended before") {
   io_context ctx;
@@ -511,6 +573,38 @@ TEST_CASE("task_group children may spawn siblings while join waits") {
     co_await g.join();
     CHECK(hits == 3);
   });
+}
+
+TEST_CASE("task_group spawns operations, bound to the group's token") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    auto pair = co_await test::make_tcp_pair(ctx);
+    task_group g(ctx);
+    std::array<std::byte, 8> buf;
+    g.spawn(pair.client.send_all(test::bytes("xy")));  // temporaries: moved into the children
+    g.spawn(pair.server.recv(buf));
+    co_await g.join();
+    CHECK(test::text(std::span(buf).first(2)) == "xy");
+
+    // The first failure stops the group, and with it the operation children (bound to its token).
+    std::array<std::byte, 8> never;
+    auto failing = [&ctx](std::stop_token) -> task<> {
+      co_await sleep_for(ctx, 1ms);
+      throw std::runtime_error("first");
+    };
+    g.spawn(pair.server.recv(never));  // nobody sends
+    g.spawn(sleep_for(ctx, 10s));
+    g.spawn(failing);
+    std::string what;
+    try {
+      co_await g.join();
+    } catch (const std::runtime_error& e) {
+      what = e.what();
+    }
+    CHECK(what == "first");
+    CHECK(ctx.in_flight() == 0);
+  };
+  test::run(ctx, body(ctx));
 }
 
 TEST_CASE("destroying a task_group with an unfinished child terminates the program") {

@@ -1,9 +1,18 @@
 // SPDX-License-Identifier: MIT
-// Description: task<T>: values, void, exceptions, laziness, frame lifetimes, deep synchronous chains.
+// Description: task<T>: values, void, exceptions, laziness, frame lifetimes, deep synchronous
+// chains; spawn and sync_wait of tasks and of other awaitables.
 #include "test_support.hpp"
 
+#include <array>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <system_error>
+#include <type_traits>
+
+#include <sys/socket.h>
 
 using namespace coring;
 using coring::test::counted;
@@ -142,6 +151,132 @@ TEST_CASE("an exception escaping a spawned task goes to the handler and the cont
   ctx.run();
   CHECK(seen == "boom");
   CHECK(hits == 1);
+}
+
+// ---- awaitables that are not tasks -------------------------------------------------------------
+
+namespace {
+
+// An awaitable of our own: completes at once with its value; counts its copies.
+struct ready_value {
+  counted c;
+  int v;
+  bool await_ready() const noexcept { return true; }
+  void await_suspend(std::coroutine_handle<>) const noexcept {}
+  int await_resume() const noexcept { return v; }
+};
+// An awaitable through operator co_await; never completes.
+struct never {
+  counted c;
+  struct awaiter {
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<>) const noexcept {}
+    void await_resume() const noexcept {}
+  };
+  awaiter operator co_await() && noexcept { return {}; }
+};
+
+}  // namespace
+
+static_assert(detail::awaitable<task<int>>);
+static_assert(detail::awaitable<detail::sleep_op>);
+static_assert(detail::awaitable<never>);
+static_assert(!detail::awaitable<int>);
+static_assert(std::is_same_v<detail::await_result_t<task<std::string>>, std::string>);
+static_assert(std::is_same_v<detail::await_result_t<detail::recv_op>, std::size_t>);
+static_assert(std::is_void_v<detail::await_result_t<detail::sleep_op>>);
+
+TEST_CASE("sync_wait runs an io operation to its end and returns its value") {
+  io_context ctx;
+  auto [a, b] = coring::socket_pair(ctx, SOCK_STREAM);
+  sync_wait(ctx, sleep_for(ctx, std::chrono::milliseconds(1)));
+  std::size_t sent = sync_wait(ctx, b.send_all(test::bytes("ping")));  // a temporary op
+  CHECK(sent == 4);
+  std::array<std::byte, 16> buf;
+  std::size_t n = sync_wait(ctx, a.recv(buf));
+  CHECK(test::text(std::span(buf).first(n)) == "ping");
+  CHECK(sync_wait(ctx, ready_value{{}, 9}) == 9);
+  CHECK(ctx.in_flight() == 0);
+}
+
+TEST_CASE("an exception of an operation given to sync_wait reaches the caller") {
+  io_context ctx;
+  auto [a, b] = coring::socket_pair(ctx, SOCK_STREAM);
+  std::stop_source stop;
+  stop.request_stop();
+  std::array<std::byte, 4> buf;
+  std::error_code code;
+  try {
+    sync_wait(ctx, a.recv(buf).with_stop(stop.get_token()));
+  } catch (const std::system_error& e) {
+    code = e.code();
+  }
+  CHECK(code == std::errc::operation_canceled);
+}
+
+TEST_CASE("io_context::spawn runs an operation detached, and a temporary one is safe") {
+  io_context ctx;
+  auto [a, b] = coring::socket_pair(ctx, SOCK_STREAM);
+  ctx.spawn(b.send_all(test::bytes("hello")));  // the op is moved into the spawned frame
+  CHECK(ctx.spawned() == 1);
+  std::array<std::byte, 16> buf;
+  std::size_t n = sync_wait(ctx, a.recv(buf));
+  CHECK(test::text(std::span(buf).first(n)) == "hello");
+  ctx.run();
+  CHECK(ctx.spawned() == 0);
+  CHECK(ctx.in_flight() == 0);
+}
+
+TEST_CASE("an exception escaping a spawned operation goes to the handler") {
+  io_context ctx;
+  std::error_code seen;
+  ctx.set_exception_handler([&](std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::system_error& ex) {
+      seen = ex.code();
+    }
+  });
+  std::stop_source stop;
+  stop.request_stop();
+  ctx.spawn(sleep_for(ctx, std::chrono::seconds(10)).with_stop(stop.get_token()));
+  ctx.run();
+  CHECK(seen == std::errc::operation_canceled);
+  CHECK(ctx.spawned() == 0);
+}
+
+TEST_CASE("spawn frees what it was given: a finished awaitable at its end, an unstarted one at "
+          "shutdown, without resuming it") {
+  counted::reset();
+  {
+    io_context ctx;
+    ctx.spawn(ready_value{{}, 1});
+    ctx.spawn(never{});  // suspends for good
+    CHECK(ctx.spawned() == 2);
+    CHECK(counted::live == 2);
+    CHECK_FALSE(ctx.run_once(false));  // both started; nothing in flight: run would return
+    CHECK(ctx.spawned() == 1);
+    CHECK(counted::live == 1);         // ready_value's frame is gone
+    ctx.shutdown();
+    CHECK(ctx.spawned() == 0);
+    CHECK(counted::live == 0);
+    ctx.spawn(ready_value{{}, 2});  // while stopping: destroyed unstarted
+    CHECK(ctx.spawned() == 0);
+    CHECK(counted::live == 0);
+  }
+  CHECK(counted::live == 0);
+}
+
+TEST_CASE("shutdown destroys a spawned operation in flight once the kernel gave it back") {
+  io_context ctx;
+  auto [a, b] = coring::socket_pair(ctx, SOCK_STREAM);
+  std::array<std::byte, 8> buf;
+  ctx.spawn(a.recv(buf));  // nobody sends
+  for (int i = 0; i < 100 && ctx.in_flight() == 0; ++i) ctx.run_once(false);
+  REQUIRE(ctx.in_flight() == 1);
+  ctx.shutdown();
+  CHECK(ctx.in_flight() == 0);
+  CHECK(ctx.spawned() == 0);
 }
 
 TEST_CASE("sync_wait reports a task that can never finish") {

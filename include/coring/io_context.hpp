@@ -2,7 +2,9 @@
 // Description: io_context owns one io_uring and runs the coroutines whose I/O it carries.
 #pragma once
 
+#include <coring/detail/awaitable.hpp>
 #include <coring/detail/completion.hpp>
+#include <coring/detail/spawn.hpp>
 #include <coring/task.hpp>
 
 #include <atomic>
@@ -101,7 +103,8 @@ class io_context {
   bool stopped() const noexcept { return stop_.load(std::memory_order_acquire); }
 
   /// Thread-safe: runs f() on this context's thread in a coming loop turn, waking a blocked
-  /// run(). f may be move-only; an exception escaping it goes to the exception handler.
+  /// run() (what Asio calls post; schedule() is the same-thread form). f may be move-only; an
+  /// exception escaping it goes to the exception handler.
   /// Functions still queued when the context is destroyed are destroyed without running.
   /// Throws: std::bad_alloc (one allocation per call; coring::resume_on needs none).
   template <class F>
@@ -126,11 +129,19 @@ class io_context {
   /// Returns: a work_guard on this context.
   [[nodiscard]] work_guard make_work_guard() noexcept { return work_guard(*this); }
 
-  /// Starts t on this context in the next loop turn and lets it run detached; its frame is freed
-  /// when it ends. An exception escaping it goes to the exception handler and the context goes on.
-  void spawn(task<> t);
-  /// Resumes h in the next loop turn (same thread only).
-  void post(std::coroutine_handle<> h);
+  /// Runs a (a task, an operation such as `s.send_all(buf)`, any awaitable) detached on this
+  /// context: it starts in the next loop turn, its value is discarded, and a small coroutine
+  /// frame that holds a is freed when it ends. An exception escaping it goes to the exception
+  /// handler and the context goes on.
+  /// Throws: std::bad_alloc (a is destroyed unstarted then).
+  /// Note: a is taken by value (moved into the frame), so `ctx.spawn(s.send_all(buf))` is safe;
+  /// what a refers to (buf, s) must outlive it. While shutting down, a is destroyed unstarted.
+  template <class A>
+    requires detail::awaitable<A>
+  void spawn(A a);
+  /// Resumes h in a coming loop turn; on the context's thread only. (From another thread, use
+  /// execute(f): it is the thread-safe one, what Asio calls post.)
+  void schedule(std::coroutine_handle<> h);
   /// Ends everything still running on this context, without running any of it: cancels every
   /// operation in flight, waits until the kernel has let go of each one (their buffers and
   /// frames stay untouched until then; bounded by 5 s, after which what is left is leaked with
@@ -152,7 +163,7 @@ class io_context {
   /// Operations submitted whose final completion has not arrived yet.
   std::size_t in_flight() const noexcept { return in_flight_; }
   /// Spawned tasks that have not finished yet.
-  std::size_t spawned() const noexcept { return spawned_; }
+  std::size_t spawned() const noexcept { return spawned_.size(); }
 
  private:
   struct impl;
@@ -215,7 +226,6 @@ class io_context {
   /// Hands e to the exception handler (as for a spawned task).
   void report_exception(std::exception_ptr e) noexcept;
 
-  friend void detail::detached_task_done(detail::promise_base&) noexcept;
   void run_ready();
   void reap();
   void exit_ring() noexcept;
@@ -228,10 +238,9 @@ class io_context {
 
   std::unique_ptr<impl> impl_;
   std::vector<std::coroutine_handle<>> ready_, running_;
-  detail::promise_base* spawned_head_ = nullptr;
+  detail::spawn_list spawned_{*this};  // unfinished spawned coroutines
   std::function<void(std::exception_ptr)> on_exception_;
   std::size_t in_flight_ = 0;
-  std::size_t spawned_ = 0;
   std::atomic<bool> stop_{false};
   bool stopping_ = false;  // shutdown() started: no new operations, no resumptions
   bool busy_ = false;      // the last reap() had many completions (run_once)
@@ -279,6 +288,18 @@ struct remote_function final : remote_node {
   F f;
 };
 }  // namespace detail
+
+template <class A>
+  requires detail::awaitable<A>
+void io_context::spawn(A a) {
+  if constexpr (detail::is_task_v<A>) {
+    if (!a.valid()) return;
+  }
+  if (stopping_) return;  // never started: a is destroyed here
+  detail::spawned c = detail::spawn_body(std::move(a));  // may throw: a is destroyed unstarted
+  ready_.push_back(c.handle());  // may throw: c frees the unstarted frame
+  spawned_.push(c.release().promise());
+}
 
 template <class F>
 void io_context::execute(F&& f) {

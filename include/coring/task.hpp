@@ -15,14 +15,8 @@ namespace coring {
 
 template <class T = void>
 class task;
-class io_context;
 
 namespace detail {
-
-struct promise_base;
-/// Called by a spawned (detached) task's final suspend: unlinks it from its io_context and reports
-/// an escaped exception. Defined in io_context.cpp.
-void detached_task_done(promise_base& p) noexcept;
 
 /// State shared by every task promise.
 ///
@@ -39,11 +33,6 @@ struct promise_base {
     template <class Promise>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) noexcept {
       promise_base& p = h.promise();
-      if (p.owner_ != nullptr) {  // spawned: nobody awaits us; we free ourselves
-        detached_task_done(p);
-        h.destroy();
-        return std::noop_coroutine();
-      }
       if (p.in_resume_) {  // our awaiter is still inside resume(): let it continue inline
         p.done_inline_ = true;
         return std::noop_coroutine();
@@ -59,10 +48,6 @@ struct promise_base {
 
   std::coroutine_handle<> continuation_{};
   std::exception_ptr exception_{};
-  io_context* owner_ = nullptr;       // set by io_context::spawn
-  promise_base* prev_ = nullptr;      // io_context's intrusive list of spawned tasks
-  promise_base* next_ = nullptr;
-  std::coroutine_handle<> self_{};    // for the io_context to destroy an unfinished spawned task
   bool in_resume_ = false;
   bool done_inline_ = false;
 };
@@ -93,7 +78,8 @@ struct task_promise<void> : promise_base {
 }  // namespace detail
 
 /// A lazy coroutine returning T. It starts when first awaited (or when spawned / sync_wait'ed);
-/// exceptions thrown inside are rethrown to the awaiter.
+/// exceptions thrown inside are rethrown to the awaiter. It knows nothing of io_context:
+/// io_context::spawn and task_group run it inside a small detached coroutine of their own.
 /// Note: move-only. A task owns its frame: destroying a task that started and has not finished
 /// is a bug unless no operation of it is in flight (the io_context destructor does that safely).
 template <class T>
@@ -121,6 +107,7 @@ class [[nodiscard]] task {
   /// True once the coroutine ran to its end (value or exception).
   bool done() const noexcept { return !h_ || h_.done(); }
 
+  /// What co_await on a task awaits: starts the task, continues the caller when it ends.
   struct awaiter {
     handle_type h_;
     bool await_ready() const noexcept { return !h_ || h_.done(); }
@@ -142,8 +129,9 @@ class [[nodiscard]] task {
   awaiter operator co_await() && noexcept { return awaiter{h_}; }
   awaiter operator co_await() & noexcept { return awaiter{h_}; }
 
-  /// Gives up ownership of the coroutine (used by spawn and sync_wait).
+  /// Gives up ownership of the coroutine: the caller must destroy it.
   handle_type release() noexcept { return std::exchange(h_, {}); }
+  /// The coroutine, still owned by the task (sync_wait drives it).
   handle_type handle() const noexcept { return h_; }
 
  private:
@@ -155,6 +143,12 @@ class [[nodiscard]] task {
 };
 
 namespace detail {
+/// True for task<T>.
+template <class T>
+inline constexpr bool is_task_v = false;
+template <class T>
+inline constexpr bool is_task_v<task<T>> = true;
+
 template <class T>
 task<T> task_promise<T>::get_return_object() noexcept {
   return task<T>{std::coroutine_handle<task_promise<T>>::from_promise(*this)};

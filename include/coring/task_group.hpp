@@ -2,6 +2,7 @@
 // Description: task_group, a nursery: spawn children, first failure stops the rest, join them all.
 #pragma once
 
+#include <coring/detail/awaitable.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>
 
@@ -16,24 +17,13 @@
 #include <type_traits>
 #include <utility>
 
-// TRICKY: clang <= 14 with -fsanitize=function (part of -fsanitize=undefined) fails with "error in
-// backend: Cannot represent a difference across sections" on coroutines that are templates or
-// inline (comdat), llvm/llvm-project#49689. Every header coroutine opts out of that one check.
-#ifndef CORING_NO_SANITIZE_FUNCTION
-#if defined(__clang__)
-#define CORING_NO_SANITIZE_FUNCTION __attribute__((no_sanitize("function")))
-#else
-#define CORING_NO_SANITIZE_FUNCTION
-#endif
-#endif
-
 namespace coring {
 
 class task_group;
 
 namespace detail {
 
-/// The coroutine that runs one child of a task_group. It is posted to the io_context (so the
+/// The coroutine that runs one child of a task_group. It is scheduled on the io_context (so the
 /// child starts in the next loop turn), reports an escaping exception to the group, and at its
 /// final suspend frees itself and tells the group, which resumes the joiner after the last one.
 class [[nodiscard]] group_child {
@@ -73,15 +63,10 @@ class [[nodiscard]] group_child {
   handle_type h_;
 };
 
-/// A callable that makes a group child: `F(std::stop_token) -> task<T>`.
-template <class F>
-concept group_factory = std::invocable<F&, std::stop_token> &&
-                        requires(std::invoke_result_t<F&, std::stop_token> t) { t.release(); };
-
 template <class F>
 group_child group_call(task_group& g, F f);
-template <class T>
-group_child group_run(task<T> t);
+template <class A>
+group_child group_run(A a);
 
 /// True if e is a std::system_error with std::errc::operation_canceled.
 inline bool is_operation_canceled(const std::exception_ptr& e) noexcept {
@@ -100,6 +85,7 @@ inline bool is_operation_canceled(const std::exception_ptr& e) noexcept {
 /// concurrently on its io_context, and co_await join() resumes once every one of them finished.
 ///   task_group g(ctx);
 ///   g.spawn([&](std::stop_token tok) -> task<> { co_await s.recv(buf).with_stop(tok); ... });
+///   g.spawn(out.send_all(msg));  // an operation: bound to the group's token by spawn
 ///   co_await g.join();
 /// The first child to fail requests stop on the group's stop_source: siblings see it through
 /// the token they were given (or g.token()) and their ops end with operation_canceled. join()
@@ -128,21 +114,30 @@ class task_group {
   }
 
   /// Spawns `f(token())` as a child: f is stored in the child's frame and called in the next
-  /// loop turn; the task it returns runs there and its value, if any, is discarded.
+  /// loop turn; the awaitable it returns (a task, an operation) runs there and its value, if
+  /// any, is discarded.
   /// Throws: std::bad_alloc; nothing is spawned then.
   /// Note: f (and whatever it captures by value) lives until the child finished, so capturing
   /// coroutine lambdas are safe here.
   template <class F>
-    requires detail::group_factory<std::decay_t<F>>
+    requires detail::awaitable_factory<std::decay_t<F>>
   void spawn(F&& f) {
     start(detail::group_call(*this, std::decay_t<F>(std::forward<F>(f))));
   }
-  /// Spawns an already made task as a child; it starts in the next loop turn. Its value, if
-  /// any, is discarded. To be cancellable it must have been given token() (or watch it).
-  /// Throws: std::bad_alloc; t is destroyed unstarted then.
-  template <class T>
-  void spawn(task<T> t) {
-    start(detail::group_run(std::move(t)));
+  /// Spawns an awaitable as a child (a task, or an operation such as `s.recv(buf)`); it starts
+  /// in the next loop turn and its value, if any, is discarded. An operation that has
+  /// `.with_stop(tok)` is bound to token() here, so the group's stop cancels it; a task is
+  /// cancellable only if it was given token() (or watches it).
+  /// Throws: std::bad_alloc; a is destroyed unstarted then.
+  /// Note: a is taken by value (moved into the child's frame), so a temporary operation is
+  /// safe; what it refers to (buffers, sockets) must outlive the child.
+  template <class A>
+    requires detail::awaitable<A>
+  void spawn(A a) {
+    if constexpr (detail::stoppable<A>)
+      start(detail::group_run(std::move(a).with_stop(token())));
+    else
+      start(detail::group_run(std::move(a)));
   }
 
   /// co_await g.join(): waits until every child finished (at once if there are none).
@@ -181,7 +176,7 @@ class task_group {
     detail::group_child::handle_type h = c.handle();
     auto& p = h.promise();
     p.group_ = this;
-    ctx_->post(h);  // may throw: c still owns the unstarted frame and frees it
+    ctx_->schedule(h);  // may throw: c still owns the unstarted frame and frees it
     c.release();
     p.next_ = head_;
     if (head_) head_->prev_ = &p;
@@ -243,13 +238,13 @@ inline void group_child::promise_type::unhandled_exception() noexcept {
 
 template <class F>
 CORING_NO_SANITIZE_FUNCTION group_child group_call(task_group& g, F f) {
-  auto t = std::invoke(f, g.token());  // named: no non-trivial temporary around the co_await
-  co_await std::move(t);
+  auto a = std::invoke(f, g.token());  // named: no non-trivial temporary around the co_await
+  static_cast<void>(co_await std::move(a));  // the value, if any, is discarded
 }
 
-template <class T>
-CORING_NO_SANITIZE_FUNCTION group_child group_run(task<T> t) {
-  co_await std::move(t);
+template <class A>
+CORING_NO_SANITIZE_FUNCTION group_child group_run(A a) {
+  static_cast<void>(co_await std::move(a));  // the value, if any, is discarded
 }
 
 }  // namespace detail

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Description: when_all / when_any / with_timeout: run tasks concurrently; none outlives the call.
+// Description: when_all / when_any / with_timeout: run awaitables concurrently; none outlives
+// the call.
 #pragma once
 
+#include <coring/detail/awaitable.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>
 #include <coring/timer.hpp>
@@ -21,20 +23,10 @@
 #include <variant>
 #include <vector>
 
-// TRICKY: clang <= 14 with -fsanitize=function (part of -fsanitize=undefined) fails with "error in
-// backend: Cannot represent a difference across sections" on coroutines that are templates or
-// inline (comdat), llvm/llvm-project#49689. Every header coroutine opts out of that one check.
-#ifndef CORING_NO_SANITIZE_FUNCTION
-#if defined(__clang__)
-#define CORING_NO_SANITIZE_FUNCTION __attribute__((no_sanitize("function")))
-#else
-#define CORING_NO_SANITIZE_FUNCTION
-#endif
-#endif
-
 namespace coring {
 
-/// Stands in for the result of a task<void> in when_all's tuple and when_any's variant.
+/// Stands in for a void result (a task<void>, a void operation) in when_all's tuple and
+/// when_any's variant.
 struct unit {
   friend constexpr bool operator==(unit, unit) noexcept { return true; }
 };
@@ -44,22 +36,18 @@ namespace detail {
 template <class T>
 using non_void_t = std::conditional_t<std::is_void_v<T>, unit, T>;
 
-template <class T>
-struct task_value {};
-template <class T>
-struct task_value<task<T>> {
-  using type = T;
-};
-
-/// A callable that takes a std::stop_token and returns a task<T> (when_any, with_timeout).
+/// The value of the awaitable that factory F returns.
 template <class F>
-concept task_factory =
-    std::invocable<F&, std::stop_token> &&
-    requires { typename task_value<std::invoke_result_t<F&, std::stop_token>>::type; };
+using factory_value_t = await_result_t<std::invoke_result_t<F&, std::stop_token>>;
 
-/// The T of the task<T> that factory F returns.
+/// The value when_any keeps of a child given as X (a factory or a stoppable awaitable).
+template <class X>
+using stop_child_value_t = non_void_t<await_result_t<bound_t<X>>>;
+
+/// An argument of when_any: a factory or a stoppable awaitable, that when_any can keep (an
+/// operation must be moved in).
 template <class F>
-using factory_value_t = typename task_value<std::invoke_result_t<F&, std::stop_token>>::type;
+concept when_any_arg = stop_child<std::decay_t<F>> && std::constructible_from<std::decay_t<F>, F>;
 
 /// Counts the unfinished children of one join (cppcoro's when_all_counter, single-threaded).
 ///
@@ -109,7 +97,7 @@ class join_counter {
   std::exception_ptr first_error_{};
 };
 
-/// The coroutine that runs one child of a join: it awaits the child's task, keeps its result
+/// The coroutine that runs one child of a join: it awaits the child's awaitable, keeps its result
 /// or exception, and reports to the join_counter at its final suspend, where it stays until
 /// the join destroys it (the join owns it, so a child never outlives the join).
 template <class R>
@@ -169,13 +157,16 @@ class [[nodiscard]] join_child {
   handle_type h_;
 };
 
-template <class T>
-CORING_NO_SANITIZE_FUNCTION join_child<non_void_t<T>> await_child(task<T> t) {
+/// A join's child: a lives in the child's frame (one allocation) until the join ends.
+template <class A>
+CORING_NO_SANITIZE_FUNCTION join_child<non_void_t<await_result_t<A>>> await_child(A a) {
+  using T = await_result_t<A>;
   if constexpr (std::is_void_v<T>) {
-    co_await std::move(t);
+    co_await std::move(a);
     co_return unit{};
   } else {
-    T v = co_await std::move(t);  // named: no non-trivial temporary around the co_await (docs/design.md, "g++ 12")
+    // Named: no non-trivial temporary around the co_await (docs/design.md, "g++ 12").
+    T v = co_await std::move(a);
     co_return std::move(v);
   }
 }
@@ -204,26 +195,29 @@ struct join_all {
   void await_resume() const noexcept {}
 };
 
-template <class... T>
-CORING_NO_SANITIZE_FUNCTION task<std::tuple<non_void_t<T>...>> when_all_impl(task<T>... ts) {
-  join_counter counter(sizeof...(T));
-  std::tuple<join_child<non_void_t<T>>...> kids{await_child(std::move(ts))...};
+template <class... A>
+CORING_NO_SANITIZE_FUNCTION task<std::tuple<non_void_t<await_result_t<A>>...>> when_all_impl(
+    A... as) {
+  using result_type = std::tuple<non_void_t<await_result_t<A>>...>;
+  join_counter counter(sizeof...(A));
+  std::tuple<join_child<non_void_t<await_result_t<A>>>...> kids{await_child(std::move(as))...};
   co_await join_all<decltype(kids)>{&counter, &kids};
   if (counter.first_error()) std::rethrow_exception(counter.first_error());
-  std::tuple<non_void_t<T>...> out =
-      std::apply([](auto&... k) { return std::tuple<non_void_t<T>...>{k.take()...}; }, kids);
+  result_type out = std::apply([](auto&... k) { return result_type{k.take()...}; }, kids);
   co_return std::move(out);
 }
 
 template <class T>
 using vector_result_t = std::conditional_t<std::is_void_v<T>, void, std::vector<T>>;
 
-template <class T>
-CORING_NO_SANITIZE_FUNCTION task<vector_result_t<T>> when_all_vector(std::vector<task<T>> ts) {
-  join_counter counter(ts.size());
+template <class A>
+CORING_NO_SANITIZE_FUNCTION task<vector_result_t<await_result_t<A>>> when_all_vector(
+    std::vector<A> as) {
+  using T = await_result_t<A>;
+  join_counter counter(as.size());
   std::vector<join_child<non_void_t<T>>> kids;
-  kids.reserve(ts.size());
-  for (task<T>& t : ts) kids.push_back(await_child(std::move(t)));
+  kids.reserve(as.size());
+  for (A& a : as) kids.push_back(await_child(std::move(a)));
   co_await join_all<decltype(kids)>{&counter, &kids};
   if (counter.first_error()) std::rethrow_exception(counter.first_error());
   if constexpr (!std::is_void_v<T>) {
@@ -252,17 +246,18 @@ struct forward_stop {
 };
 
 template <class... F>
-CORING_NO_SANITIZE_FUNCTION task<std::variant<non_void_t<factory_value_t<F>>...>> when_any_impl(
+CORING_NO_SANITIZE_FUNCTION task<std::variant<stop_child_value_t<F>...>> when_any_impl(
     std::stop_token parent, F... fs) {
-  using result_type = std::variant<non_void_t<factory_value_t<F>>...>;
+  using result_type = std::variant<stop_child_value_t<F>...>;
   std::stop_source stop;
   // LIFETIME: declared after `stop`, so it is unregistered before `stop` goes away.
   std::optional<std::stop_callback<forward_stop>> link;
   if (parent.stop_possible()) link.emplace(parent, forward_stop{&stop});
   join_counter counter(sizeof...(F), &stop);
   // The factories live in this frame until every child finished: capturing lambdas are safe.
-  std::tuple<join_child<non_void_t<factory_value_t<F>>>...> kids{
-      await_child(std::invoke(fs, stop.get_token()))...};
+  // An operation is moved out of fs into its child, bound to the token.
+  std::tuple<join_child<stop_child_value_t<F>>...> kids{
+      await_child(bind_stop(fs, stop.get_token()))...};
   co_await join_all<decltype(kids)>{&counter, &kids};
   result_type out =
       take_first<result_type>(kids, counter.first(), std::index_sequence_for<F...>{});
@@ -270,15 +265,12 @@ CORING_NO_SANITIZE_FUNCTION task<std::variant<non_void_t<factory_value_t<F>>...>
 }
 
 /// The timer side of with_timeout: sleeps for d unless stop is requested first.
-CORING_NO_SANITIZE_FUNCTION inline task<> sleep_or_stop(io_context& ctx, std::chrono::nanoseconds d,
-                                                     std::stop_token tok) {
-  auto op = sleep_for(ctx, d).with_stop(std::move(tok));
-  co_await op;
-}
 struct timeout_timer {
   io_context* ctx;
   std::chrono::nanoseconds d;
-  task<> operator()(std::stop_token tok) const { return sleep_or_stop(*ctx, d, std::move(tok)); }
+  auto operator()(std::stop_token tok) const {
+    return sleep_for(*ctx, d).with_stop(std::move(tok));
+  }
 };
 
 template <class F>
@@ -295,69 +287,80 @@ CORING_NO_SANITIZE_FUNCTION task<factory_value_t<F>> with_timeout_impl(
 
 }  // namespace detail
 
-/// Runs the tasks concurrently: each is started in turn (in argument order) and runs until its
-/// first suspension; then they interleave on the ring.
-/// Returns: a tuple of their values in argument order; a task<void> contributes coring::unit.
+/// Runs the awaitables (tasks, operations such as `s.recv(buf)`, anything co_await takes)
+/// concurrently: each is started in turn (in argument order) and runs until its first
+/// suspension; then they interleave on the ring.
+/// Returns: a tuple of their values in argument order; a void one contributes coring::unit.
 /// Throws: the exception of the first child that failed (first in time), rethrown only after
 /// every child finished: no child outlives the call. Other children are not cancelled (use
 /// task_group or when_any for that).
-/// Note: allocates one small frame per child besides the children's own frames.
-template <class... T>
-[[nodiscard]] task<std::tuple<detail::non_void_t<T>...>> when_all(task<T>... ts) {
-  return detail::when_all_impl(std::move(ts)...);
+/// Note: the awaitables are taken by value (moved into the children's frames), so temporaries
+/// such as `when_all(s.send_all(out), s.recv(in))` are safe; what they refer to must outlive
+/// the co_await. Allocates one small frame per child (holding the awaitable) besides the frames
+/// of the tasks among them.
+template <class... A>
+  requires(detail::awaitable<A> && ...)
+[[nodiscard]] task<std::tuple<detail::non_void_t<detail::await_result_t<A>>...>> when_all(A... as) {
+  return detail::when_all_impl(std::move(as)...);
 }
 
-/// Runs the tasks of a vector concurrently, as the variadic when_all.
-/// Returns: their values in vector order (std::vector<T>); for task<void>, nothing (task<void>).
+/// Runs the awaitables of a vector concurrently, as the variadic when_all.
+/// Returns: their values in vector order (std::vector<T>); if they are void, nothing
+/// (task<void>).
 /// Throws: the first failure in time, after every child finished.
 /// Note: allocates the vector of child frames, one frame per child, and the result vector.
-template <class T>
-[[nodiscard]] task<detail::vector_result_t<T>> when_all(std::vector<task<T>> ts) {
-  return detail::when_all_vector(std::move(ts));
+template <class A>
+  requires detail::awaitable<A>
+[[nodiscard]] task<detail::vector_result_t<detail::await_result_t<A>>> when_all(std::vector<A> as) {
+  return detail::when_all_vector(std::move(as));
 }
 
-/// Races the tasks made by the factories `F(std::stop_token) -> task<T>`: each factory is
-/// called with the token of a stop_source owned by when_any and its task started in turn. The
-/// first child to finish (with a value or an exception) decides the outcome; when_any then
-/// requests stop and waits until every other child finished before it returns.
+/// Races its children, each given either as a factory `F(std::stop_token) -> awaitable`
+/// (a lambda returning a task or an operation) or as an operation that has `.with_stop(tok)`
+/// (`s.recv(buf)`, `sleep_for(ctx, d)`), which when_any binds to its token itself. Every child
+/// gets the token of a stop_source owned by when_any and is started in turn. The first child
+/// to finish (with a value or an exception) decides the outcome; when_any then requests stop
+/// and waits until every other child finished before it returns.
 /// Returns: std::variant of the children's values (void -> coring::unit), holding the first
 /// finisher's value at the finisher's index (variant::index(); duplicate types are fine).
 /// Throws: the first finisher's exception, after every child finished. Exceptions of the other
 /// children (operation_canceled or any other) are swallowed, and so is a loser's value that
 /// raced the cancel (a recv's bytes are then lost: keep them in the child if they matter).
-/// Note: cancellation reaches a child only through its token: its ops must use
+/// Note: cancellation reaches a child only through its token: a factory's ops must use
 /// `.with_stop(tok)` (or it must poll tok). A child that ignores the token makes when_any wait
-/// until it finishes on its own. If a child finishes while the others are still being started,
-/// the rest start with stop already requested. The factories are kept in when_any's frame until
-/// it returns, so capturing lambdas are fine; name them before the co_await (docs/design.md, "g++ 12").
+/// until it finishes on its own; that is why a task is not accepted as a child, only a factory
+/// that makes it. If a child finishes while the others are still being started, the rest start
+/// with stop already requested. The factories are kept in when_any's frame until it returns, so
+/// capturing lambdas are fine; name them before the co_await (docs/design.md, "g++ 12").
+/// Operations are taken by value (moved into the frame), so temporaries are safe.
 /// Stop requests may come from any thread: an operation forwards one from another thread to its
 /// ring's thread.
 template <class... F>
-  requires(sizeof...(F) > 0 && (detail::task_factory<std::decay_t<F>> && ...))
-[[nodiscard]] task<std::variant<detail::non_void_t<detail::factory_value_t<std::decay_t<F>>>...>>
-when_any(F&&... fs) {
+  requires(sizeof...(F) > 0 && (detail::when_any_arg<F> && ...))
+[[nodiscard]] task<std::variant<detail::stop_child_value_t<std::decay_t<F>>...>> when_any(
+    F&&... fs) {
   return detail::when_any_impl(std::stop_token{}, std::forward<F>(fs)...);
 }
 
 /// As when_any(fs...), and a stop request on parent is forwarded to the children (for nesting a
 /// race inside a task_group or another race). Same thread only.
 template <class... F>
-  requires(sizeof...(F) > 0 && (detail::task_factory<std::decay_t<F>> && ...))
-[[nodiscard]] task<std::variant<detail::non_void_t<detail::factory_value_t<std::decay_t<F>>>...>>
-when_any(std::stop_token parent, F&&... fs) {
+  requires(sizeof...(F) > 0 && (detail::when_any_arg<F> && ...))
+[[nodiscard]] task<std::variant<detail::stop_child_value_t<std::decay_t<F>>...>> when_any(
+    std::stop_token parent, F&&... fs) {
   return detail::when_any_impl(std::move(parent), std::forward<F>(fs)...);
 }
 
-/// Bounds the whole task made by `f(std::stop_token) -> task<T>` by d: it races f's task
-/// against sleep_for(ctx, d) with when_any. On expiry stop is requested on f's token and, once
-/// f's task has ended, the call throws.
+/// Bounds the whole task made by `f(std::stop_token) -> task<T>` (or another awaitable) by d:
+/// it races f's task against sleep_for(ctx, d) with when_any. On expiry stop is requested on
+/// f's token and, once f's task has ended, the call throws.
 /// Returns: the task's value if it finished first. Throws: std::system_error(std::errc::timed_out)
 /// on expiry (even if the task, cancelled late, still produced a value); the task's own
 /// exception if it failed first; operation_canceled if parent was stopped.
 /// Note: as when_any, the task must pass its token to its ops (`.with_stop(tok)`); parent, if
 /// given, forwards stop requests (same thread).
 template <class Rep, class Period, class F>
-  requires detail::task_factory<std::decay_t<F>>
+  requires detail::awaitable_factory<std::decay_t<F>>
 [[nodiscard]] task<detail::factory_value_t<std::decay_t<F>>> with_timeout(
     io_context& ctx, std::chrono::duration<Rep, Period> d, F&& f, std::stop_token parent = {}) {
   return detail::with_timeout_impl<std::decay_t<F>>(
