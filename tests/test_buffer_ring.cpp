@@ -91,7 +91,7 @@ TEST_CASE("an idle recv_stream holds no buffer; data takes one only while it is 
     buffer b = co_await rx.next();
     CHECK(test::text(b.data()) == "hello");
     CHECK(ring.available() == ring.count() - 1);
-    b.release();
+    b.reset();
     CHECK(ring.available() == ring.count());
   };
   test::run(ctx, body(ctx));
@@ -140,7 +140,7 @@ TEST_CASE("backpressure: a stream nobody reads holds at most max_queued ring buf
     // 1 held by `first` + at most max_queued queued.
     CHECK(min_available >= ring.count() - 1 - 4);
     // And all of it still arrives once the consumer reads.
-    first.release();
+    first.reset();
     std::size_t total = 0;
     pair.client.shutdown(SHUT_WR);
     while (buffer b = co_await rx.next()) total += b.size();
