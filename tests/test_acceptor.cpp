@@ -1,14 +1,20 @@
 // SPDX-License-Identifier: MIT
 // Description: acceptor (multishot accept): many connections from one SQE, EMFILE without
-// spinning and with recovery, backpressure, cancellation and teardown.
+// spinning and with recovery, backpressure, cancellation, per-wait deadlines and stop tokens,
+// and teardown.
 #include "test_support.hpp"
 
 #include <array>
+#include <atomic>
 #include <cstdio>
+#include <stop_token>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 using namespace coring;
 using namespace std::chrono_literals;
@@ -339,5 +345,216 @@ TEST_CASE("multishot accept churn" *
   CHECK(in_flight_after_churn <= 1);
   CHECK(in_flight_after_probe == 1);  // exactly the multishot accept
   CHECK(ctx.in_flight() == 0);
+  CHECK(test::open_fds() == fds_before);
+}
+
+// ---- per-wait deadlines and stop tokens ----
+
+namespace {
+
+// A plain blocking connect, off the ring: when it returns the handshake is done and the
+// listener's accept completion waits in the kernel, not yet reaped.
+int raw_connect(const address& to) {
+  int fd = ::socket(to.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  REQUIRE(::connect(fd, to.data(), to.size()) == 0);
+  return fd;
+}
+
+address raw_sock_name(int fd) {
+  address a;
+  socklen_t len = address::capacity();
+  REQUIRE(::getsockname(fd, a.data(), &len) == 0);
+  a.resize(len);
+  return a;
+}
+
+task<> with_timeout_then_accept(io_context& ctx, bool multishot) {
+  coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
+  acceptor acc(listener, {.multishot = multishot});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = co_await as_result(acc.accept().with_timeout(20ms));
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == std::errc::timed_out);
+  CHECK(std::chrono::steady_clock::now() - t0 >= 20ms);
+  // The throwing form, and a deadline that has already passed.
+  bool threw = false;
+  try {
+    co_await acc.accept().with_timeout(0ms);
+  } catch (const std::system_error& e) {
+    threw = e.code() == std::errc::timed_out;
+  }
+  CHECK(threw);
+  // The acceptor goes on: the next accept() gets a connection, well within its deadline.
+  auto clients = co_await connect_many(ctx, listener.sock_name(), 1);
+  coring::socket s = co_await acc.accept().with_timeout(10s);
+  CHECK(s.peer_name() == clients[0].sock_name());
+  // The timer does not outlive its use once nothing else is armed (one accept per call).
+  if (!multishot) {
+    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) co_await sleep_for(ctx, 1ms);
+    CHECK(ctx.in_flight() == 0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("accept().with_timeout ends with timed_out when nobody connects; the next accept() "
+          "still gets a connection") {
+  io_context ctx;
+  SUBCASE("multishot accept") { test::run(ctx, with_timeout_then_accept(ctx, true)); }
+  SUBCASE("one accept per call") { test::run(ctx, with_timeout_then_accept(ctx, false)); }
+}
+
+TEST_CASE("accept().with_stop: a stop request ends the wait with operation_canceled; the "
+          "acceptor goes on") {
+  io_context ctx;
+  auto body = [](io_context& ctx) -> task<> {
+    coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
+    acceptor acc(listener);
+    std::stop_source stop;
+    auto stopper = [](io_context& ctx, std::stop_source& s) -> task<> {
+      co_await sleep_for(ctx, 10ms);
+      s.request_stop();
+    };
+    ctx.spawn(stopper(ctx, stop));
+    std::stop_token tok = stop.get_token();
+    auto op = as_result(acc.accept().with_stop(tok));
+    auto r = co_await op;
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::operation_canceled);
+    // Already stopped: ends at once.
+    auto op2 = as_result(acc.accept().with_stop(tok).with_timeout(10s));
+    auto r2 = co_await op2;
+    REQUIRE_FALSE(r2);
+    CHECK(r2.error() == std::errc::operation_canceled);
+    // Not a socket cancel: the acceptor still accepts.
+    auto clients = co_await connect_many(ctx, listener.sock_name(), 1);
+    std::stop_source unused;
+    auto op3 = acc.accept().with_stop(unused.get_token());
+    coring::socket s = co_await op3;
+    CHECK(s.peer_name() == clients[0].sock_name());
+  };
+  test::run(ctx, body(ctx));
+}
+
+TEST_CASE("a stop request from another thread ends a waiting accept() with operation_canceled "
+          "(200 rounds, both before and while it waits)") {
+  constexpr int rounds = 200;
+  test::watchdog w(60s, "cross-thread accept stop");
+  io_context ctx;
+  std::vector<std::stop_source> sources(rounds);
+  std::atomic<int> waiting{-1};  // the round whose accept() is about to wait
+  int cancelled = 0, other = 0;
+  auto body = [](io_context& ctx, std::vector<std::stop_source>& sources, std::atomic<int>& waiting,
+                 int& cancelled, int& other) -> task<> {
+    coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
+    acceptor acc(listener);
+    for (int i = 0; i < rounds; ++i) {
+      std::stop_token tok = sources[static_cast<std::size_t>(i)].get_token();
+      waiting.store(i);  // the other thread may request stop from now on
+      auto op = as_result(acc.accept().with_stop(tok));
+    auto r = co_await op;
+      if (!r && r.error() == std::errc::operation_canceled) ++cancelled;
+      else ++other;
+    }
+    auto clients = co_await connect_many(ctx, listener.sock_name(), 1);
+    coring::socket s = co_await acc.accept().with_timeout(10s);
+    CHECK(s.peer_name() == clients[0].sock_name());
+  };
+  std::thread stopper([&] {
+    for (int i = 0; i < rounds; ++i) {
+      for (int t = 0; t < 10'000'000 && waiting.load() < i; ++t) std::this_thread::yield();
+      sources[static_cast<std::size_t>(i)].request_stop();
+    }
+  });
+  test::run(ctx, body(ctx, sources, waiting, cancelled, other), 50s);
+  stopper.join();
+  CHECK(cancelled == rounds);
+  CHECK(other == 0);
+}
+
+TEST_CASE("a connection that arrives in the loop turn of a stop request is handed out, not "
+          "lost") {
+  test::watchdog w(30s, "accept stop race");
+  io_context ctx;
+  coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
+  acceptor acc(listener);
+  struct outcome {
+    int stage = 0;
+    std::vector<coring::socket> accepted;
+    std::vector<std::error_code> errors;
+  } out;
+  auto waiter = [](acceptor& acc, std::stop_token tok, outcome& out) -> task<> {
+    out.stage = 1;
+    auto op = as_result(acc.accept().with_stop(tok));
+    auto r = co_await op;
+    if (r) out.accepted.push_back(std::move(*r));
+    else out.errors.push_back(r.error());
+    // The connection was not handed out: it waits for this accept().
+    if (!r) {
+      auto r2 = co_await as_result(acc.accept().with_timeout(5s));
+      if (r2) out.accepted.push_back(std::move(*r2));
+      else out.errors.push_back(r2.error());
+    }
+    out.stage = 2;
+  };
+  std::stop_source stop;
+  ctx.spawn(waiter(acc, stop.get_token(), out));
+  ctx.run_once(false);  // the waiter waits; the multishot accept is submitted
+  REQUIRE(out.stage == 1);
+  const int client = raw_connect(listener.sock_name());
+  stop.request_stop();  // the same loop turn: the accept completion is not reaped yet
+  for (int i = 0; i < 100 && out.stage < 2; ++i) ctx.run_once(true);
+  REQUIRE(out.stage == 2);
+  REQUIRE(out.accepted.size() == 1);
+  CHECK(out.accepted[0].peer_name() == raw_sock_name(client));
+  // Reaped after the stop ended the wait: the first accept() was cancelled, the second got it.
+  REQUIRE(out.errors.size() == 1);
+  CHECK(out.errors[0] == std::errc::operation_canceled);
+  ::close(client);
+}
+
+TEST_CASE("io_context::shutdown with an accept().with_timeout waiting destroys the waiter "
+          "without resuming it") {
+  test::watchdog w(30s, "accept teardown");
+  const int fds_before = test::open_fds();
+  auto waiter = [](acceptor& acc, int& resumed) -> task<> {
+    test::counted alive;
+    auto r = co_await as_result(acc.accept().with_timeout(10s));
+    ++resumed;
+  };
+  auto owner = [](coring::socket& l, int& resumed) -> task<> {
+    test::counted alive;
+    acceptor acc(l);
+    auto r = co_await as_result(acc.accept().with_timeout(10s));
+    ++resumed;
+  };
+  int resumed = 0;
+  test::counted::reset();
+  SUBCASE("the acceptor lives in the waiting frame") {
+    io_context ctx;
+    coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
+    ctx.spawn(owner(listener, resumed));
+    ctx.run_once(false);
+    CHECK(ctx.in_flight() == 2);  // the accept and the wait's timer
+    CHECK(test::counted::live == 1);
+    ctx.shutdown();
+    CHECK(ctx.in_flight() == 0);
+    CHECK(ctx.spawned() == 0);
+  }
+  SUBCASE("the acceptor outlives the waiting frame") {
+    io_context ctx;
+    coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
+    acceptor acc(listener);
+    ctx.spawn(waiter(acc, resumed));
+    ctx.run_once(false);
+    CHECK(ctx.in_flight() == 2);
+    ctx.shutdown();
+    CHECK(ctx.in_flight() == 0);
+    CHECK(ctx.spawned() == 0);
+    CHECK(test::counted::live == 0);
+  }  // ~acceptor after the frame: frees its state
+  CHECK(resumed == 0);
+  CHECK(test::counted::live == 0);
   CHECK(test::open_fds() == fds_before);
 }

@@ -2,29 +2,23 @@
 // Description: acceptor: one multishot accept kept armed on a listening socket.
 #pragma once
 
+#include <coring/detail/multishot.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 #include <coring/socket.hpp>
 
-#include <coroutine>
+#include <utility>
 
 namespace coring {
 
 namespace detail {
-struct acceptor_state;
-
-/// co_await acceptor.accept().
-class accept_next_op {
+/// co_await acceptor.accept(); takes .with_timeout(d) and .with_stop(tok).
+class accept_next_op : public multishot_op<accept_next_op, socket> {
  public:
-  using value_type = socket;
-  explicit accept_next_op(acceptor_state* st) noexcept : st_(st) {}
-  bool await_ready() const noexcept;
-  void await_suspend(std::coroutine_handle<> h);
-  socket await_resume();
+  static constexpr const char* name = "accept";
+  using multishot_op::multishot_op;
+  /// The non-throwing form of await_resume (used by coring::as_result).
   result<socket> await_resume_result() noexcept;
-
- private:
-  acceptor_state* st_;
 };
 }  // namespace detail
 
@@ -42,23 +36,29 @@ struct acceptor_options {
 /// Running out of descriptors (EMFILE/ENFILE) ends the multishot; accept() then throws that
 /// error once, the connections stay queued in the backlog, and the next accept() re-arms: the
 /// caller decides how long to back off (examples/echo_server pauses 100 ms) instead of spinning.
-/// Note: the listening socket must outlive the acceptor; destroying the acceptor cancels the
-/// multishot and closes connections accepted but not yet handed out.
+/// Note: the listening socket must outlive the acceptor, and the acceptor every accept()
+/// awaited on it; destroying the acceptor cancels the multishot and closes connections accepted
+/// but not yet handed out. Only one coroutine may await accept() at a time.
 class acceptor {
  public:
+  /// Starts nothing yet: the first accept() arms the multishot.
   explicit acceptor(socket& listener, acceptor_options opts = {});
+  /// Cancels the armed multishot (its final completion frees the state later) and closes the
+  /// connections not handed out.
   ~acceptor();
   acceptor(acceptor&& o) noexcept : st_(std::exchange(o.st_, nullptr)) {}
   acceptor& operator=(acceptor&&) = delete;
   acceptor(const acceptor&) = delete;
 
-  /// Waits for the next connection. Returns: the connected socket.
-  /// Throws: std::system_error (errno, e.g. EMFILE; operation_canceled after
-  /// listener.cancel()).
+  /// Waits for the next connection. `.with_timeout(d)` and `.with_stop(tok)` bound this wait
+  /// only: the acceptor stays armed, and a connection accepted after the wait ended is handed
+  /// to the next accept(). Returns: the connected socket.
+  /// Throws: std::system_error (errno, e.g. EMFILE; operation_canceled after listener.cancel()
+  /// or a stop request; timed_out after the deadline).
   [[nodiscard]] detail::accept_next_op accept() noexcept { return detail::accept_next_op(st_); }
 
  private:
-  detail::acceptor_state* st_;
+  detail::multishot_core* st_;
 };
 
 }  // namespace coring

@@ -14,17 +14,23 @@
 namespace coring {
 
 class buffer_ring;
+namespace detail {
+class recv_stream_state;
+}
 
 /// A received buffer. Move-only; gives its storage back (to its buffer_ring, or to the
-/// recv_stream's private fallback buffer) when destroyed or release()d. An empty buffer
+/// recv_stream's private fallback buffer) when destroyed or reset(). An empty buffer
 /// (`!b`) means end of stream.
-/// Note: the bytes stay valid until the handle is destroyed or released; the owner (ring or
+/// Note: the bytes stay valid until the handle is destroyed or reset; the owner (ring or
 /// stream) must outlive the handle.
 class buffer {
  public:
+  /// Gives buffer id back to owner.
   using release_fn = void (*)(void* owner, std::uint16_t id) noexcept;
 
+  /// An empty buffer (end of stream).
   buffer() noexcept = default;
+  /// Wraps data, which fn(owner, id) gives back (for coring's receivers).
   buffer(release_fn fn, void* owner, std::uint16_t id, std::span<std::byte> data) noexcept
       : fn_(fn), owner_(owner), id_(id), data_(data) {}
   buffer(buffer&& o) noexcept
@@ -32,7 +38,7 @@ class buffer {
         data_(std::exchange(o.data_, {})) {}
   buffer& operator=(buffer&& o) noexcept {
     if (this != &o) {
-      release();
+      reset();
       fn_ = std::exchange(o.fn_, nullptr);
       owner_ = o.owner_;
       id_ = o.id_;
@@ -42,16 +48,18 @@ class buffer {
   }
   buffer(const buffer&) = delete;
   buffer& operator=(const buffer&) = delete;
-  ~buffer() { release(); }
+  ~buffer() { reset(); }
 
   /// The received bytes.
   std::span<std::byte> data() const noexcept { return data_; }
+  /// The number of received bytes.
   std::size_t size() const noexcept { return data_.size(); }
+  /// True for the end-of-stream marker (no bytes).
   bool empty() const noexcept { return data_.empty(); }
   /// False for the end-of-stream marker.
   explicit operator bool() const noexcept { return !data_.empty(); }
-  /// Gives the storage back now.
-  void release() noexcept {
+  /// Gives the storage back now (like unique_ptr::reset); the handle becomes empty.
+  void reset() noexcept {
     if (fn_) std::exchange(fn_, nullptr)(owner_, id_);
     data_ = {};
   }
@@ -79,13 +87,19 @@ class buffer_ring {
   buffer_ring(const buffer_ring&) = delete;
   buffer_ring& operator=(const buffer_ring&) = delete;
 
+  /// The context the ring is registered with.
   io_context& context() const noexcept { return *ctx_; }
   /// The buffer group id to put in SQEs (IOSQE_BUFFER_SELECT).
   std::uint16_t group() const noexcept { return group_; }
+  /// The number of buffers.
   unsigned count() const noexcept { return count_; }
+  /// The size of each buffer in bytes.
   unsigned buffer_size() const noexcept { return size_; }
   /// Buffers currently in the kernel's hands (free for the next reception).
   unsigned available() const noexcept { return available_; }
+
+ private:
+  friend class detail::recv_stream_state;  // the ring-facing calls below
 
   /// Records that the kernel filled a buffer (a CQE carried IORING_CQE_F_BUFFER).
   void consumed() noexcept { --available_; }
@@ -93,9 +107,7 @@ class buffer_ring {
   buffer take(std::uint16_t id, std::size_t len) noexcept;
   /// Returns buffer id to the kernel.
   void give_back(std::uint16_t id) noexcept;
-
- private:
-  static void release(void* self, std::uint16_t id) noexcept {
+  static void give_back_fn(void* self, std::uint16_t id) noexcept {
     static_cast<buffer_ring*>(self)->give_back(id);
   }
 

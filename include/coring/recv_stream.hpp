@@ -4,40 +4,33 @@
 #pragma once
 
 #include <coring/buffer_ring.hpp>
+#include <coring/detail/multishot.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 
 #include <chrono>
-#include <coroutine>
-#include <cstdint>
+#include <utility>
 
 namespace coring {
 
 class socket;
-class recv_stream;
 
 namespace detail {
-struct recv_stream_state;
-
-/// co_await stream.next().
-class recv_next_op {
+/// co_await stream.next(); takes .with_timeout(d) and .with_stop(tok).
+class recv_next_op : public multishot_op<recv_next_op, buffer> {
  public:
-  using value_type = buffer;
-  explicit recv_next_op(recv_stream_state* st) noexcept : st_(st) {}
-  bool await_ready() const noexcept;
-  void await_suspend(std::coroutine_handle<> h);
-  buffer await_resume();
+  static constexpr const char* name = "recv_stream";
+  using multishot_op::multishot_op;
+  /// The non-throwing form of await_resume (used by coring::as_result).
   result<buffer> await_resume_result() noexcept;
-
- private:
-  recv_stream_state* st_;
 };
 }  // namespace detail
 
 /// How a recv_stream receives.
 struct recv_stream_options {
   /// Buffers received ahead of the consumer (1 to 16). Together with the buffers the consumer
-  /// holds, this bounds what one connection takes from the shared ring (docs/design.md, "Buffer rings and backpressure").
+  /// holds, this bounds what one connection takes from the shared ring (docs/design.md,
+  /// "Buffer rings and backpressure").
   unsigned max_queued = 2;
   /// Keep one multishot recv (Linux 6.0+) armed instead of one recv per buffer. Saves an SQE
   /// per reception, but the kernel fills buffers in bursts while data is queued in the socket
@@ -62,9 +55,10 @@ struct recv_stream_options {
 /// (ENOBUFS), or the kernel lacks buffer rings, the stream falls back to a plain recv into a
 /// private buffer of the ring's buffer size, allocated once on first need: no data is lost and
 /// every connection keeps making progress.
-/// Note: the socket and the ring must outlive the stream. Buffers from the ring may outlive the
-/// stream; the private fallback buffer stays allocated until both the stream and the buffer
-/// handle using it are gone. Only one coroutine may await next() at a time.
+/// Note: the socket and the ring must outlive the stream, and the stream every next() awaited
+/// on it. Buffers from the ring may outlive the stream; the private fallback buffer stays
+/// allocated until both the stream and the buffer handle using it are gone. Only one coroutine
+/// may await next() at a time.
 class recv_stream {
  public:
   /// Starts nothing yet: the first next() arms the first reception.
@@ -75,14 +69,17 @@ class recv_stream {
   recv_stream& operator=(recv_stream&&) = delete;
   recv_stream(const recv_stream&) = delete;
 
-  /// Waits for the next received data.
+  /// Waits for the next received data. `.with_timeout(d)` and `.with_stop(tok)` bound this
+  /// wait only: the stream goes on, and data received after the wait ended is handed to the
+  /// next next().
   /// Returns: a buffer holding at least one byte; an empty buffer once the peer has shut down
   /// and everything was read. Throws: std::system_error (errno, e.g. ECONNRESET;
-  /// operation_canceled after socket::cancel(); timed_out after the idle timeout).
+  /// operation_canceled after socket::cancel() or a stop request; timed_out after the idle
+  /// timeout, which ends the stream, or after this wait's deadline, which does not).
   [[nodiscard]] detail::recv_next_op next() noexcept { return detail::recv_next_op(st_); }
 
  private:
-  detail::recv_stream_state* st_;
+  detail::multishot_core* st_;
 };
 
 }  // namespace coring
