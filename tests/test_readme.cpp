@@ -58,7 +58,7 @@ coring::task<> time_and_structure(coring::io_context& ctx, coring::socket& s,
   auto both = co_await std::move(all);                 // std::tuple, concurrently
   auto first = co_await coring::when_any(f, g);        // F(std::stop_token) -> task<T>; losers
                                                        // are cancelled and awaited
-  auto v = co_await coring::with_timeout(ctx, 2s, f);  // a whole task, bounded
+  auto v = co_await coring::cancel_after(ctx, 2s, f);   // a whole task, bounded
   coring::task_group group(ctx);                       // a nursery: the first failure cancels
   group.spawn(child);  co_await group.join();          // the siblings and is rethrown
   // clang-format on

@@ -385,7 +385,7 @@ TEST_CASE("with_timeout expires on a task blocked in recv and throws timed_out a
         throw;
       }
     };
-    auto bounded = with_timeout(ctx, 5ms, blocked);
+    auto bounded = cancel_after(ctx, 5ms, blocked);
     std::error_code code;
     try {
       co_await std::move(bounded);
@@ -409,14 +409,14 @@ TEST_CASE("with_timeout returns the value when the task finishes first") {
       std::size_t n = co_await op;
       co_return test::text(std::span(buf).first(n));
     };
-    auto bounded = with_timeout(ctx, 10s, reader);
+    auto bounded = cancel_after(ctx, 10s, reader);
     std::string got = co_await std::move(bounded);
     CHECK(got == "hi");
     CHECK(ctx.in_flight() == 0);  // the 10 s timer was cancelled and has completed
 
     int hits = 0;
     auto v = [&hits](std::stop_token) -> task<> { return bump(hits); };
-    auto bounded_void = with_timeout(ctx, 10s, v);
+    auto bounded_void = cancel_after(ctx, 10s, v);
     co_await std::move(bounded_void);
     CHECK(hits == 1);
   });
@@ -426,7 +426,7 @@ TEST_CASE("with_timeout passes the task's own failure through") {
   io_context ctx;
   test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto bad = [](std::stop_token) -> task<int> { return fail_now("own"); };
-    auto bounded = with_timeout(ctx, 10s, bad);
+    auto bounded = cancel_after(ctx, 10s, bad);
     std::string what;
     try {
       co_await std::move(bounded);

@@ -274,7 +274,7 @@ struct timeout_timer {
 };
 
 template <class F>
-CORING_NO_SANITIZE_FUNCTION task<factory_value_t<F>> with_timeout_impl(
+CORING_NO_SANITIZE_FUNCTION task<factory_value_t<F>> cancel_after_impl(
     io_context& ctx, std::chrono::nanoseconds d, F f, std::stop_token parent) {
   using T = factory_value_t<F>;
   task<std::variant<non_void_t<T>, unit>> race =
@@ -351,7 +351,9 @@ template <class... F>
   return detail::when_any_impl(std::move(parent), std::forward<F>(fs)...);
 }
 
-/// Bounds the whole task made by `f(std::stop_token) -> task<T>` (or another awaitable) by d:
+/// Bounds the whole task made by `f(std::stop_token) -> task<T>` (or another awaitable) by d
+/// (Asio's cancel_after; one operation alone takes the cheaper `.with_timeout(d)`, a kernel
+/// linked timeout):
 /// it races f's task against sleep_for(ctx, d) with when_any. On expiry stop is requested on
 /// f's token and, once f's task has ended, the call throws.
 /// Returns: the task's value if it finished first. Throws: std::system_error(std::errc::timed_out)
@@ -361,9 +363,9 @@ template <class... F>
 /// given, forwards stop requests (same thread).
 template <class Rep, class Period, class F>
   requires detail::awaitable_factory<std::decay_t<F>>
-[[nodiscard]] task<detail::factory_value_t<std::decay_t<F>>> with_timeout(
+[[nodiscard]] task<detail::factory_value_t<std::decay_t<F>>> cancel_after(
     io_context& ctx, std::chrono::duration<Rep, Period> d, F&& f, std::stop_token parent = {}) {
-  return detail::with_timeout_impl<std::decay_t<F>>(
+  return detail::cancel_after_impl<std::decay_t<F>>(
       ctx, std::chrono::duration_cast<std::chrono::nanoseconds>(d), std::forward<F>(f),
       std::move(parent));
 }
