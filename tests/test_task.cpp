@@ -306,3 +306,13 @@ TEST_CASE("result<T> holds a value or an error and value() throws the error") {
   CHECK(ve.error() == errc::not_supported);
   CHECK(std::string(ve.error().category().name()) == "coring");
 }
+
+TEST_CASE("sync_wait returns a task whose last step was resumed from the ready queue") {
+  io_context ctx;
+  auto hop = [](io_context& ctx) -> task<int> {
+    co_await coring::resume_on(ctx);  // same context: resumed by the next loop turn's queue
+    co_return 7;
+  };
+  // Before the fix: "the task is suspended but nothing is in flight", though it had finished.
+  CHECK(sync_wait(ctx, hop(ctx)) == 7);
+}

@@ -43,7 +43,9 @@ detail::await_result_t<A> sync_wait(io_context& ctx, A a) {
     h.promise().continuation_ = std::noop_coroutine();
     h.resume();
     while (!h.done()) {
-      if (!ctx.run_once(true))
+      // A turn that found nothing to wait for may still have resumed the task's last step
+      // (from the ready or cross-thread queue): only a task left suspended is stuck.
+      if (!ctx.run_once(true) && !h.done())
         throw std::logic_error("sync_wait: the task is suspended but nothing is in flight");
     }
     return h.promise().take();
