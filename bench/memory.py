@@ -5,8 +5,9 @@
        memory.py --server NAME=CMD ... --loadgen PATH [--connections N]
 
 For each server: start it (fresh, "--port 0" appended unless given), let loadgen open 10
-connections, echo one message on each and leave (this pays for lazy one-time setup), read
-VmRSS; then a separate loadgen process (`--idle-connections N`) opens N connections in batches,
+connections, echo one message on each and leave, then echo for one second on 10 connections
+(this pays for lazy one-time setup, such as the pages of a buffer ring, which the traffic cycles
+through), read VmRSS; then a separate loadgen process (`--idle-connections N`) opens N connections in batches,
 echoes one 64-byte message on each (so the server has really set every connection up) and holds
 them; VmRSS again; KiB per connection = delta / N. After the clients leave, VmRSS a third time
 ("after close") to show whether memory returns. The fd limit is 20,000 per process, which is why
@@ -53,6 +54,11 @@ def measure(loadgen, name, cmd, n, settle):
     try:
         warm, _ = idle_clients(loadgen, port, 10, 600)
         release(warm)
+        # One second of echo traffic on 10 connections cycles a provided-buffer ring through
+        # every buffer: its pages are a fixed cost of the server, not of the idle connections.
+        subprocess.run([loadgen, "--host", "127.0.0.1", "--port", str(port), "--connections",
+                        "10", "--size", "64", "--duration", "1"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60, check=False)
         time.sleep(settle)
         before = rss_kib(server.pid)
         p, echoed = idle_clients(loadgen, port, n, 600)
