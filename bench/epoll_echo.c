@@ -24,11 +24,11 @@
 enum broken_mode { BROKEN_NONE, BROKEN_DROP, BROKEN_FLIP, BROKEN_DUP, BROKEN_CLOSE };
 
 struct conn {
-  uint64_t rx_total;  // bytes received so far (for --broken)
-  size_t pending_off; // unsent bytes are buf[pending_off, pending_len)
+  uint64_t rx_total;   // bytes received so far (for --broken)
+  size_t pending_off;  // unsent bytes are buf[pending_off, pending_len)
   size_t pending_len;
   int broken_done;
-  unsigned char buf[]; // flexible array: one allocation per connection
+  unsigned char buf[];  // flexible array: one allocation per connection
 };
 
 static struct conn** conns;  // indexed by fd
@@ -172,11 +172,16 @@ int main(int argc, char** argv) {
       broken_at = strtoull(argv[++i], NULL, 10);
     } else if (!strcmp(argv[i], "--broken") && i + 1 < argc) {
       const char* m = argv[++i];
-      if (!strcmp(m, "drop")) broken = BROKEN_DROP;
-      else if (!strcmp(m, "flip")) broken = BROKEN_FLIP;
-      else if (!strcmp(m, "dup")) broken = BROKEN_DUP;
-      else if (!strcmp(m, "close")) broken = BROKEN_CLOSE;
-      else usage();
+      if (!strcmp(m, "drop"))
+        broken = BROKEN_DROP;
+      else if (!strcmp(m, "flip"))
+        broken = BROKEN_FLIP;
+      else if (!strcmp(m, "dup"))
+        broken = BROKEN_DUP;
+      else if (!strcmp(m, "close"))
+        broken = BROKEN_CLOSE;
+      else
+        usage();
     } else {
       usage();
     }

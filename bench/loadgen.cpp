@@ -55,8 +55,8 @@
 
 namespace {
 
-constexpr std::uint32_t pattern_period = 65521;      // prime
-constexpr std::size_t max_chunk = 256 * 1024;        // longest contiguous slice we send at once
+constexpr std::uint32_t pattern_period = 65521;  // prime
+constexpr std::size_t max_chunk = 256 * 1024;    // longest contiguous slice we send at once
 constexpr std::size_t recv_chunk = 64 * 1024;
 
 std::vector<unsigned char> pattern;  // pattern_period + max_chunk bytes: slices never wrap
@@ -214,10 +214,10 @@ class loadgen {
   double slot_ns_ = 0;
   std::int64_t spin_ns_ = 0;
   bool measuring_ = false;
-  bool draining_ = false;  // after the run: shut down, read the last echoes, expect EOF
+  bool draining_ = false;           // after the run: shut down, read the last echoes, expect EOF
   std::uint64_t max_messages_ = 0;  // idle mode: messages per connection (0 = unlimited)
-  std::uint64_t completed_ = 0;  // round trips completed while measuring
-  std::uint64_t bytes_ = 0;      // bytes echoed while measuring
+  std::uint64_t completed_ = 0;     // round trips completed while measuring
+  std::uint64_t bytes_ = 0;         // bytes echoed while measuring
   clockid_t server_clock_{};
   bool have_server_clock_ = false;
   int errors_logged_ = 0;
@@ -306,8 +306,9 @@ void loadgen::open_connections(int n) {
 void loadgen::fail(conn& c, std::uint64_t& counter, const std::string& what) {
   ++counter;
   if (errors_logged_++ < 10) {
-    std::fprintf(stderr, "loadgen: connection %u: %s at rx offset %" PRIu64 ", tx offset %" PRIu64
-                 "\n", c.id, what.c_str(), c.rx_off, c.tx_off);
+    std::fprintf(stderr,
+                 "loadgen: connection %u: %s at rx offset %" PRIu64 ", tx offset %" PRIu64 "\n",
+                 c.id, what.c_str(), c.rx_off, c.tx_off);
   }
   if (c.fd >= 0) close(c.fd);  // also removes it from the epoll set
   c.fd = -1;
@@ -382,14 +383,15 @@ void loadgen::on_readable(conn& c) {
     }
     auto n = static_cast<std::uint64_t>(r);
     if (c.rx_off + n > c.tx_off) {
-      fail(c, err_.mismatches, "received " + std::to_string(c.rx_off + n - c.tx_off) +
-                                   " more bytes than were sent");
+      fail(c, err_.mismatches,
+           "received " + std::to_string(c.rx_off + n - c.tx_off) + " more bytes than were sent");
       return;
     }
     std::size_t pos = static_cast<std::size_t>((c.seed + c.rx_off) % pattern_period);
     if (std::memcmp(rbuf_.data(), pattern.data() + pos, static_cast<std::size_t>(n)) != 0) {
       std::uint64_t at = 0;
-      while (at < n && rbuf_[at] == pattern[pos + at]) ++at;
+      while (at < n && rbuf_[at] == pattern[pos + at])
+        ++at;
       c.rx_off += at;  // the report names the stream offset of the first wrong byte
       char what[96];
       std::snprintf(what, sizeof what, "echoed byte 0x%02x where 0x%02x was sent", rbuf_[at],
@@ -429,8 +431,8 @@ cpu_sample loadgen::sample() const {
       // Fields after the ")" that ends comm: state(3) ... utime(14) stime(15).
       if (char* p = std::strrchr(buf, ')')) {
         unsigned long long ut = 0, st = 0;
-        if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                        &st) == 2)
+        if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) ==
+            2)
           s.ticks = static_cast<std::int64_t>(ut + st);
       }
     }
@@ -572,7 +574,8 @@ int loadgen::run() {
       fail(c, err_.timeouts, "message " + std::to_string(c.done) + " not echoed within --timeout");
   }
   int alive = 0;
-  for (const conn& c : conns_) alive += c.dead ? 0 : 1;
+  for (const conn& c : conns_)
+    alive += c.dead ? 0 : 1;
   if (completed_ == 0 && alive > 0) {  // e.g. a server that swallows everything in a short run
     ++err_.timeouts;
     std::fprintf(stderr, "loadgen: no round trip completed in the measured interval\n");
@@ -598,7 +601,8 @@ int loadgen::run() {
   if (opt_.json) {
     std::printf(
         "{\"connections\": %d, \"alive\": %d, \"size\": %zu, \"depth\": %d, \"rate\": %.0f, "
-        "\"duration_s\": %.6f, \"round_trips\": %" PRIu64 ", \"rt_per_s\": %.1f, "
+        "\"duration_s\": %.6f, \"round_trips\": %" PRIu64
+        ", \"rt_per_s\": %.1f, "
         "\"bytes_per_s\": %.0f, \"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, "
         "\"p999_us\": %.2f, \"max_us\": %.2f, \"incomplete\": %" PRIu64 ", \"errors\": %" PRIu64
         ", \"mismatches\": %" PRIu64 ", \"eofs\": %" PRIu64 ", \"socket_errors\": %" PRIu64
@@ -606,13 +610,14 @@ int loadgen::run() {
         ", \"server_pid\": %d, \"server_cpu_us_per_rt\": %s, \"server_cpu_ticks_us_per_rt\": %s, "
         "\"server_cpu_util\": %s, \"loadgen_cpu_us_per_rt\": %.3f}\n",
         opt_.connections, alive, opt_.size, opt_.depth, opt_.rate, secs, completed_, rts,
-        static_cast<double>(bytes_) / (secs > 0 ? secs : 1), p50, p90, p99, p999, maxl,
-        incomplete, errors, err_.mismatches, err_.eofs, err_.socket_errors, err_.connect_failures,
+        static_cast<double>(bytes_) / (secs > 0 ? secs : 1), p50, p90, p99, p999, maxl, incomplete,
+        errors, err_.mismatches, err_.eofs, err_.socket_errors, err_.connect_failures,
         err_.timeouts, static_cast<int>(opt_.server_pid),
         server_us >= 0 ? fmt("%.3f", server_us).c_str() : "null",
         server_ticks_us >= 0 ? fmt("%.3f", server_ticks_us).c_str() : "null",
-        server_us >= 0 ? fmt("%.4f", server_us * static_cast<double>(completed_) / 1e6 / secs).c_str()
-                       : "null",
+        server_us >= 0
+            ? fmt("%.4f", server_us * static_cast<double>(completed_) / 1e6 / secs).c_str()
+            : "null",
         self_us);
   } else {
     std::printf("%.0f rt/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  errors %" PRIu64,
@@ -644,10 +649,12 @@ int loadgen::run_idle() {
   for (conn& c : conns_)
     if (!c.dead) refill(c);
   std::vector<epoll_event> evs(1024);
-  std::int64_t deadline = now_ns() + static_cast<std::int64_t>(opt_.timeout * 1e9) + 10'000'000'000ll;
+  std::int64_t deadline =
+      now_ns() + static_cast<std::int64_t>(opt_.timeout * 1e9) + 10'000'000'000ll;
   for (;;) {
     std::size_t waiting = 0;
-    for (const conn& c : conns_) waiting += (!c.dead && c.done == 0) ? 1 : 0;
+    for (const conn& c : conns_)
+      waiting += (!c.dead && c.done == 0) ? 1 : 0;
     if (waiting == 0 || now_ns() > deadline) break;
     int k = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), 100);
     for (int i = 0; i < k; ++i) {
@@ -661,12 +668,14 @@ int loadgen::run_idle() {
   int echoed = 0;
   for (conn& c : conns_) {
     if (c.dead) continue;
-    if (c.done == 0) fail(c, err_.timeouts, "no echo");
-    else ++echoed;
+    if (c.done == 0)
+      fail(c, err_.timeouts, "no echo");
+    else
+      ++echoed;
   }
   std::printf("ready %d\n", echoed);
   std::fflush(stdout);
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_hold_signal;
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
@@ -679,7 +688,8 @@ int loadgen::run_idle() {
   while (!hold_interrupted) {
     std::int64_t left = (until - now_ns()) / 1'000'000;
     if (left <= 0) break;
-    int k = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), static_cast<int>(std::min<std::int64_t>(left, 1000)));
+    int k = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()),
+                       static_cast<int>(std::min<std::int64_t>(left, 1000)));
     bool stop = false;
     for (int i = 0; i < k; ++i) {
       std::uint32_t id = evs[static_cast<std::size_t>(i)].data.u32;
@@ -725,21 +735,36 @@ options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage("missing value");
       return argv[++i];
     };
-    if (a == "--json") o.json = true;
-    else if (a == "--host") o.host = value();
-    else if (a == "--port") o.port = std::atoi(value());
-    else if (a == "--connections") o.connections = std::atoi(value());
-    else if (a == "--size") o.size = std::strtoull(value(), nullptr, 10);
-    else if (a == "--depth") o.depth = std::atoi(value());
-    else if (a == "--duration") o.duration = std::atof(value());
-    else if (a == "--warmup") o.warmup = std::atof(value());
-    else if (a == "--rate") o.rate = std::atof(value());
-    else if (a == "--timeout") o.timeout = std::atof(value());
-    else if (a == "--spin-us") o.spin_us = std::atof(value());
-    else if (a == "--server-pid") o.server_pid = static_cast<pid_t>(std::atoi(value()));
-    else if (a == "--idle-connections") o.idle_connections = std::atoi(value());
-    else if (a == "--hold") o.hold = std::atof(value());
-    else usage(("unknown argument " + std::string(a)).c_str());
+    if (a == "--json")
+      o.json = true;
+    else if (a == "--host")
+      o.host = value();
+    else if (a == "--port")
+      o.port = std::atoi(value());
+    else if (a == "--connections")
+      o.connections = std::atoi(value());
+    else if (a == "--size")
+      o.size = std::strtoull(value(), nullptr, 10);
+    else if (a == "--depth")
+      o.depth = std::atoi(value());
+    else if (a == "--duration")
+      o.duration = std::atof(value());
+    else if (a == "--warmup")
+      o.warmup = std::atof(value());
+    else if (a == "--rate")
+      o.rate = std::atof(value());
+    else if (a == "--timeout")
+      o.timeout = std::atof(value());
+    else if (a == "--spin-us")
+      o.spin_us = std::atof(value());
+    else if (a == "--server-pid")
+      o.server_pid = static_cast<pid_t>(std::atoi(value()));
+    else if (a == "--idle-connections")
+      o.idle_connections = std::atoi(value());
+    else if (a == "--hold")
+      o.hold = std::atof(value());
+    else
+      usage(("unknown argument " + std::string(a)).c_str());
   }
   if (o.port <= 0 || o.port > 65535) usage("--port is required");
   if (o.connections < 1 || o.depth < 1 || o.size < 1 || o.duration <= 0 || o.warmup < 0 ||

@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
   std::size_t total = (argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1024) << 20;
   coring::io_context ctx;
   if (!ctx.features().op_send_zc) std::puts("note: no IORING_OP_SEND_ZC: both runs use send");
-  std::printf("| chunk | send_all CPU s/GiB | send_all_zc CPU s/GiB | zc / copy |\n|---|---:|---:|---:|\n");
+  std::printf(
+      "| chunk | send_all CPU s/GiB | send_all_zc CPU s/GiB | zc / copy |\n|---|---:|---:|---:|\n");
   for (std::size_t chunk : {std::size_t(4096), std::size_t(65536), std::size_t(1) << 20}) {
     std::vector<double> copy, zc;
     for (int r = 0; r < rounds; ++r) {  // alternate so drift hits both alike

@@ -156,8 +156,9 @@ static void maybe_close(int fd) {
 
 static void maybe_rearm(int fd) {
   struct conn* c = &conns[fd];
-  // Backpressure (docs/design.md, "Buffer rings and backpressure"): a connection whose echoes are not being drained may not
-  // drain the shared ring; its recv stays disarmed until it holds at most half its quota.
+  // Backpressure (docs/design.md, "Buffer rings and backpressure"): a connection whose echoes are
+  // not being drained may not drain the shared ring; its recv stays disarmed until it holds at most
+  // half its quota.
   if (!c->recv_armed && !c->closing && !c->eof && c->held <= max_held / 2) arm_recv(fd);
 }
 
@@ -186,7 +187,8 @@ static void on_accept(int res, uint32_t flags) {
   }
   if (!(flags & IORING_CQE_F_MORE)) {
     if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
-      // Re-arming at once would spin on the full fd table (multishot accept ends with EMFILE; the connections stay in the backlog): back off first.
+      // Re-arming at once would spin on the full fd table (multishot accept ends with EMFILE; the
+      // connections stay in the backlog): back off first.
       struct io_uring_sqe* sqe = get_sqe();
       io_uring_prep_timeout(sqe, &accept_backoff, 0, 0);
       io_uring_sqe_set_data64(sqe, ud(K_TIMER, 0, lfd));
@@ -233,7 +235,8 @@ static void on_recv(int fd, int res, uint32_t flags) {
     }
   } else if (!c->recv_armed) {
     // -ENOBUFS (ring empty), our own cancel, or the kernel ended the multishot: re-arm when
-    // allowed. ENOBUFS leaves the unread bytes in the socket (docs/design.md, "Buffer rings and backpressure").
+    // allowed. ENOBUFS leaves the unread bytes in the socket (docs/design.md, "Buffer rings and
+    // backpressure").
     maybe_rearm(fd);
   }
 }
@@ -272,7 +275,7 @@ static void setup_ring(void) {
   unsigned const entries = 2048;
   unsigned const try_flags[] = {
       IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,  // 6.1+
-      IORING_SETUP_COOP_TASKRUN,                               // 5.19+
+      IORING_SETUP_COOP_TASKRUN,                                // 5.19+
       0,
   };
   int r = -EINVAL;
@@ -292,8 +295,8 @@ static void setup_ring(void) {
   if (e) die("posix_memalign", e);
   memset(mem, 0, ring_bytes);
   br = mem;
-  struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)br, .ring_entries = nbufs,
-                                 .bgid = 0};
+  struct io_uring_buf_reg reg = {
+      .ring_addr = (uint64_t)(uintptr_t)br, .ring_entries = nbufs, .bgid = 0};
   r = io_uring_register_buf_ring(&ring, &reg, 0);
   if (r < 0) die("io_uring_register_buf_ring (needs Linux 5.19)", -r);
   io_uring_buf_ring_init(br);
@@ -306,7 +309,8 @@ static void setup_ring(void) {
   bufs = calloc(nbufs, sizeof *bufs);
   if (!bufs) die("calloc", ENOMEM);
   ring_mask = (unsigned)io_uring_buf_ring_mask(nbufs);
-  for (unsigned i = 0; i < nbufs; ++i) return_buf(i);
+  for (unsigned i = 0; i < nbufs; ++i)
+    return_buf(i);
   io_uring_buf_ring_advance(br, (int)pending_returns);
   pending_returns = 0;
 }

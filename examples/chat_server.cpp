@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Description: chat server: acknowledges each line, logs it with the sender's address, many at once.
+// Description: chat server: acknowledges each line, logs it with the sender's address, many at
+// once.
 //
 // Message rule: a message is one line (up to '\n'; a '\r' before it is dropped, for telnet and
 // netcat). The last unterminated piece is also a message when the client shuts down (EOF), or
@@ -26,7 +27,8 @@ namespace {
 
 const char* usage =
     "usage: chat_server [--host ADDR] [--port N] [--idle-timeout SECONDS] [--grace SECONDS]\n"
-    "  Replies \"ack: <message>\\n\" to every line a client sends and prints \"<peer>: <message>\";\n"
+    "  Replies \"ack: <message>\\n\" to every line a client sends and prints \"<peer>: "
+    "<message>\";\n"
     "  logs connects and disconnects. Serves many clients at once. Lines over 64 KiB get\n"
     "  \"error: line too long\" and that client is disconnected. Default 127.0.0.1:9000;\n"
     "  --port 0 picks a free port. Prints the address it listens on. On SIGINT or SIGTERM it\n"
@@ -135,7 +137,7 @@ struct server {
 // Errors (a reset, a broken pipe, garbage) end this client only; the others go on.
 coring::task<> serve_client(server& srv, coring::socket s) {
   example::client_list::node me(srv.clients, &s);  // on the list while this client is served
-  const std::string peer = example::peer_name(s);     // "?" if the client is already gone
+  const std::string peer = example::peer_name(s);  // "?" if the client is already gone
   std::string why;
   try {
     say(peer + " connected");
@@ -176,8 +178,7 @@ coring::task<> run(server& srv, coring::socket listener, coring::signal_set& sig
   // grace limit, and the cancel holds.
   // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
   const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
-  if (!ended)
-    example::log::err().line("chat_server: some clients did not end; destroying them");
+  if (!ended) example::log::err().line("chat_server: some clients did not end; destroying them");
 }
 
 }  // namespace

@@ -72,8 +72,9 @@ coring::task<> load_one(coring::io_context& ctx, coring::address server, std::si
           n = co_await s.recv(std::span(in).subspan(got)).with_timeout(timeout);
         else
           n = co_await s.recv(std::span(in).subspan(got));
-        if (n == 0) throw std::system_error(make_error_code(std::errc::connection_aborted),
-                                            "server closed early");
+        if (n == 0)
+          throw std::system_error(make_error_code(std::errc::connection_aborted),
+                                  "server closed early");
         got += n;
       }
       bool same = true;
@@ -87,8 +88,10 @@ coring::task<> load_one(coring::io_context& ctx, coring::address server, std::si
                          id, offset + i, m, static_cast<unsigned>(in[i]),
                          static_cast<unsigned>(out[i]));
         }
-      if (same) t.bytes += size;  // only bytes that came back intact count as verified
-      else ++t.mismatches;
+      if (same)
+        t.bytes += size;  // only bytes that came back intact count as verified
+      else
+        ++t.mismatches;
       offset += size;
     }
     s.shutdown(SHUT_WR);
@@ -163,8 +166,7 @@ int main(int argc, char** argv) {
       } catch (const std::system_error& e) {
         if (e.code() != std::errc::timed_out) throw;
         std::fprintf(stderr, "echo_client: no answer from %s within %g s (--timeout)\n",
-                     server.to_string().c_str(),
-                     std::chrono::duration<double>(timeout).count());
+                     server.to_string().c_str(), std::chrono::duration<double>(timeout).count());
         return 1;
       }
     }
@@ -174,10 +176,11 @@ int main(int argc, char** argv) {
       ctx.spawn(load_one(ctx, server, i, count, size, timeout, t));
     ctx.run();  // returns when every connection finished
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("%zu connections x %zu messages x %zu bytes: %zu ok, %zu failed, %zu bytes "
-                "echoed and verified, %zu mismatches, %.3f s, %.0f round trips/s\n",
-                conns, count, size, t.done, t.failed, t.bytes, t.mismatches, secs,
-                static_cast<double>(t.done * count) / secs);
+    std::printf(
+        "%zu connections x %zu messages x %zu bytes: %zu ok, %zu failed, %zu bytes "
+        "echoed and verified, %zu mismatches, %.3f s, %.0f round trips/s\n",
+        conns, count, size, t.done, t.failed, t.bytes, t.mismatches, secs,
+        static_cast<double>(t.done * count) / secs);
     return (t.failed == 0 && t.mismatches == 0 && t.done == conns) ? 0 : 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "echo_client: %s\n", e.what());

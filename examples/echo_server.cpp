@@ -12,8 +12,8 @@
 #include <cstdio>
 #include <memory>
 #include <mutex>
-#include <stdexcept>
 #include <optional>
+#include <stdexcept>
 #include <stop_token>
 #include <string>
 #include <thread>
@@ -312,7 +312,8 @@ int main(int argc, char** argv) {
                                (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down " +
                                std::to_string(threads) + " threads");
       std::string per_thread;
-      for (auto& w : workers) per_thread += " " + std::to_string(w->stop_and_join());
+      for (auto& w : workers)
+        per_thread += " " + std::to_string(w->stop_and_join());
       std::printf("echo_server: connections accepted per thread:%s\n", per_thread.c_str());
     }
   } catch (const std::exception& e) {

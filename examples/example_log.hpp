@@ -85,7 +85,9 @@ class log {
   }
 
  private:
-  explicit log(int fd) : fd_(fd) { std::thread([this] { write_loop(); }).detach(); }
+  explicit log(int fd) : fd_(fd) {
+    std::thread([this] { write_loop(); }).detach();
+  }
 
   void write_loop() {
     std::unique_lock lock(mu_);

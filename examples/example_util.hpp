@@ -7,14 +7,14 @@
 
 #include "example_log.hpp"
 
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
-#include <string>
 #include <stop_token>
+#include <string>
 #include <string_view>
 #include <system_error>
 #include <vector>
@@ -56,7 +56,8 @@ class args {
     const bool plain = !v.empty() && (std::isdigit(static_cast<unsigned char>(v[0])) ||
                                       (lo < 0 && v[0] == '-' && v.size() > 1));
     if (!plain || *end != '\0' || n < lo || n > hi)
-      fail(name, ("must be a number from " + std::to_string(lo) + " to " + std::to_string(hi)).c_str());
+      fail(name,
+           ("must be a number from " + std::to_string(lo) + " to " + std::to_string(hi)).c_str());
     return n;
   }
   /// The shortest positive duration get_double accepts, in seconds: every get_double value is
@@ -68,7 +69,8 @@ class args {
     std::string v = get(name, std::to_string(fallback));
     char* end = nullptr;
     double n = std::strtod(v.c_str(), &end);
-    const bool plain = !v.empty() && (std::isdigit(static_cast<unsigned char>(v[0])) || v[0] == '.');
+    const bool plain =
+        !v.empty() && (std::isdigit(static_cast<unsigned char>(v[0])) || v[0] == '.');
     if (!plain || *end != '\0' || !(n >= lo && n <= hi))
       fail(name, "is out of range or not a number");
     if (n > 0 && n < min_seconds)
@@ -99,7 +101,8 @@ class args {
     std::exit(2);
   }
   void used(int i, int n) {
-    for (int k = i; k < i + n && k < argc_; ++k) consumed_[static_cast<std::size_t>(k)] = true;
+    for (int k = i; k < i + n && k < argc_; ++k)
+      consumed_[static_cast<std::size_t>(k)] = true;
   }
   // A second --name from argv[from] on (not one already taken as another flag's value) is an
   // error: silently taking the first or the last would hide a typo in a long command line.
@@ -193,7 +196,10 @@ struct client_list {
       if (s && l.cancelled) s->cancel();
     }
     ~node() {
-      if (prev) prev->next = next; else list.head = next;
+      if (prev)
+        prev->next = next;
+      else
+        list.head = next;
       if (next) next->prev = prev;
       if (--list.count == 0 && list.on_empty) list.on_empty->request_stop();
     }
@@ -224,7 +230,8 @@ struct client_list {
   /// How many of the live tasks have no connection (an accept loop, say).
   std::size_t tasks_without_socket() const noexcept {
     std::size_t n = 0;
-    for (node* i = head; i; i = i->next) n += i->s == nullptr;
+    for (node* i = head; i; i = i->next)
+      n += i->s == nullptr;
     return n;
   }
 

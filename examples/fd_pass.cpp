@@ -78,7 +78,8 @@ void remove_stale_socket(const std::string& path) {
   // type): a server is there; anything else (EACCES: not ours to probe) is reported as is.
   if (rc == 0 || err == EAGAIN || err == EPROTOTYPE) throw std::runtime_error(path + " is in use");
   if (err != ECONNREFUSED)
-    throw std::system_error(err, std::system_category(), "cannot check whether " + path + " is in use");
+    throw std::system_error(err, std::system_category(),
+                            "cannot check whether " + path + " is in use");
   if (::unlink(path.c_str()) != 0 && errno != ENOENT)
     throw std::system_error(errno, std::system_category(), "unlink " + path);
 }
@@ -219,14 +220,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (parts.positional.size() != (sending ? 1u : 0u)) {
-    std::fprintf(stderr, sending ? "fd_pass send needs exactly one FILE\n%s"
-                                 : "fd_pass recv takes no FILE\n%s",
-                 usage);
+    std::fprintf(
+        stderr,
+        sending ? "fd_pass send needs exactly one FILE\n%s" : "fd_pass recv takes no FILE\n%s",
+        usage);
     return 2;
   }
   coring::address where;
   try {
-    where = path.empty() ? coring::address::unix_abstract(abstract) : coring::address::unix_path(path);
+    where =
+        path.empty() ? coring::address::unix_abstract(abstract) : coring::address::unix_path(path);
   } catch (const std::system_error& e) {
     std::fprintf(stderr, "%s: %s\n%s", path.empty() ? "--abstract" : "--path", e.what(), usage);
     return 2;

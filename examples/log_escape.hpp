@@ -53,7 +53,8 @@ inline std::size_t utf8_sequence(std::string_view s, std::size_t i, char32_t& cp
   for (std::size_t k = 2; k < len; ++k)
     if (byte(i + k) < 0x80 || byte(i + k) > 0xBF) return 0;
   cp = len == 2 ? b0 & 0x1F : len == 3 ? b0 & 0x0F : b0 & 0x07;
-  for (std::size_t k = 1; k < len; ++k) cp = (cp << 6) | (byte(i + k) & 0x3F);
+  for (std::size_t k = 1; k < len; ++k)
+    cp = (cp << 6) | (byte(i + k) & 0x3F);
   return len;
 }
 
@@ -66,7 +67,8 @@ inline bool must_escape(char32_t cp) {
 inline void append_hex(std::string& out, const char* prefix, unsigned value, int digits) {
   static constexpr char hex[] = "0123456789ABCDEF";
   out += prefix;
-  for (int d = digits - 1; d >= 0; --d) out += hex[(value >> (4 * d)) & 0xF];
+  for (int d = digits - 1; d >= 0; --d)
+    out += hex[(value >> (4 * d)) & 0xF];
 }
 
 /// "...(+N bytes)": the marker for N input bytes left out.

@@ -78,9 +78,11 @@ split_args split(int argc, char** argv) {
 // The Internet checksum (RFC 1071) over an ICMP message, in network byte order.
 std::uint16_t checksum(std::span<const unsigned char> p) {
   std::uint32_t sum = 0;
-  for (std::size_t i = 0; i + 1 < p.size(); i += 2) sum += static_cast<std::uint32_t>(p[i] << 8 | p[i + 1]);
+  for (std::size_t i = 0; i + 1 < p.size(); i += 2)
+    sum += static_cast<std::uint32_t>(p[i] << 8 | p[i + 1]);
   if (p.size() % 2) sum += static_cast<std::uint32_t>(p[p.size() - 1] << 8);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  while (sum >> 16)
+    sum = (sum & 0xffff) + (sum >> 16);
   return htons(static_cast<std::uint16_t>(~sum));
 }
 
@@ -159,7 +161,8 @@ coring::task<coring::result<reply>> receive(pinger& p, std::span<std::byte> buf,
     coring::result<coring::datagram> d = co_await op;
     if (!d) co_return d.error();
     std::size_t ihl = d->size > 0 ? static_cast<std::size_t>(bytes[0] & 0x0f) * 4 : 0;
-    if (ihl < sizeof(iphdr) || d->size < ihl) co_return reply{{}, -1, d->from};  // not IPv4: ignored
+    if (ihl < sizeof(iphdr) || d->size < ihl)
+      co_return reply{{}, -1, d->from};                                         // not IPv4: ignored
     co_return reply{std::span(bytes + ihl, d->size - ihl), bytes[8], d->from};  // byte 8: TTL
   }
   std::span<std::byte> bufs[1] = {buf};
@@ -177,12 +180,13 @@ coring::task<> ping_loop(pinger& p, std::stop_token tok) {
     const auto seq = static_cast<std::uint16_t>(i);
     const auto request = echo_request(p.id, seq);
     const auto sent_at = std::chrono::steady_clock::now();
-    auto send = coring::as_result(
-        p.sock.send_to(std::as_bytes(std::span(request)), p.to).with_stop(tok));
+    auto send =
+        coring::as_result(p.sock.send_to(std::as_bytes(std::span(request)), p.to).with_stop(tok));
     coring::result<std::size_t> sent = co_await send;
     if (!sent) {
       if (sent.error() == std::errc::operation_canceled) co_return;
-      std::fprintf(stderr, "ping: sendto %s: %s\n", p.to.host().c_str(), sent.error().message().c_str());
+      std::fprintf(stderr, "ping: sendto %s: %s\n", p.to.host().c_str(),
+                   sent.error().message().c_str());
     } else {
       ++p.transmitted;
       // Wait for this request's reply; skip everything else (other ids, other types, late
@@ -276,12 +280,13 @@ std::optional<coring::socket> open_icmp(coring::io_context& ctx, bool dgram_only
     return s;
   } catch (const std::system_error& e) {
     if (!is_permission_error(e)) throw;
-    std::fprintf(stderr,
-                 "ping: cannot open an ICMP socket.\n"
-                 "  raw socket (SOCK_RAW): %s\n"
-                 "  ping socket (SOCK_DGRAM): %s (gid %u is outside net.ipv4.ping_group_range = %s)\n",
-                 raw_why.c_str(), e.code().message().c_str(), static_cast<unsigned>(::getgid()),
-                 read_ping_group_range().c_str());
+    std::fprintf(
+        stderr,
+        "ping: cannot open an ICMP socket.\n"
+        "  raw socket (SOCK_RAW): %s\n"
+        "  ping socket (SOCK_DGRAM): %s (gid %u is outside net.ipv4.ping_group_range = %s)\n",
+        raw_why.c_str(), e.code().message().c_str(), static_cast<unsigned>(::getgid()),
+        read_ping_group_range().c_str());
     return std::nullopt;
   }
 }
@@ -305,10 +310,10 @@ int main(int argc, char** argv) {
   coring::address to;
   try {
     to = coring::address::ip(host, 0);
-  } catch (const std::system_error&) {
-  }
+  } catch (const std::system_error&) {}
   if (to.family() != AF_INET) {
-    std::fprintf(stderr, "ping: HOST must be a numeric IPv4 address, not '%s'\n%s", host.c_str(), usage);
+    std::fprintf(stderr, "ping: HOST must be a numeric IPv4 address, not '%s'\n%s", host.c_str(),
+                 usage);
     return 2;
   }
   try {
@@ -317,8 +322,14 @@ int main(int argc, char** argv) {
     bool raw = false;
     std::optional<coring::socket> sock = open_icmp(ctx, dgram_only, raw);
     if (!sock) return 1;
-    pinger p{ctx, *sock, raw, to, static_cast<std::uint16_t>(::getpid() & 0xffff), count,
-             example::seconds(interval_s), example::seconds(timeout_s)};
+    pinger p{ctx,
+             *sock,
+             raw,
+             to,
+             static_cast<std::uint16_t>(::getpid() & 0xffff),
+             count,
+             example::seconds(interval_s),
+             example::seconds(timeout_s)};
     std::printf("PING %s: %zu data bytes (%s socket)\n", to.host().c_str(), payload_size,
                 raw ? "raw" : "datagram");
     example::flush_stdout();

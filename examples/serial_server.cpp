@@ -40,7 +40,7 @@ struct server {
 // Serves one client until EOF. Errors (and the idle timeout) end this client only.
 coring::task<> serve_one(server& srv, coring::socket& s) {
   example::client_list::node me(srv.clients, &s);  // on the list while this client is served
-  const std::string peer = example::peer_name(s);    // "?" if the client is already gone
+  const std::string peer = example::peer_name(s);  // "?" if the client is already gone
   std::string why;
   try {
     say(peer + " connected");
@@ -90,13 +90,12 @@ coring::task<> run(server& srv, coring::socket listener, coring::signal_set& sig
                    std::chrono::nanoseconds grace) {
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
-  example::log::err().line(std::string("serial_server: ") +
-                           (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down");
+  example::log::err().line(std::string("serial_server: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                           ", shutting down");
   listener.cancel();  // a pending accept fails with operation_canceled (and later ones too)
   // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
   const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
-  if (!ended)
-    example::log::err().line("serial_server: the client did not end; destroying it");
+  if (!ended) example::log::err().line("serial_server: the client did not end; destroying it");
 }
 
 }  // namespace

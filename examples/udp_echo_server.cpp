@@ -83,16 +83,22 @@ const char* bogus_source(const coring::address& from, const coring::address& sel
     return "our own address: the echo would come back to us for ever";
   if (from.port() == 0) return "source port 0";
   switch (from.port()) {
-    case 7: case 13: case 17: case 19: case 37:  // echo, daytime, qotd, chargen, time
+    case 7:
+    case 13:
+    case 17:
+    case 19:
+    case 37:  // echo, daytime, qotd, chargen, time
       return "the port of a service that answers any datagram: an echo loop";
-    default: break;
+    default:
+      break;
   }
   if (is_unspecified(from)) return "an unspecified source address";
   if (auto v4 = ipv4_of(from)) {
     if (IN_MULTICAST(*v4)) return "a multicast source address";
     if (*v4 == INADDR_BROADCAST) return "the broadcast address";
   } else if (from.family() == AF_INET6 &&
-             IN6_IS_ADDR_MULTICAST(&reinterpret_cast<const sockaddr_in6*>(from.data())->sin6_addr)) {
+             IN6_IS_ADDR_MULTICAST(
+                 &reinterpret_cast<const sockaddr_in6*>(from.data())->sin6_addr)) {
     return "a multicast source address";
   }
   return nullptr;
@@ -150,7 +156,8 @@ coring::task<> echo_loop(server& srv) {
 coring::task<> run(coring::io_context& ctx, server& srv, coring::signal_set& signals) {
   ctx.spawn(echo_loop(srv));
   int sig = co_await signals.wait();
-  std::fprintf(stderr, "udp_echo_server: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fprintf(stderr, "udp_echo_server: %s, shutting down\n",
+               sig == SIGINT ? "SIGINT" : "SIGTERM");
   srv.sock.cancel();
   if (srv.dropped > 0)
     std::fprintf(stderr, "udp_echo_server: %zu datagrams from bogus sources were not answered\n",

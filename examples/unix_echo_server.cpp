@@ -86,7 +86,8 @@ coring::task<> echo_messages(coring::socket& s, std::chrono::nanoseconds idle) {
     if (d.size == 0) break;  // EOF (or an empty message, which Linux reports the same way)
     std::size_t kept = d.size < buf.size() ? d.size : buf.size();
     if (d.truncated || d.size > buf.size())
-      std::fprintf(stderr, "unix_echo_server: message of %zu bytes truncated to %zu; echoing those\n",
+      std::fprintf(stderr,
+                   "unix_echo_server: message of %zu bytes truncated to %zu; echoing those\n",
                    d.size, kept);
     if (idle.count() == 0)
       co_await s.send(std::span(buf).first(kept));
@@ -120,7 +121,8 @@ coring::task<> serve_client(server& srv, coring::socket s) {
       co_await echo_stream(s, srv.idle);
   } catch (const std::system_error& e) {
     if (e.code() == std::errc::timed_out)
-      std::fprintf(stderr, "client pid=%d: idle for too long, disconnected\n", static_cast<int>(who.pid));
+      std::fprintf(stderr, "client pid=%d: idle for too long, disconnected\n",
+                   static_cast<int>(who.pid));
     else
       std::fprintf(stderr, "client pid=%d: %s\n", static_cast<int>(who.pid), e.what());
   }
@@ -151,12 +153,14 @@ coring::task<> run(server& srv, coring::socket listener, coring::signal_set& sig
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
   std::fprintf(stderr, "unix_echo_server: %s, shutting down (%zu clients)\n",
-               sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM", srv.clients.count);
+               sig == SIGINT   ? "SIGINT"
+               : sig == SIGHUP ? "SIGHUP"
+                               : "SIGTERM",
+               srv.clients.count);
   listener.cancel();  // sticks: an accept loop backing off stops too
   // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
   const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
-  if (!ended)
-    std::fprintf(stderr, "unix_echo_server: some clients did not end; destroying them\n");
+  if (!ended) std::fprintf(stderr, "unix_echo_server: some clients did not end; destroying them\n");
 }
 
 // RACE: "probe the old socket, unlink it if stale, bind" is check-then-act. Two servers
@@ -187,7 +191,8 @@ class path_lock {
                                    lock_path_ + " is locked); not touching it");
         throw std::system_error(err, std::system_category(), "flock " + lock_path_);
       }
-      struct stat held {}, now {};
+      struct stat held {
+      }, now{};
       if (::fstat(fd, &held) == 0 && ::lstat(lock_path_.c_str(), &now) == 0 &&
           held.st_dev == now.st_dev && held.st_ino == now.st_ino) {
         fd_ = fd;
@@ -274,7 +279,8 @@ int main(int argc, char** argv) {
   const int type = type_name == "stream" ? SOCK_STREAM : SOCK_SEQPACKET;
   coring::address where;
   try {
-    where = path.empty() ? coring::address::unix_abstract(abstract) : coring::address::unix_path(path);
+    where =
+        path.empty() ? coring::address::unix_abstract(abstract) : coring::address::unix_path(path);
   } catch (const std::system_error& e) {
     std::fprintf(stderr, "%s: %s\n%s", path.empty() ? "--abstract" : "--path", e.what(), usage);
     return 2;
@@ -298,8 +304,8 @@ int main(int argc, char** argv) {
     const std::string listening = listener.sock_name().to_string();
     std::printf("unix_echo_server listening on %s\n", listening.c_str());
     if (std::fflush(stdout) != 0)  // stdout is gone: say where we listen on stderr instead
-      std::fprintf(stderr, "unix_echo_server: stdout: %s; listening on %s\n",
-                   std::strerror(errno), listening.c_str());
+      std::fprintf(stderr, "unix_echo_server: stdout: %s; listening on %s\n", std::strerror(errno),
+                   listening.c_str());
     server srv{ctx, type == SOCK_SEQPACKET, example::seconds(idle_s), {}};
     example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
     coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));

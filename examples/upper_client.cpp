@@ -26,8 +26,8 @@ const char* usage =
 // complete once as many bytes came back as went out (it may arrive in several pieces).
 // Returns: false if the server closed the connection first.
 // LIFETIME: text is a view; fine because every caller awaits this in the same full-expression
-// (docs/design.md, "g++ 12"), and a view keeps non-trivial temporaries out of that co_await (GCC 12).
-// Every wait for the server is bounded by timeout (0: none); on expiry the co_await throws
+// (docs/design.md, "g++ 12"), and a view keeps non-trivial temporaries out of that co_await (GCC
+// 12). Every wait for the server is bounded by timeout (0: none); on expiry the co_await throws
 // std::system_error(std::errc::timed_out).
 coring::task<bool> round_trip(coring::socket& s, std::string_view text,
                               std::chrono::nanoseconds timeout) {
@@ -54,7 +54,8 @@ coring::task<int> run(coring::io_context& ctx, coring::address server,
   } else {
     // Reading stdin blocks the ring's thread; fine for a one-connection interactive client.
     std::string line;
-    while (open && std::getline(std::cin, line)) open = co_await round_trip(s, line, timeout);
+    while (open && std::getline(std::cin, line))
+      open = co_await round_trip(s, line, timeout);
   }
   if (!open) {
     std::fputs("upper_client: the server closed the connection\n", stderr);

@@ -95,13 +95,12 @@ coring::task<> run(server& srv, coring::socket listener, coring::signal_set& sig
                    std::chrono::nanoseconds grace) {
   srv.ctx.spawn(accept_loop(srv, listener));
   int sig = co_await signals.wait();
-  example::log::err().line(std::string("upper_server: ") +
-                           (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down");
+  example::log::err().line(std::string("upper_server: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                           ", shutting down");
   listener.cancel();  // a pending accept fails with operation_canceled (and later ones too)
   // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
   const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
-  if (!ended)
-    example::log::err().line("upper_server: some clients did not end; destroying them");
+  if (!ended) example::log::err().line("upper_server: some clients did not end; destroying them");
 }
 
 }  // namespace

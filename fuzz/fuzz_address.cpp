@@ -53,8 +53,7 @@ void check_sockaddr(const std::uint8_t* data, std::size_t size) {
     (void)a.port();
     (void)a.is_abstract();
     if (!(a == a)) std::abort();
-  } catch (const std::system_error&) {
-  }
+  } catch (const std::system_error&) {}
 }
 
 }  // namespace

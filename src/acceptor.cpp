@@ -15,8 +15,8 @@ namespace coring::detail {
 class acceptor_state final : public multishot_core {
  public:
   acceptor_state(socket& listener, const acceptor_options& o)
-      : multishot_core(listener.context(), listener.fileno(), detail::ring_access::cancel_generation(listener),
-                       config(o)) {
+      : multishot_core(listener.context(), listener.fileno(),
+                       detail::ring_access::cancel_generation(listener), config(o)) {
     // Room for max_queued plus what races the backpressure cancel: no allocation per accept.
     reserve_queue(config(o).max_queued + 16);
   }

@@ -226,8 +226,12 @@ address::address(const sockaddr* sa, socklen_t len) : storage_{}, len_(0) {
   std::size_t need = 0;
   std::size_t keep = len;
   switch (family) {
-    case AF_INET: need = keep = sizeof(sockaddr_in); break;
-    case AF_INET6: need = keep = sizeof(sockaddr_in6); break;
+    case AF_INET:
+      need = keep = sizeof(sockaddr_in);
+      break;
+    case AF_INET6:
+      need = keep = sizeof(sockaddr_in6);
+      break;
     case AF_UNIX:
       if (len > sizeof(sockaddr_un))
         bad_sockaddr("length " + std::to_string(len) + " exceeds sockaddr_un for AF_UNIX");
@@ -337,17 +341,25 @@ bool address::is_abstract() const noexcept {
 
 std::uint16_t address::port() const noexcept {
   switch (family()) {
-    case AF_INET: return ntohs(v4(*this).sin_port);
-    case AF_INET6: return ntohs(v6(*this).sin6_port);
-    default: return 0;
+    case AF_INET:
+      return ntohs(v4(*this).sin_port);
+    case AF_INET6:
+      return ntohs(v6(*this).sin6_port);
+    default:
+      return 0;
   }
 }
 
 void address::set_port(std::uint16_t port) noexcept {
   switch (family()) {
-    case AF_INET: reinterpret_cast<sockaddr_in&>(storage_).sin_port = htons(port); break;
-    case AF_INET6: reinterpret_cast<sockaddr_in6&>(storage_).sin6_port = htons(port); break;
-    default: break;
+    case AF_INET:
+      reinterpret_cast<sockaddr_in&>(storage_).sin_port = htons(port);
+      break;
+    case AF_INET6:
+      reinterpret_cast<sockaddr_in6&>(storage_).sin6_port = htons(port);
+      break;
+    default:
+      break;
   }
 }
 
@@ -372,8 +384,10 @@ std::string address::host() const {
       h.front() = '@';
       return h;
     }
-    case AF_UNSPEC: return {};
-    default: return "<family " + std::to_string(family()) + ">";
+    case AF_UNSPEC:
+      return {};
+    default:
+      return "<family " + std::to_string(family()) + ">";
   }
 }
 
@@ -383,10 +397,14 @@ std::string address::host() const {
 // starts with '@' (prints like an abstract name).
 std::string address::to_string() const {
   switch (family()) {
-    case AF_INET: return host() + ':' + std::to_string(port());
-    case AF_INET6: return '[' + host() + "]:" + std::to_string(port());
-    case AF_UNIX: return std::string(unix_prefix) + host();
-    default: return host();
+    case AF_INET:
+      return host() + ':' + std::to_string(port());
+    case AF_INET6:
+      return '[' + host() + "]:" + std::to_string(port());
+    case AF_UNIX:
+      return std::string(unix_prefix) + host();
+    default:
+      return host();
   }
 }
 

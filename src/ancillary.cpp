@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Description: ancillary data: building and parsing control messages (SCM_RIGHTS,
 // SCM_CREDENTIALS, IP_PKTINFO). No coroutines here, so the cmsg fuzzer compiles it as is.
-#include <coring/socket.hpp>
-#include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <string>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <algorithm>
+#include <cerrno>
+#include <coring/socket.hpp>
+#include <cstring>
+#include <string>
 
 namespace coring {
 
@@ -28,8 +28,7 @@ ancillary& ancillary::add(int level, int type, std::span<const std::byte> payloa
   h.cmsg_level = level;
   h.cmsg_type = type;
   std::memcpy(buf_.data() + at, &h, sizeof h);
-  if (!payload.empty())
-    std::memcpy(buf_.data() + at + CMSG_LEN(0), payload.data(), payload.size());
+  if (!payload.empty()) std::memcpy(buf_.data() + at + CMSG_LEN(0), payload.data(), payload.size());
   return *this;
 }
 
@@ -151,8 +150,9 @@ std::error_code control_buffer::adopt(std::size_t used, bool ctrunc) {
     msg.msg_control = storage_.data();
     msg.msg_controllen = used_;
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      std::size_t room = used_ - static_cast<std::size_t>(reinterpret_cast<unsigned char*>(c) -
-                                                          reinterpret_cast<unsigned char*>(storage_.data()));
+      std::size_t room =
+          used_ - static_cast<std::size_t>(reinterpret_cast<unsigned char*>(c) -
+                                           reinterpret_cast<unsigned char*>(storage_.data()));
       if (c->cmsg_len < CMSG_LEN(0) || c->cmsg_len > room) break;
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       for (std::size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); ++i) {
@@ -167,10 +167,12 @@ std::error_code control_buffer::adopt(std::size_t used, bool ctrunc) {
   try {
     fds_.reserve(p.fds.size());
   } catch (...) {
-    for (int fd : p.fds) ::close(fd);
+    for (int fd : p.fds)
+      ::close(fd);
     throw;
   }
-  for (int fd : p.fds) fds_.emplace_back(fd);
+  for (int fd : p.fds)
+    fds_.emplace_back(fd);
   creds_ = p.creds;
   pktinfo_ = p.pktinfo;
   if (ctrunc) {
@@ -179,6 +181,5 @@ std::error_code control_buffer::adopt(std::size_t used, bool ctrunc) {
   }
   return {};
 }
-
 
 }  // namespace coring

@@ -11,25 +11,38 @@ class category final : public std::error_category {
   const char* name() const noexcept override { return "coring"; }
   std::string message(int v) const override {
     switch (static_cast<errc>(v)) {
-      case errc::invalid_address: return "invalid address";
-      case errc::address_too_long: return "address too long";
-      case errc::wrong_family: return "wrong address family";
-      case errc::not_supported: return "not supported by this kernel";
-      case errc::io_uring_unavailable: return "io_uring unavailable";
-      case errc::context_stopping: return "io_context is being destroyed";
-      case errc::message_truncated: return "message truncated";
+      case errc::invalid_address:
+        return "invalid address";
+      case errc::address_too_long:
+        return "address too long";
+      case errc::wrong_family:
+        return "wrong address family";
+      case errc::not_supported:
+        return "not supported by this kernel";
+      case errc::io_uring_unavailable:
+        return "io_uring unavailable";
+      case errc::context_stopping:
+        return "io_context is being destroyed";
+      case errc::message_truncated:
+        return "message truncated";
     }
     return "unknown coring error";
   }
   std::error_condition default_error_condition(int v) const noexcept override {
     switch (static_cast<errc>(v)) {
       case errc::invalid_address:
-      case errc::address_too_long: return std::errc::invalid_argument;
-      case errc::wrong_family: return std::errc::address_family_not_supported;
-      case errc::not_supported: return std::errc::function_not_supported;
-      case errc::context_stopping: return std::errc::operation_canceled;
-      case errc::message_truncated: return std::errc::message_size;
-      default: return {v, *this};
+      case errc::address_too_long:
+        return std::errc::invalid_argument;
+      case errc::wrong_family:
+        return std::errc::address_family_not_supported;
+      case errc::not_supported:
+        return std::errc::function_not_supported;
+      case errc::context_stopping:
+        return std::errc::operation_canceled;
+      case errc::message_truncated:
+        return std::errc::message_size;
+      default:
+        return {v, *this};
     }
   }
 };

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Description: ring setup and probe, the submit/reap loop, spawn's list, and draining teardown.
-#include <coring/io_context.hpp>
 #include <coring/detail/ring_access.hpp>
+#include <coring/io_context.hpp>
 
 #include "detail/ring.hpp"
 
@@ -41,13 +41,15 @@ std::string explain_ring_failure(int e) {
       msg += ". The kernel has no io_uring (needs Linux 5.10 or later built with CONFIG_IO_URING)";
       break;
     case EPERM:
-      msg += ". io_uring is disabled for this process: check the sysctl kernel.io_uring_disabled "
-             "(set it to 0, or 1 and add the user to kernel.io_uring_group) or the container's "
-             "seccomp profile (allow io_uring_setup/io_uring_enter/io_uring_register)";
+      msg +=
+          ". io_uring is disabled for this process: check the sysctl kernel.io_uring_disabled "
+          "(set it to 0, or 1 and add the user to kernel.io_uring_group) or the container's "
+          "seccomp profile (allow io_uring_setup/io_uring_enter/io_uring_register)";
       break;
     case ENOMEM:
-      msg += ". The ring could not be allocated: raise the locked-memory limit (ulimit -l; "
-             "kernels before 5.12 charge rings to RLIMIT_MEMLOCK) or ask for fewer sq_entries";
+      msg +=
+          ". The ring could not be allocated: raise the locked-memory limit (ulimit -l; "
+          "kernels before 5.12 charge rings to RLIMIT_MEMLOCK) or ask for fewer sq_entries";
       break;
     case EINVAL:
       msg += ". The kernel refused the ring parameters (sq_entries/cq_entries too large?)";
@@ -65,14 +67,14 @@ bool is_cancellation(const std::exception_ptr& e) noexcept {
     std::rethrow_exception(e);
   } catch (const std::system_error& se) {
     return se.code() == std::errc::operation_canceled;
-  } catch (...) {
-  }
+  } catch (...) {}
   return false;
 }
 }  // namespace
 
 void spawn_list::report(std::exception_ptr e) noexcept {
-  if (!(ctx_->stopping() && is_cancellation(e))) detail::ring_access::report_exception(*ctx_, std::move(e));
+  if (!(ctx_->stopping() && is_cancellation(e)))
+    detail::ring_access::report_exception(*ctx_, std::move(e));
 }
 
 void spawn_list::destroy_all() noexcept {
@@ -142,11 +144,11 @@ io_context::io_context(io_context_options o)
   unsigned n = 0;
   const unsigned base = IORING_SETUP_CQSIZE;
   if (o.single_issuer && o.defer_taskrun)
-    attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
-                    IORING_SETUP_DEFER_TASKRUN;
+    attempts[n++] =
+        base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
   if (o.single_issuer)
-    attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
-                    IORING_SETUP_COOP_TASKRUN;
+    attempts[n++] =
+        base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
   attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
   attempts[n++] = base;
   int ret = -EINVAL;
@@ -202,7 +204,8 @@ io_context::io_context(io_context_options o)
 
 io_context::~io_context() {
   // A thread whose request let run() return may still be inside wake(): let it leave first.
-  while (remote_callers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  while (remote_callers_.load(std::memory_order_acquire) != 0)
+    std::this_thread::yield();
   shutdown();
   exit_ring();
 }
@@ -239,8 +242,7 @@ void io_context::post_remote(detail::remote_node* n) noexcept {
   remote_call guard(*this);
   n->next = remote_head_.load(std::memory_order_relaxed);
   while (!remote_head_.compare_exchange_weak(n->next, n, std::memory_order_release,
-                                             std::memory_order_relaxed)) {
-  }
+                                             std::memory_order_relaxed)) {}
   // LIFETIME: n may already have run (and be gone) here; only the context is touched below.
   wake();
 }
@@ -315,13 +317,13 @@ void io_context::run_ready() {
   if (ready_.empty()) return;
   running_.swap(ready_);
   // Handles posted while these run go to ready_ and wait for the next turn.
-  for (std::size_t i = 0; i < running_.size(); ++i) running_[i].resume();
+  for (std::size_t i = 0; i < running_.size(); ++i)
+    running_[i].resume();
   running_.clear();
 }
 
 void io_context::run() {
-  while (!stop_.load(std::memory_order_acquire) && run_once(true)) {
-  }
+  while (!stop_.load(std::memory_order_acquire) && run_once(true)) {}
   stop_.store(false, std::memory_order_relaxed);
 }
 
@@ -333,8 +335,7 @@ bool io_context::run_once(bool block) {
         "the thread that runs it, or turn both off in io_context_options)");
   run_remote(false);
   run_ready();
-  if (in_flight_ == 0 && ready_.empty() && work_.load(std::memory_order_acquire) == 0)
-    return false;
+  if (in_flight_ == 0 && ready_.empty() && work_.load(std::memory_order_acquire) == 0) return false;
   io_uring& ring = impl_->ring;
   if (!impl_->wake_armed) arm_wake();
   const bool wait = block && ready_.empty() && !stop_.load(std::memory_order_acquire) &&
@@ -382,7 +383,8 @@ void io_context::reap() {
     unsigned n = io_uring_peek_batch_cqe(&ring, cqes, batch);
     if (n == 0) break;
     // Copy out and advance before dispatching: resumed code may submit and even reap.
-    for (unsigned i = 0; i < n; ++i) events[i] = {cqes[i]->user_data, cqes[i]->res, cqes[i]->flags};
+    for (unsigned i = 0; i < n; ++i)
+      events[i] = {cqes[i]->user_data, cqes[i]->res, cqes[i]->flags};
     io_uring_cq_advance(&ring, n);
     total += n;
     for (unsigned i = 0; i < n; ++i) {
@@ -414,7 +416,8 @@ io_uring_sqe& io_context::acquire_sqe(unsigned n) {
   io_uring& ring = impl_->ring;
   for (int tries = 0; io_uring_sq_space_left(&ring) < n; ++tries) {
     int ret = io_uring_submit(&ring);
-    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) throw_errno(-ret, "io_uring_submit");
+    if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
+      throw_errno(-ret, "io_uring_submit");
     if (tries == 100) throw_errno(EBUSY, "io_uring_submit: submission queue stays full");
   }
   return *io_uring_get_sqe(&ring);
@@ -487,7 +490,6 @@ void io_context::grow_fds(std::size_t i) noexcept {
     // Out of memory: this descriptor goes untracked (its cancels are not sticky or retried).
   }
 }
-
 
 void io_context::cancel_fd(int fd) noexcept {
   if (fd < 0) return;

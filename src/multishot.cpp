@@ -24,7 +24,8 @@ item_queue::~item_queue() {
 void item_queue::reserve(std::uint32_t n) {
   if (n <= capacity_) return;
   auto* bigger = new multishot_item[n];
-  for (std::uint32_t i = 0; i < size_; ++i) bigger[i] = items_[(head_ + i) % capacity_];
+  for (std::uint32_t i = 0; i < size_; ++i)
+    bigger[i] = items_[(head_ + i) % capacity_];
   if (items_ != inline_) delete[] items_;
   items_ = bigger;
   capacity_ = n;
@@ -172,7 +173,8 @@ void multishot_core::released() noexcept {
 }
 
 void multishot_core::orphan() noexcept {
-  while (!queue_.empty()) dispose(queue_.pop());
+  while (!queue_.empty())
+    dispose(queue_.pop());
   orphaned_ = true;
   // A waiter outliving the owner is never resumed (the owner must outlive its waits); its
   // frame's destruction must not touch this state any more.
@@ -321,9 +323,7 @@ multishot_outcome multishot_core::take(multishot_wait& w) noexcept {
 
 bool multishot_op_base::await_ready() const noexcept { return st_->poll(); }
 
-bool multishot_op_base::await_suspend(std::coroutine_handle<> h) {
-  return st_->suspend(wait_, h);
-}
+bool multishot_op_base::await_suspend(std::coroutine_handle<> h) { return st_->suspend(wait_, h); }
 
 io_context& multishot_op_base::context() const noexcept { return st_->context(); }
 

@@ -41,9 +41,9 @@ void link_timeout(io_context& ctx, io_uring_sqe& sqe, const kernel_timespec& dea
   // acquire_sqe(2) reserved this one; it cannot fail.
   io_uring_sqe& t = ring_access::acquire_sqe(ctx);
   // LIFETIME: the kernel copies the timespec at prep time, but it lives in the op anyway.
-  io_uring_prep_link_timeout(&t, const_cast<__kernel_timespec*>(
-                                     reinterpret_cast<const __kernel_timespec*>(&deadline)),
-                             IORING_TIMEOUT_ABS);
+  io_uring_prep_link_timeout(
+      &t, const_cast<__kernel_timespec*>(reinterpret_cast<const __kernel_timespec*>(&deadline)),
+      IORING_TIMEOUT_ABS);
   io_uring_sqe_set_data64(&t, 0);  // its CQE (-ETIME or -ECANCELED) is ignored
 }
 
@@ -70,4 +70,3 @@ kernel_timespec deadline_after(std::chrono::nanoseconds d) noexcept {
 }
 
 }  // namespace coring::detail
-

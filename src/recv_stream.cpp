@@ -18,16 +18,17 @@ namespace coring::detail {
 class recv_stream_state final : public multishot_core {
  public:
   recv_stream_state(socket& s, buffer_ring& r, const recv_stream_options& o)
-      : multishot_core(s.context(), s.fileno(), detail::ring_access::cancel_generation(s), config(o)), ring_(&r) {
+      : multishot_core(s.context(), s.fileno(), detail::ring_access::cancel_generation(s),
+                       config(o)),
+        ring_(&r) {
     reserve_queue(config(o).max_queued);
   }
 
   /// Wraps an item in a handle that gives the buffer back.
   buffer to_buffer(multishot_item it) noexcept {
-    buffer b = it.value < 0
-                   ? buffer(&recv_stream_state::release_fallback, this, 0,
-                            std::span(fallback_.get(), it.len))
-                   : ring_->take(static_cast<std::uint16_t>(it.value), it.len);
+    buffer b = it.value < 0 ? buffer(&recv_stream_state::release_fallback, this, 0,
+                                     std::span(fallback_.get(), it.len))
+                            : ring_->take(static_cast<std::uint16_t>(it.value), it.len);
     kernel_wrote(b.data().data(), b.size());
     return b;
   }

@@ -6,10 +6,10 @@
 
 #include "detail/valgrind.hpp"
 
-#include <cerrno>
 #include <pthread.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
+#include <cerrno>
 
 namespace coring {
 
@@ -32,7 +32,8 @@ result<int> signal_wait_op::complete(int res, std::uint32_t) noexcept {
 signal_set::signal_set(io_context& ctx, std::initializer_list<int> signals) : ctx_(&ctx) {
   sigset_t mask;
   sigemptyset(&mask);
-  for (int s : signals) sigaddset(&mask, s);
+  for (int s : signals)
+    sigaddset(&mask, s);
   if (int e = pthread_sigmask(SIG_BLOCK, &mask, &old_mask_)) throw_errno(e, "pthread_sigmask");
   fd_ = ::signalfd(-1, &mask, SFD_CLOEXEC);
   if (fd_ < 0) {

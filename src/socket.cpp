@@ -6,7 +6,6 @@
 
 #include "detail/valgrind.hpp"
 
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -54,8 +53,8 @@ void send_all_op::prep(io_uring_sqe& sqe) noexcept {
   // MSG_WAITALL: on stream sockets the kernel itself retries short sends (io_net_retry), so a
   // large send usually needs one CQE; again() still covers the short counts it can return.
   if (zero_copy_ && context().features().op_send_zc)
-    io_uring_prep_send_zc(&sqe, fd_, rest.data(), rest.size(),
-                          flags_ | MSG_NOSIGNAL | MSG_WAITALL, 0);
+    io_uring_prep_send_zc(&sqe, fd_, rest.data(), rest.size(), flags_ | MSG_NOSIGNAL | MSG_WAITALL,
+                          0);
   else
     io_uring_prep_send(&sqe, fd_, rest.data(), rest.size(), flags_ | MSG_NOSIGNAL | MSG_WAITALL);
 }

@@ -56,9 +56,8 @@ task<socket> connect_one(io_context& ctx, address addr, const bounds& b) {
 task<socket> connect_named(io_context& ctx, std::string host, std::string service,
                            connect_options opts) {
   const bounds b(opts);
-  std::vector<address> addrs =
-      co_await detail::resolve_bounded(ctx, host, service, AF_UNSPEC, SOCK_STREAM,
-                                       b.deadline, b.stop);
+  std::vector<address> addrs = co_await detail::resolve_bounded(ctx, host, service, AF_UNSPEC,
+                                                                SOCK_STREAM, b.deadline, b.stop);
   std::exception_ptr last;
   for (const address& a : addrs) {
     try {

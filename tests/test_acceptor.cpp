@@ -68,8 +68,10 @@ task<> churn_serve(coring::socket s, churn_stats& st) {
     for (int i = 0; i < 64; ++i) {  // a client sends one message of < 64 bytes
       auto n = co_await as_result(s.recv(buf));
       if (!n) {
-        if (n.error() == std::errc::connection_reset) ++st.resets;
-        else st.fail("server recv: " + n.error().message());
+        if (n.error() == std::errc::connection_reset)
+          ++st.resets;
+        else
+          st.fail("server recv: " + n.error().message());
         break;
       }
       if (*n == 0) break;
@@ -120,8 +122,10 @@ task<> churn_client(io_context& ctx, address to, int id, int rounds, churn_stats
         if (n == 0) break;
         got += n;
       }
-      if (test::text(std::span(buf).first(got)) == sent) ++st.echoed;
-      else st.fail("client " + std::to_string(id) + ": echo mismatch");
+      if (test::text(std::span(buf).first(got)) == sent)
+        ++st.echoed;
+      else
+        st.fail("client " + std::to_string(id) + ": echo mismatch");
       co_await s.close();
     } catch (const std::exception& e) {
       st.fail("client " + std::to_string(id) + ": " + e.what());
@@ -139,9 +143,11 @@ TEST_CASE("an acceptor serves 200 connections from one multishot accept" *
     acceptor acc(listener);
     auto clients = co_await connect_many(ctx, listener.sock_name(), 200);
     std::vector<coring::socket> served;
-    for (int i = 0; i < 200; ++i) served.push_back(co_await acc.accept());
+    for (int i = 0; i < 200; ++i)
+      served.push_back(co_await acc.accept());
     CHECK(served.size() == 200);
-    for (auto& s : served) CHECK(s.peer_name().is_ip());
+    for (auto& s : served)
+      CHECK(s.peer_name().is_ip());
     // One SQE stays armed for all of them.
     CHECK(ctx.in_flight() == 1);
   });
@@ -163,8 +169,10 @@ TEST_CASE("EMFILE on accept: reported once, no spinning, and recovery when fds f
       std::error_code err;
       for (int i = 0; i < 20 && !err; ++i) {
         auto r = co_await as_result(acc.accept());
-        if (r) served.push_back(std::move(*r));
-        else err = r.error();
+        if (r)
+          served.push_back(std::move(*r));
+        else
+          err = r.error();
       }
       // The multishot ended with the error and is not re-armed behind our back: no spin.
       const std::size_t in_flight = ctx.in_flight();
@@ -176,7 +184,8 @@ TEST_CASE("EMFILE on accept: reported once, no spinning, and recovery when fds f
       CHECK(served.size() >= 3);
       CHECK(served.size() < 20);
       // Descriptors are back: the connections waiting in the backlog are accepted now.
-      while (served.size() < 20) served.push_back(co_await acc.accept());
+      while (served.size() < 20)
+        served.push_back(co_await acc.accept());
     }
     CHECK(served.size() == 20);
   });
@@ -191,10 +200,12 @@ TEST_CASE("backpressure: an acceptor nobody asks stops at max_queued; the backlo
     auto first_client = co_await connect_many(ctx, listener.sock_name(), 1);
     coring::socket first = co_await acc.accept();  // arms the multishot
     auto clients = co_await connect_many(ctx, listener.sock_name(), 30);
-    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) co_await sleep_for(ctx, 1ms);
+    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i)
+      co_await sleep_for(ctx, 1ms);
     CHECK(ctx.in_flight() == 0);  // cancelled after 4 queued: nothing accepts behind our back
     std::vector<coring::socket> served;
-    for (int i = 0; i < 30; ++i) served.push_back(co_await acc.accept());
+    for (int i = 0; i < 30; ++i)
+      served.push_back(co_await acc.accept());
     CHECK(served.size() == 30);
   });
 }
@@ -210,27 +221,31 @@ task<> greet_loop(acceptor& acc, int n, int& served) {
 }
 }  // namespace
 
-TEST_CASE("an accept() waiting when the backpressure cancel ends the multishot re-arms it "
-          "(max_queued 1, a server loop, 20 clients one after another)" *
-          test::skip_unless(test::ring_supports(test::feature::multishot_accept))) {
+TEST_CASE(
+    "an accept() waiting when the backpressure cancel ends the multishot re-arms it "
+    "(max_queued 1, a server loop, 20 clients one after another)" *
+    test::skip_unless(test::ring_supports(test::feature::multishot_accept))) {
   io_context ctx;
-  int served_and_greeted = test::run_on(ctx, [](io_context& ctx) -> task<int> {
-    coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
-    acceptor acc(listener, {.max_queued = 1});
-    int served = 0, greeted = 0;
-    ctx.spawn(greet_loop(acc, 20, served));
-    for (int i = 0; i < 20; ++i) {
-      // Each connection fills the queue (1), which cancels the multishot; the loop takes it and
-      // waits again while that cancel is still on its way: the cancel's end must re-arm.
-      auto client = co_await connect_many(ctx, listener.sock_name(), 1);
-      std::array<std::byte, 1> b{};
-      auto r = co_await as_result(client[0].recv(b).with_timeout(5s));
-      if (!r || *r != 1) break;  // not greeted within 5 s: the acceptor stopped accepting
-      ++greeted;
-    }
-    if (served < 20) listener.cancel();  // lets the loop end if it still waits
-    co_return served + greeted;
-  }, 60s);
+  int served_and_greeted = test::run_on(
+      ctx,
+      [](io_context& ctx) -> task<int> {
+        coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
+        acceptor acc(listener, {.max_queued = 1});
+        int served = 0, greeted = 0;
+        ctx.spawn(greet_loop(acc, 20, served));
+        for (int i = 0; i < 20; ++i) {
+          // Each connection fills the queue (1), which cancels the multishot; the loop takes it and
+          // waits again while that cancel is still on its way: the cancel's end must re-arm.
+          auto client = co_await connect_many(ctx, listener.sock_name(), 1);
+          std::array<std::byte, 1> b{};
+          auto r = co_await as_result(client[0].recv(b).with_timeout(5s));
+          if (!r || *r != 1) break;  // not greeted within 5 s: the acceptor stopped accepting
+          ++greeted;
+        }
+        if (served < 20) listener.cancel();  // lets the loop end if it still waits
+        co_return served + greeted;
+      },
+      60s);
   CHECK(served_and_greeted == 40);
 }
 
@@ -244,9 +259,11 @@ TEST_CASE("destroying an acceptor closes connections it accepted but did not han
       acceptor acc(listener, {.max_queued = 8});
       auto clients = co_await connect_many(ctx, listener.sock_name(), 5);
       coring::socket one = co_await acc.accept();
-      for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) co_await sleep_for(ctx, 1ms);
+      for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i)
+        co_await sleep_for(ctx, 1ms);
     }
-    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) co_await sleep_for(ctx, 1ms);
+    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i)
+      co_await sleep_for(ctx, 1ms);
     CHECK(ctx.in_flight() == 0);
     CHECK(test::open_fds() == before);
   });
@@ -329,15 +346,15 @@ TEST_CASE("multishot accept churn" *
   st.deadline = t0 + k_churn_deadline;
   sync_wait(ctx, body(ctx, st, in_flight_after_churn, in_flight_after_probe));
   // Reap the cancelled multishot's final CQE (and the listener's, if it was cancelled).
-  for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) ctx.run_once(true);
+  for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i)
+    ctx.run_once(true);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  MESSAGE("multishot accept churn: " << k_churn_clients << " clients x " << k_churn_rounds
-                                     << " reconnects = " << total << " connections: "
-                                     << st.accepted << " accepted, " << st.echoed
-                                     << " echoed, " << st.resets << " RST seen by the server, "
-                                     << st.errors << " errors, in flight after churn "
-                                     << in_flight_after_churn << ", " << secs << " s ("
-                                     << static_cast<long>(total / secs) << " connections/s)");
+  MESSAGE("multishot accept churn: "
+          << k_churn_clients << " clients x " << k_churn_rounds << " reconnects = " << total
+          << " connections: " << st.accepted << " accepted, " << st.echoed << " echoed, "
+          << st.resets << " RST seen by the server, " << st.errors
+          << " errors, in flight after churn " << in_flight_after_churn << ", " << secs << " s ("
+          << static_cast<long>(total / secs) << " connections/s)");
   CHECK_MESSAGE(st.errors == 0, "first error: " << st.first_error);
   CHECK(st.accepted == total);
   CHECK(st.echoed == total);
@@ -391,22 +408,25 @@ task<> with_timeout_then_accept(io_context& ctx, bool multishot) {
   CHECK(s.peer_name() == clients[0].sock_name());
   // The timer does not outlive its use once nothing else is armed (one accept per call).
   if (!multishot) {
-    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) co_await sleep_for(ctx, 1ms);
+    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i)
+      co_await sleep_for(ctx, 1ms);
     CHECK(ctx.in_flight() == 0);
   }
 }
 
 }  // namespace
 
-TEST_CASE("accept().with_timeout ends with timed_out when nobody connects; the next accept() "
-          "still gets a connection") {
+TEST_CASE(
+    "accept().with_timeout ends with timed_out when nobody connects; the next accept() "
+    "still gets a connection") {
   io_context ctx;
   SUBCASE("multishot accept") { test::run(ctx, with_timeout_then_accept(ctx, true)); }
   SUBCASE("one accept per call") { test::run(ctx, with_timeout_then_accept(ctx, false)); }
 }
 
-TEST_CASE("accept().with_stop: a stop request ends the wait with operation_canceled; the "
-          "acceptor goes on") {
+TEST_CASE(
+    "accept().with_stop: a stop request ends the wait with operation_canceled; the "
+    "acceptor goes on") {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
@@ -437,8 +457,9 @@ TEST_CASE("accept().with_stop: a stop request ends the wait with operation_cance
   test::run(ctx, body(ctx));
 }
 
-TEST_CASE("a stop request from another thread ends a waiting accept() with operation_canceled "
-          "(200 rounds, both before and while it waits)") {
+TEST_CASE(
+    "a stop request from another thread ends a waiting accept() with operation_canceled "
+    "(200 rounds, both before and while it waits)") {
   constexpr int rounds = 200;
   test::watchdog w(60s, "cross-thread accept stop");
   io_context ctx;
@@ -453,9 +474,11 @@ TEST_CASE("a stop request from another thread ends a waiting accept() with opera
       std::stop_token tok = sources[static_cast<std::size_t>(i)].get_token();
       waiting.store(i);  // the other thread may request stop from now on
       auto op = as_result(acc.accept().with_stop(tok));
-    auto r = co_await op;
-      if (!r && r.error() == std::errc::operation_canceled) ++cancelled;
-      else ++other;
+      auto r = co_await op;
+      if (!r && r.error() == std::errc::operation_canceled)
+        ++cancelled;
+      else
+        ++other;
     }
     auto clients = co_await connect_many(ctx, listener.sock_name(), 1);
     coring::socket s = co_await acc.accept().with_timeout(10s);
@@ -463,7 +486,8 @@ TEST_CASE("a stop request from another thread ends a waiting accept() with opera
   };
   std::thread stopper([&] {
     for (int i = 0; i < rounds; ++i) {
-      for (int t = 0; t < 10'000'000 && waiting.load() < i; ++t) std::this_thread::yield();
+      for (int t = 0; t < 10'000'000 && waiting.load() < i; ++t)
+        std::this_thread::yield();
       sources[static_cast<std::size_t>(i)].request_stop();
     }
   });
@@ -473,8 +497,9 @@ TEST_CASE("a stop request from another thread ends a waiting accept() with opera
   CHECK(other == 0);
 }
 
-TEST_CASE("a connection that arrives in the loop turn of a stop request is handed out, not "
-          "lost") {
+TEST_CASE(
+    "a connection that arrives in the loop turn of a stop request is handed out, not "
+    "lost") {
   test::watchdog w(30s, "accept stop race");
   io_context ctx;
   coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
@@ -488,13 +513,17 @@ TEST_CASE("a connection that arrives in the loop turn of a stop request is hande
     out.stage = 1;
     auto op = as_result(acc.accept().with_stop(tok));
     auto r = co_await op;
-    if (r) out.accepted.push_back(std::move(*r));
-    else out.errors.push_back(r.error());
+    if (r)
+      out.accepted.push_back(std::move(*r));
+    else
+      out.errors.push_back(r.error());
     // The connection was not handed out: it waits for this accept().
     if (!r) {
       auto r2 = co_await as_result(acc.accept().with_timeout(5s));
-      if (r2) out.accepted.push_back(std::move(*r2));
-      else out.errors.push_back(r2.error());
+      if (r2)
+        out.accepted.push_back(std::move(*r2));
+      else
+        out.errors.push_back(r2.error());
     }
     out.stage = 2;
   };
@@ -504,7 +533,8 @@ TEST_CASE("a connection that arrives in the loop turn of a stop request is hande
   REQUIRE(out.stage == 1);
   const int client = raw_connect(listener.sock_name());
   stop.request_stop();  // the same loop turn: the accept completion is not reaped yet
-  for (int i = 0; i < 100 && out.stage < 2; ++i) ctx.run_once(true);
+  for (int i = 0; i < 100 && out.stage < 2; ++i)
+    ctx.run_once(true);
   REQUIRE(out.stage == 2);
   REQUIRE(out.accepted.size() == 1);
   CHECK(out.accepted[0].peer_name() == raw_sock_name(client));
@@ -514,8 +544,9 @@ TEST_CASE("a connection that arrives in the loop turn of a stop request is hande
   ::close(client);
 }
 
-TEST_CASE("io_context::shutdown with an accept().with_timeout waiting destroys the waiter "
-          "without resuming it") {
+TEST_CASE(
+    "io_context::shutdown with an accept().with_timeout waiting destroys the waiter "
+    "without resuming it") {
   test::watchdog w(30s, "accept teardown");
   const int fds_before = test::open_fds();
   auto waiter = [](acceptor& acc, int& resumed) -> task<> {

@@ -30,12 +30,14 @@ constexpr int warmup = 1000, measured = 10'000;
 
 task<> server_fast(coring::socket s, buffer_ring& ring) {
   recv_stream rx(s, ring);
-  while (buffer b = co_await rx.next()) co_await s.send_all(b.data());
+  while (buffer b = co_await rx.next())
+    co_await s.send_all(b.data());
 }
 
 task<> server_plain(coring::socket s) {
   std::array<std::byte, 4096> buf;
-  while (std::size_t n = co_await s.recv(buf)) co_await s.send_all(std::span(buf).first(n));
+  while (std::size_t n = co_await s.recv(buf))
+    co_await s.send_all(std::span(buf).first(n));
 }
 
 // Round trips of 64 bytes; returns allocations counted during the measured ones.
@@ -47,7 +49,8 @@ task<long> client(coring::socket& c) {
     out[0] = static_cast<std::byte>(i);
     co_await c.send_all(out);
     std::size_t got = 0;
-    while (got < in.size()) got += co_await c.recv(std::span(in).subspan(got));
+    while (got < in.size())
+      got += co_await c.recv(std::span(in).subspan(got));
     if (in[0] != out[0]) co_return -1;
   }
   co_return allocations.load() - before;

@@ -22,7 +22,8 @@ task<> send_pattern(coring::socket& s, std::size_t total, std::size_t chunk) {
   std::vector<std::byte> buf(chunk);
   for (std::size_t off = 0; off < total; off += chunk) {
     std::size_t n = std::min(chunk, total - off);
-    for (std::size_t i = 0; i < n; ++i) buf[i] = pat(off + i);
+    for (std::size_t i = 0; i < n; ++i)
+      buf[i] = pat(off + i);
     co_await s.send_all(std::span(buf).first(n));
   }
   s.shutdown(SHUT_WR);
@@ -94,75 +95,85 @@ TEST_CASE("an idle recv_stream holds no buffer; data takes one only while it is 
 TEST_CASE("ENOBUFS: a ring of 2 buffers and 4,096 sends of 64 bytes lose nothing" *
           test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  test::run_on(ctx, [](io_context& ctx) -> task<> {
-    buffer_ring ring(ctx, 2, 64);
-    auto pair = co_await test::make_tcp_pair(ctx);
-    recv_stream rx(pair.server, ring, {.max_queued = 16, .multishot = true});
-    ctx.spawn(send_pattern(pair.client, 4096 * 64, 64));
-    std::size_t bad = 0;
-    // Hold each buffer across a loop turn so the ring really runs dry.
-    std::size_t off = 0;
-    while (buffer b = co_await rx.next()) {
-      co_await sleep_for(ctx, 0ms);
-      for (std::byte x : b.data())
-        if (x != pat(off++)) ++bad;
-    }
-    CHECK(off == 4096u * 64);
-    CHECK(bad == 0);
-  }, 60s);
+  test::run_on(
+      ctx,
+      [](io_context& ctx) -> task<> {
+        buffer_ring ring(ctx, 2, 64);
+        auto pair = co_await test::make_tcp_pair(ctx);
+        recv_stream rx(pair.server, ring, {.max_queued = 16, .multishot = true});
+        ctx.spawn(send_pattern(pair.client, 4096 * 64, 64));
+        std::size_t bad = 0;
+        // Hold each buffer across a loop turn so the ring really runs dry.
+        std::size_t off = 0;
+        while (buffer b = co_await rx.next()) {
+          co_await sleep_for(ctx, 0ms);
+          for (std::byte x : b.data())
+            if (x != pat(off++)) ++bad;
+        }
+        CHECK(off == 4096u * 64);
+        CHECK(bad == 0);
+      },
+      60s);
 }
 
 TEST_CASE("backpressure: a stream nobody reads holds at most max_queued ring buffers" *
           test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  test::run_on(ctx, [](io_context& ctx) -> task<> {
-    buffer_ring ring(ctx, 64, 1024);
-    auto pair = co_await test::make_tcp_pair(ctx);
-    recv_stream rx(pair.server, ring, {.max_queued = 4});
-    co_await pair.client.send_all(bytes("x"));
-    buffer first = co_await rx.next();  // arms the multishot
-    // The client now sends 1 MiB that nobody consumes.
-    std::vector<std::byte> big(1 << 20, std::byte{7});
-    auto r = co_await as_result(pair.client.send(big, MSG_DONTWAIT));
-    CHECK(r);
-    unsigned min_available = ring.count();
-    for (int turn = 0; turn < 200; ++turn) {
-      co_await sleep_for(ctx, 1ms);
-      min_available = std::min(min_available, ring.available());
-    }
-    // 1 held by `first` + at most max_queued queued.
-    CHECK(min_available >= ring.count() - 1 - 4);
-    // And all of it still arrives once the consumer reads.
-    first.reset();
-    std::size_t total = 0;
-    pair.client.shutdown(SHUT_WR);
-    while (buffer b = co_await rx.next()) total += b.size();
-    CHECK(total == *r);
-  }, 60s);
+  test::run_on(
+      ctx,
+      [](io_context& ctx) -> task<> {
+        buffer_ring ring(ctx, 64, 1024);
+        auto pair = co_await test::make_tcp_pair(ctx);
+        recv_stream rx(pair.server, ring, {.max_queued = 4});
+        co_await pair.client.send_all(bytes("x"));
+        buffer first = co_await rx.next();  // arms the multishot
+        // The client now sends 1 MiB that nobody consumes.
+        std::vector<std::byte> big(1 << 20, std::byte{7});
+        auto r = co_await as_result(pair.client.send(big, MSG_DONTWAIT));
+        CHECK(r);
+        unsigned min_available = ring.count();
+        for (int turn = 0; turn < 200; ++turn) {
+          co_await sleep_for(ctx, 1ms);
+          min_available = std::min(min_available, ring.available());
+        }
+        // 1 held by `first` + at most max_queued queued.
+        CHECK(min_available >= ring.count() - 1 - 4);
+        // And all of it still arrives once the consumer reads.
+        first.reset();
+        std::size_t total = 0;
+        pair.client.shutdown(SHUT_WR);
+        while (buffer b = co_await rx.next())
+          total += b.size();
+        CHECK(total == *r);
+      },
+      60s);
 }
 
 TEST_CASE("a ring running low falls back to a private buffer and loses nothing" *
           test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
-  test::run_on(ctx, [](io_context& ctx) -> task<> {
-    buffer_ring ring(ctx, 16, 256);
-    auto pair = co_await test::make_tcp_pair(ctx);
-    // Hold every ring buffer outside the stream under test.
-    auto other = co_await test::make_tcp_pair(ctx);
-    recv_stream hog(other.server, ring, {.max_queued = 16});
-    std::vector<buffer> held;
-    std::vector<std::byte> chunk(256, std::byte{1});
-    while (ring.available() > 0) {
-      co_await other.client.send_all(chunk);
-      held.push_back(co_await hog.next());
-    }
-    CHECK(ring.available() == 0);
-    recv_stream rx(pair.server, ring);
-    ctx.spawn(send_pattern(pair.client, 100'000, 1000));
-    std::size_t bad = 0;
-    CHECK(co_await check_pattern(rx, bad) == 100'000);
-    CHECK(bad == 0);
-  }, 60s);
+  test::run_on(
+      ctx,
+      [](io_context& ctx) -> task<> {
+        buffer_ring ring(ctx, 16, 256);
+        auto pair = co_await test::make_tcp_pair(ctx);
+        // Hold every ring buffer outside the stream under test.
+        auto other = co_await test::make_tcp_pair(ctx);
+        recv_stream hog(other.server, ring, {.max_queued = 16});
+        std::vector<buffer> held;
+        std::vector<std::byte> chunk(256, std::byte{1});
+        while (ring.available() > 0) {
+          co_await other.client.send_all(chunk);
+          held.push_back(co_await hog.next());
+        }
+        CHECK(ring.available() == 0);
+        recv_stream rx(pair.server, ring);
+        ctx.spawn(send_pattern(pair.client, 100'000, 1000));
+        std::size_t bad = 0;
+        CHECK(co_await check_pattern(rx, bad) == 100'000);
+        CHECK(bad == 0);
+      },
+      60s);
 }
 
 TEST_CASE("a reset peer ends the stream with ECONNRESET after the data that came first" *
@@ -195,7 +206,8 @@ TEST_CASE("destroying an armed recv_stream cancels it and returns every buffer" 
       buffer b = co_await rx.next();
       CHECK(b.size() == 3);
     }  // armed multishot: cancelled; its state is freed by the final completion
-    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i) co_await sleep_for(ctx, 1ms);
+    for (int i = 0; i < 100 && ctx.in_flight() > 0; ++i)
+      co_await sleep_for(ctx, 1ms);
     CHECK(ctx.in_flight() == 0);
     CHECK(ring.available() == ring.count());
     // A new stream on the same socket works.
@@ -315,7 +327,8 @@ task<> send_pattern_slowly(io_context& ctx, coring::socket& s, std::size_t total
   int n = 0;
   for (std::size_t off = 0; off < total; off += chunk) {
     std::size_t len = std::min(chunk, total - off);
-    for (std::size_t i = 0; i < len; ++i) buf[i] = pat(off + i);
+    for (std::size_t i = 0; i < len; ++i)
+      buf[i] = pat(off + i);
     co_await s.send_all(std::span(buf).first(len));
     if (++n % 8 == 0) co_await sleep_for(ctx, 1ms);
   }
@@ -324,8 +337,10 @@ task<> send_pattern_slowly(io_context& ctx, coring::socket& s, std::size_t total
 
 }  // namespace
 
-TEST_CASE("next().with_timeout ends with timed_out while the peer is silent; data sent "
-          "afterwards is received intact" * test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
+TEST_CASE(
+    "next().with_timeout ends with timed_out while the peer is silent; data sent "
+    "afterwards is received intact" *
+    test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
   SUBCASE("one recv per buffer") { test::run(ctx, timeout_then_data(ctx, false)); }
   SUBCASE("multishot recv") { test::run(ctx, timeout_then_data(ctx, true)); }
@@ -351,8 +366,10 @@ TEST_CASE("next().with_timeout on every wait of a stream that pauses loses no by
   SUBCASE("multishot recv") { test::run(ctx, body(ctx, true), 60s); }
 }
 
-TEST_CASE("next().with_stop: a stop request ends the wait with operation_canceled; the stream "
-          "goes on" * test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
+TEST_CASE(
+    "next().with_stop: a stop request ends the wait with operation_canceled; the stream "
+    "goes on" *
+    test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   io_context ctx;
   auto body = [](io_context& ctx) -> task<> {
     buffer_ring ring(ctx, 16, 1024);
@@ -392,12 +409,16 @@ TEST_CASE("data that arrives in the loop turn of a stop request is handed out, n
     out.stage = 1;
     auto op = as_result(rx.next().with_stop(tok));
     auto r = co_await op;
-    if (r) out.received += test::text(r->data());
-    else out.errors.push_back(r.error());
+    if (r)
+      out.received += test::text(r->data());
+    else
+      out.errors.push_back(r.error());
     if (!r) {  // the data was not handed out: it waits for this next()
       auto r2 = co_await as_result(rx.next().with_timeout(5s));
-      if (r2) out.received += test::text(r2->data());
-      else out.errors.push_back(r2.error());
+      if (r2)
+        out.received += test::text(r2->data());
+      else
+        out.errors.push_back(r2.error());
     }
     out.stage = 2;
   };
@@ -408,15 +429,18 @@ TEST_CASE("data that arrives in the loop turn of a stop request is handed out, n
   // Off the ring: the data is in the socket and its completion waits in the kernel.
   REQUIRE(::send(pair.client.fileno(), "raced", 5, 0) == 5);
   stop.request_stop();  // the same loop turn: the completion is not reaped yet
-  for (int i = 0; i < 100 && out.stage < 2; ++i) ctx.run_once(true);
+  for (int i = 0; i < 100 && out.stage < 2; ++i)
+    ctx.run_once(true);
   REQUIRE(out.stage == 2);
   CHECK(out.received == "raced");
   REQUIRE(out.errors.size() == 1);
   CHECK(out.errors[0] == std::errc::operation_canceled);
 }
 
-TEST_CASE("io_context::shutdown with a next().with_timeout waiting destroys the waiter "
-          "without resuming it" * test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
+TEST_CASE(
+    "io_context::shutdown with a next().with_timeout waiting destroys the waiter "
+    "without resuming it" *
+    test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
   test::watchdog w(30s, "next teardown");
   const int fds_before = test::open_fds();
   int resumed = 0;

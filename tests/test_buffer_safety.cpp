@@ -77,7 +77,8 @@ task<> recv_msg_into(coring::socket& s, std::span<std::byte> buf, std::size_t& g
 
 // Runs ctx until done or 2,000 loop turns (each test bounds its time with a watchdog).
 void run_until(io_context& ctx, const int& done) {
-  for (int i = 0; i < 2000 && done == 0; ++i) ctx.run_once(true);
+  for (int i = 0; i < 2000 && done == 0; ++i)
+    ctx.run_once(true);
 }
 
 }  // namespace
@@ -103,7 +104,8 @@ freed_run receive_into_freed_buffer(task<> (*receive)(coring::socket&, std::span
   freed_run r;
   r.where = buf->data();
   ctx.spawn(receive(p.mine, *buf, r.got, r.done));
-  for (int i = 0; i < 100 && ctx.in_flight() == 0; ++i) ctx.run_once(false);
+  for (int i = 0; i < 100 && ctx.in_flight() == 0; ++i)
+    ctx.run_once(false);
   REQUIRE(ctx.in_flight() == 1);
   delete buf;
   REQUIRE(::send(p.peer, payload.data(), payload.size(), MSG_NOSIGNAL) ==
@@ -152,7 +154,8 @@ TEST_CASE("correct programs get no report: every buffer-carrying operation, live
     std::array<std::span<std::byte>, 1> ins{in};
     control_buffer control;
     std::size_t n = 0;
-    while (n < 32) n += (co_await tcp.server.recv_msg(ins, control)).size;
+    while (n < 32)
+      n += (co_await tcp.server.recv_msg(ins, control)).size;
     auto a = coring::socket(ctx, AF_INET, SOCK_DGRAM);
     a.bind(address::loopback_v4());
     auto b = coring::socket(ctx, AF_INET, SOCK_DGRAM);
@@ -170,8 +173,9 @@ TEST_CASE("correct programs get no report: every buffer-carrying operation, live
 // (a late stop is harmless). Each op completes exactly once; once it resumed, the page is made
 // inaccessible and a probe byte is sent: no recv may still be pending to take it. Every byte sent
 // is received exactly once and in order, by coring or by a plain recv(2) after the round.
-TEST_CASE("cancel race: 10,000 cancelled recvs each complete once and never touch their buffer "
-          "after resuming; no byte is lost or duplicated") {
+TEST_CASE(
+    "cancel race: 10,000 cancelled recvs each complete once and never touch their buffer "
+    "after resuming; no byte is lost or duplicated") {
   test::watchdog w(120s, "cancel race");
   io_context ctx;
   unix_pair p(ctx);
@@ -184,7 +188,8 @@ TEST_CASE("cancel race: 10,000 cancelled recvs each complete once and never touc
                 std::vector<unsigned char>& got, int& done, int& cancelled) -> task<> {
     auto r = co_await as_result(s.recv(buf).with_stop(std::move(tok)));
     if (r) {
-      for (std::size_t i = 0; i < *r; ++i) got.push_back(static_cast<unsigned char>(buf[i]));
+      for (std::size_t i = 0; i < *r; ++i)
+        got.push_back(static_cast<unsigned char>(buf[i]));
     } else {
       CHECK(r.error() == std::errc::operation_canceled);
       ++cancelled;
@@ -231,7 +236,8 @@ TEST_CASE("cancel race: 10,000 cancelled recvs each complete once and never touc
       int done = 0;
       if (when.stop_first) src.request_stop();
       ctx.spawn(one(p.mine, buf, src.get_token(), got, done, t.cancelled));
-      for (int i = 0; i < 10 && ctx.in_flight() == 0 && done == 0; ++i) ctx.run_once(false);
+      for (int i = 0; i < 10 && ctx.in_flight() == 0 && done == 0; ++i)
+        ctx.run_once(false);
       if (when.data_races) send_byte();
       if (when.data_completes) ctx.run_once(false);
       src.request_stop();
@@ -266,7 +272,8 @@ TEST_CASE("cancel race: 10,000 cancelled recvs each complete once and never touc
   }
   REQUIRE(got.size() == sent);
   bool in_order = true;
-  for (std::size_t i = 0; i < got.size(); ++i) in_order = in_order && got[i] == (i & 0xff);
+  for (std::size_t i = 0; i < got.size(); ++i)
+    in_order = in_order && got[i] == (i & 0xff);
   CHECK(in_order);
   MESSAGE("cancel race: " << rounds << " rounds, " << cancelled << " cancelled, " << raced
                           << " where the data won the race, " << sent << " bytes all accounted");

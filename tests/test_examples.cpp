@@ -70,8 +70,12 @@ struct load_run {
 /// waits (at most limit) for it to exit. Its stderr is merged into its stdout through /bin/sh so
 /// that the lines naming failures can be checked too.
 load_run run_load(int port, const std::vector<std::string>& args, std::chrono::seconds limit) {
-  std::vector<std::string> argv{"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1",
-                                test::example_path("ECHO_CLIENT"), "--port", std::to_string(port)};
+  std::vector<std::string> argv{"/bin/sh",
+                                "-c",
+                                "exec \"$0\" \"$@\" 2>&1",
+                                test::example_path("ECHO_CLIENT"),
+                                "--port",
+                                std::to_string(port)};
   argv.insert(argv.end(), args.begin(), args.end());
   const auto t0 = std::chrono::steady_clock::now();
   test::child client(argv);
@@ -242,10 +246,9 @@ class faulty_server {
 // The self-test load: 4 connections x 8 messages x 4096 bytes, each wait for an echo bounded
 // by 3 s (the drop fault leaves the client waiting for a byte that never comes).
 constexpr std::size_t self_conns = 4, self_count = 8, self_size = 4096;
-const std::vector<std::string> self_load = {"--connections", std::to_string(self_conns),
-                                            "--count", std::to_string(self_count),
-                                            "--size", std::to_string(self_size),
-                                            "--timeout", "3"};
+const std::vector<std::string> self_load = {
+    "--connections", std::to_string(self_conns), "--count",   std::to_string(self_count),
+    "--size",        std::to_string(self_size),  "--timeout", "3"};
 constexpr std::size_t self_total = self_conns * self_count * self_size;
 // Bytes verified by a client whose connection failed in message 2: the other three connections
 // in full, and messages 0 and 1 of the failed one.
@@ -311,14 +314,15 @@ TEST_CASE("echo_client echoes stdin lines interactively") {
   CHECK(*sst == 0);
 }
 
-TEST_CASE("echo_server --threads 2: one ring and SO_REUSEPORT listener per thread, both serve; "
-          "1,000 verified clients; SIGTERM stops every thread") {
+TEST_CASE(
+    "echo_server --threads 2: one ring and SO_REUSEPORT listener per thread, both serve; "
+    "1,000 verified clients; SIGTERM stops every thread") {
   test::child server({test::example_path("ECHO_SERVER"), "--port", "0", "--threads", "2"});
   int port = start_server(server);
   // The main thread (signals) and two workers.
   std::size_t threads = 0;
-  for (const auto& e : std::filesystem::directory_iterator(
-           "/proc/" + std::to_string(server.pid()) + "/task")) {
+  for (const auto& e :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(server.pid()) + "/task")) {
     (void)e;
     ++threads;
   }
@@ -349,7 +353,8 @@ TEST_CASE("echo_server exits 0 on SIGTERM with clients connected") {
   auto clients = test::run_on(ctx, [port](io_context& ctx) -> task<std::vector<coring::socket>> {
     std::vector<coring::socket> clients;
     for (int i = 0; i < 100; ++i)
-      clients.push_back(co_await tcp_connect(ctx, address::ip("127.0.0.1", static_cast<std::uint16_t>(port))));
+      clients.push_back(
+          co_await tcp_connect(ctx, address::ip("127.0.0.1", static_cast<std::uint16_t>(port))));
     co_await clients.back().send_all(test::bytes("ping"));
     std::array<std::byte, 4> buf;
     std::size_t n = co_await clients.back().recv(buf);
@@ -364,11 +369,11 @@ TEST_CASE("echo_server exits 0 on SIGTERM with clients connected") {
 }
 
 TEST_CASE("example programs reject bad arguments with usage and exit status 2") {
-  for (auto args : {std::vector<std::string>{"--port", "70000"},
-                    std::vector<std::string>{"--port", " 80"}, std::vector<std::string>{"--port", "+80"},
-                    std::vector<std::string>{"--idle-timeout", "-1"},
-                    std::vector<std::string>{"--idle-timeout", " 1"},
-                    std::vector<std::string>{"--bogus"}, std::vector<std::string>{"--port"}}) {
+  for (auto args :
+       {std::vector<std::string>{"--port", "70000"}, std::vector<std::string>{"--port", " 80"},
+        std::vector<std::string>{"--port", "+80"}, std::vector<std::string>{"--idle-timeout", "-1"},
+        std::vector<std::string>{"--idle-timeout", " 1"}, std::vector<std::string>{"--bogus"},
+        std::vector<std::string>{"--port"}}) {
     std::vector<std::string> argv{test::example_path("ECHO_SERVER")};
     argv.insert(argv.end(), args.begin(), args.end());
     CHECK(test::exit_status_of(argv, 5s) == 2);  // also: no sanitizer report on its stderr
@@ -411,29 +416,33 @@ TEST_CASE("echo_server shutdown sends what it already echoes intact, then ends t
   test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
   int port = start_server(server);
   io_context ctx;
-  std::size_t n = test::run_on(ctx, [port, &server](io_context& ctx) -> task<std::size_t> {
-    auto to = address::ip("127.0.0.1", static_cast<std::uint16_t>(port));
-    coring::socket c = co_await tcp_connect(ctx, to);
-    std::vector<std::byte> data(1 << 20);
-    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 13);
-    co_await c.send_all(data);
-    std::array<std::byte, 1> first;
-    CHECK(co_await c.recv(first) == 1);  // the echo is flowing
-    server.signal(SIGTERM);
-    std::string got(1, static_cast<char>(first[0]));
-    std::array<std::byte, 65536> buf;
-    for (;;) {
-      auto r = co_await as_result(c.recv(buf).with_timeout(10s));
-      if (!r || *r == 0) {
-        if (!r) CHECK(r.error() == std::errc::connection_reset);
-        break;
-      }
-      got.append(reinterpret_cast<const char*>(buf.data()), *r);
-    }
-    REQUIRE(got.size() <= data.size());
-    CHECK(std::memcmp(got.data(), data.data(), got.size()) == 0);
-    co_return got.size();
-  }, 60s);
+  std::size_t n = test::run_on(
+      ctx,
+      [port, &server](io_context& ctx) -> task<std::size_t> {
+        auto to = address::ip("127.0.0.1", static_cast<std::uint16_t>(port));
+        coring::socket c = co_await tcp_connect(ctx, to);
+        std::vector<std::byte> data(1 << 20);
+        for (std::size_t i = 0; i < data.size(); ++i)
+          data[i] = static_cast<std::byte>(i * 13);
+        co_await c.send_all(data);
+        std::array<std::byte, 1> first;
+        CHECK(co_await c.recv(first) == 1);  // the echo is flowing
+        server.signal(SIGTERM);
+        std::string got(1, static_cast<char>(first[0]));
+        std::array<std::byte, 65536> buf;
+        for (;;) {
+          auto r = co_await as_result(c.recv(buf).with_timeout(10s));
+          if (!r || *r == 0) {
+            if (!r) CHECK(r.error() == std::errc::connection_reset);
+            break;
+          }
+          got.append(reinterpret_cast<const char*>(buf.data()), *r);
+        }
+        REQUIRE(got.size() <= data.size());
+        CHECK(std::memcmp(got.data(), data.data(), got.size()) == 0);
+        co_return got.size();
+      },
+      60s);
   MESSAGE("echoed " << n << " bytes before the connection ended");
   auto st = server.wait(5s);
   REQUIRE(st);
@@ -489,8 +498,8 @@ TEST_CASE("checker self-test: echo_client catches a server that flips one bit") 
   CHECK(run.summary->failed == 0);
   CHECK(run.summary->mismatches == 1);
   CHECK(run.summary->bytes == self_total - self_size);
-  CHECK(contains(run.out, "mismatch at byte " + std::to_string(fault_at) +
-                              " of the stream (message 2)"));
+  CHECK(contains(run.out,
+                 "mismatch at byte " + std::to_string(fault_at) + " of the stream (message 2)"));
 }
 
 TEST_CASE("checker self-test: echo_client catches a server that sends one byte twice") {
@@ -535,19 +544,19 @@ TEST_CASE("echo_server echoes messages of 1, 4095, 4096, 4097, 65536 and 1048576
   // Few messages per connection past 4096 bytes: echo_server echoes a longer message in several
   // sends on a socket without TCP_NODELAY, so its last piece waits for the client's delayed ACK
   // (Nagle): about 40 ms per message, whatever the machine.
-  const load loads[] = {{1, 100, 300},   {4095, 100, 100},  {4096, 100, 100},
-                        {4097, 200, 20}, {65536, 100, 10},  {1048576, 10, 8}};
+  const load loads[] = {{1, 100, 300},   {4095, 100, 100}, {4096, 100, 100},
+                        {4097, 200, 20}, {65536, 100, 10}, {1048576, 10, 8}};
   test::watchdog w(170s, "integrity sizes");
   test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
   int port = start_server(server);
   std::size_t total = 0;
   for (const load& l : loads) {
     CAPTURE(l.size);
-    load_run run = run_load(port,
-                            {"--connections", std::to_string(l.connections), "--count",
-                             std::to_string(l.count), "--size", std::to_string(l.size),
-                             "--timeout", "30"},
-                            60s);
+    load_run run =
+        run_load(port,
+                 {"--connections", std::to_string(l.connections), "--count",
+                  std::to_string(l.count), "--size", std::to_string(l.size), "--timeout", "30"},
+                 60s);
     CHECK(run.status == 0);
     REQUIRE_MESSAGE(run.summary.has_value(), "no summary line in: " << run.out);
     const std::size_t want = l.connections * l.count * l.size;
@@ -557,9 +566,8 @@ TEST_CASE("echo_server echoes messages of 1, 4095, 4096, 4097, 65536 and 1048576
     CHECK(run.summary->bytes == want);
     if (run.status != 0) MESSAGE(run.out);
     total += run.summary->bytes;
-    MESSAGE(l.connections << " connections x " << l.count << " messages x " << l.size
-                          << " bytes: " << run.summary->bytes << " bytes verified in "
-                          << run.seconds << " s");
+    MESSAGE(l.connections << " connections x " << l.count << " messages x " << l.size << " bytes: "
+                          << run.summary->bytes << " bytes verified in " << run.seconds << " s");
   }
   MESSAGE("integrity: " << total << " bytes echoed and verified in all");
   server.signal(SIGTERM);

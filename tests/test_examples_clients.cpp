@@ -100,8 +100,7 @@ struct stream {
   // Everything until EOF (or the timeout).
   std::string rest(milliseconds timeout) {
     const auto deadline = steady_clock::now() + timeout;
-    while (fill(deadline)) {
-    }
+    while (fill(deadline)) {}
     return std::exchange(buffered, {});
   }
 };
@@ -125,7 +124,8 @@ class proc {
       o[0] = -1;
     }
     std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
+    for (auto& a : argv)
+      args.push_back(a.data());
     args.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ < 0) throw std::system_error(errno, std::system_category(), "fork");
@@ -326,8 +326,7 @@ bool send_text(int fd, std::string_view s) {
 void drain_until_close(int fd) {
   const auto deadline = steady_clock::now() + 20s;
   char buf[4096];
-  while (ready(fd, POLLIN, deadline) && ::recv(fd, buf, sizeof buf, 0) > 0) {
-  }
+  while (ready(fd, POLLIN, deadline) && ::recv(fd, buf, sizeof buf, 0) > 0) {}
 }
 
 // Echoes every byte until the peer closes.
@@ -397,7 +396,8 @@ std::string temp_path(std::string_view tag) {
 struct remove_at_end {
   std::vector<std::string> paths;
   ~remove_at_end() {
-    for (auto& p : paths) ::unlink(p.c_str());
+    for (auto& p : paths)
+      ::unlink(p.c_str());
   }
 };
 
@@ -441,9 +441,8 @@ void stop(proc& server) {
 
 test::requirement can_open_raw_udp() {
   int fd = ::socket(AF_INET, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_UDP);
-  std::string why = fd < 0 ? std::string("socket(AF_INET, SOCK_RAW, IPPROTO_UDP): ") +
-                                 std::strerror(errno)
-                           : "";
+  std::string why =
+      fd < 0 ? std::string("socket(AF_INET, SOCK_RAW, IPPROTO_UDP): ") + std::strerror(errno) : "";
   if (fd >= 0) ::close(fd);
   return {test::requirement::kind::environment, "a raw UDP socket (CAP_NET_RAW)", why};
 }
@@ -452,9 +451,9 @@ test::requirement can_open_raw_udp() {
 test::requirement nobody_can_run_unix_echo_server() {
   const char* what = "root, and the user nobody (65534) able to run unix_echo_server";
   if (::geteuid() != 0)
-    return {test::requirement::kind::environment, what,
-            "starting a program as nobody needs root; uid " + std::to_string(::geteuid()) +
-                " here"};
+    return {
+        test::requirement::kind::environment, what,
+        "starting a program as nobody needs root; uid " + std::to_string(::geteuid()) + " here"};
   const char* exe = std::getenv("UNIX_ECHO_SERVER");
   if (!exe) return {test::requirement::kind::environment, what, "UNIX_ECHO_SERVER is not set"};
   pid_t pid = ::fork();
@@ -479,15 +478,17 @@ TEST_CASE("a flag given twice is reported as given twice, not as an unknown argu
     std::vector<std::string> argv;
   };
   for (const flag_case& c : {
-           flag_case{"--port", {test::example_path("UDP_ECHO_SERVER"), "--port", "9000", "--port",
-                                "9001"}},
-           flag_case{"--port", {test::example_path("ECHO_CLIENT"), "--port", "9000", "--host",
-                                "127.0.0.1", "--port", "1"}},
-           flag_case{"--message", {test::example_path("UPPER_CLIENT"), "--message", "a",
-                                   "--message", "b"}},
+           flag_case{"--port",
+                     {test::example_path("UDP_ECHO_SERVER"), "--port", "9000", "--port", "9001"}},
+           flag_case{"--port",
+                     {test::example_path("ECHO_CLIENT"), "--port", "9000", "--host", "127.0.0.1",
+                      "--port", "1"}},
+           flag_case{"--message",
+                     {test::example_path("UPPER_CLIENT"), "--message", "a", "--message", "b"}},
            flag_case{"--dgram", {test::example_path("PING"), "--dgram", "--dgram", "127.0.0.1"}},
-           flag_case{"--path", {test::example_path("FD_PASS"), "recv", "--path", "/tmp/a",
-                                "--path", "/tmp/b"}},
+           flag_case{
+               "--path",
+               {test::example_path("FD_PASS"), "recv", "--path", "/tmp/a", "--path", "/tmp/b"}},
        }) {
     CAPTURE(c.argv[0]);
     outcome o = run_to_end(c.argv);
@@ -615,7 +616,7 @@ TEST_CASE("unix_echo_server survives a dead stdout and still removes its socket 
   proc server({test::example_path("UNIX_ECHO_SERVER"), "--path", path});
   CHECK(listening_address(server.out, "unix_echo_server") == "unix:" + path);
   CHECK_FALSE(exists(path + ".lock"));  // the start-up lock is gone once it listens
-  server.close_stdout();  // like `unix_echo_server ... | head -1`
+  server.close_stdout();                // like `unix_echo_server ... | head -1`
   // Its next log line ("client ... connected") goes to a pipe with no reader.
   CHECK(unix_round_trip(path, "still alive") == "still alive");
   CHECK(unix_round_trip(path, "and again") == "and again");
@@ -648,9 +649,9 @@ TEST_CASE("unix_echo_server does not touch a stale path while another starter ho
   REQUIRE(::flock(lock, LOCK_EX | LOCK_NB) == 0);
   outcome o = run_to_end({test::example_path("UNIX_ECHO_SERVER"), "--path", path});
   CHECK(o.status == 1);
-  CHECK(contains(o.err, "another unix_echo_server is starting on this path (" + path +
-                            ".lock is locked)"));
-  CHECK(o.out.empty());            // it never listened
+  CHECK(contains(
+      o.err, "another unix_echo_server is starting on this path (" + path + ".lock is locked)"));
+  CHECK(o.out.empty());  // it never listened
   CHECK_FALSE(contains(o.err, "removed stale socket"));
   CHECK(inode_of(path) == stale);  // the stale file is still there
   // Once the lock is free, the stale file is replaced as before and the lock file removed.
@@ -737,8 +738,9 @@ TEST_CASE("echo_client exits 1 and prints the partial echo when the server close
   REQUIRE(st);
   CHECK(*st == 1);
   CHECK(out == "hello");
-  CHECK(contains(client.err.rest(2s),
-                 "echo_client: the server closed the connection after 5 of the 12 bytes of the echo"));
+  CHECK(contains(
+      client.err.rest(2s),
+      "echo_client: the server closed the connection after 5 of the 12 bytes of the echo"));
 }
 
 // ---- --timeout of every interactive client (finding 12) ---------------------------------------
@@ -764,8 +766,8 @@ TEST_CASE("every interactive client gives up on a silent server after --timeout"
     REQUIRE(st);
     CHECK(*st == 1);
     const std::string err = client.err.rest(2s);
-    CHECK(contains(err, c.name + ": no answer from 127.0.0.1:" + server.port() +
-                            " within 0.3 s (--timeout)"));
+    CHECK(contains(
+        err, c.name + ": no answer from 127.0.0.1:" + server.port() + " within 0.3 s (--timeout)"));
     CHECK(client.out.rest(1s).empty());
   }
   // --help documents it, with its default.
@@ -787,7 +789,8 @@ TEST_CASE("chat_client gives up on a reply line longer than 128 KiB instead of b
     read_line_from(fd, extra);
     const std::string chunk(16384, 'x');
     // No newline, ever: at most 64 MiB (the client without a bound would take all of it).
-    while (streamed < (64u << 20) && send_text(fd, chunk)) streamed += chunk.size();
+    while (streamed < (64u << 20) && send_text(fd, chunk))
+      streamed += chunk.size();
   });
   proc client({test::example_path("CHAT_CLIENT"), "--port", server.port()});
   client.write("hello\n");
@@ -940,8 +943,8 @@ TEST_CASE("fd_pass recv refuses a file longer than --max-bytes instead of readin
   SUBCASE("--max-bytes is documented and belongs to recv only") {
     outcome help = run_to_end({test::example_path("FD_PASS"), "--help"});
     CHECK(contains(help.out, "--max-bytes N (default 16777216"));
-    outcome o = run_to_end({test::example_path("FD_PASS"), "send", "--abstract", "x",
-                            "--max-bytes", "5", "/dev/null"});
+    outcome o = run_to_end({test::example_path("FD_PASS"), "send", "--abstract", "x", "--max-bytes",
+                            "5", "/dev/null"});
     CHECK(o.status == 2);
   }
 }

@@ -45,7 +45,8 @@ class stdout_drain {
  public:
   explicit stdout_drain(test::child& c)
       : thread_([this, &c] {
-          while (!stop_) c.read_line(50ms);
+          while (!stop_)
+            c.read_line(50ms);
         }) {}
   ~stdout_drain() {
     stop_ = true;
@@ -78,16 +79,17 @@ task<std::size_t> garbage_client(io_context& ctx, address to, std::span<const st
   bool done = false;
   ctx.spawn(drain(s, got, done));
   auto sent = co_await as_result(s.send_all(data).with_timeout(30s));
-  if (sent) s.shutdown(SHUT_WR);
+  if (sent)
+    s.shutdown(SHUT_WR);
   else
     s.cancel();  // the server hung up on us; stop reading too
-  for (int i = 0; i < 30000 && !done; ++i) co_await sleep_for(ctx, 1ms);
+  for (int i = 0; i < 30000 && !done; ++i)
+    co_await sleep_for(ctx, 1ms);
   CHECK(done);
   co_return got;
 }
 
-task<std::string> normal_exchange(io_context& ctx, address to, std::string line,
-                                  std::size_t want) {
+task<std::string> normal_exchange(io_context& ctx, address to, std::string line, std::size_t want) {
   coring::socket s = co_await tcp_connect(ctx, to);
   co_await s.send_all(line);
   std::string got;
@@ -108,7 +110,8 @@ task<> abuse(io_context& ctx, address to, const server_kind& kind) {
 
   std::mt19937 rng(12345);
   std::vector<std::byte> random(256 * 1024);
-  for (auto& b : random) b = static_cast<std::byte>(rng());
+  for (auto& b : random)
+    b = static_cast<std::byte>(rng());
   std::vector<std::byte> nuls(64 * 1024, std::byte{0});
   std::vector<std::byte> long_line(10 << 20, std::byte{'A'});  // 10 MiB, no newline
 
@@ -117,7 +120,8 @@ task<> abuse(io_context& ctx, address to, const server_kind& kind) {
   back = co_await garbage_client(ctx, to, nuls);
   MESSAGE(std::string(kind.name) << ": 64 KiB NULs, " << back << " bytes came back");
   back = co_await garbage_client(ctx, to, long_line);
-  MESSAGE(std::string(kind.name) << ": 10 MiB line without newline, " << back << " bytes came back");
+  MESSAGE(std::string(kind.name) << ": 10 MiB line without newline, " << back
+                                 << " bytes came back");
 
   // With the half-open and the silent connection still there, a normal client is served.
   const std::string line = "hello, world\n";
@@ -128,8 +132,9 @@ task<> abuse(io_context& ctx, address to, const server_kind& kind) {
 
 }  // namespace
 
-TEST_CASE("garbage, NULs, a 10 MiB line and half-open connections leave every text server up "
-          "and serving") {
+TEST_CASE(
+    "garbage, NULs, a 10 MiB line and half-open connections leave every text server up "
+    "and serving") {
   for (const auto& kind : servers) {
     const std::string name = kind.name;
     CAPTURE(name);
@@ -177,7 +182,8 @@ TEST_CASE("garbage command-line arguments: every example exits with status 2, ne
     std::vector<std::string> args(1 + rng() % 4);
     for (auto& a : args) {
       a.resize(1 + rng() % 24);
-      for (char& c : a) c = static_cast<char>(1 + rng() % 255);
+      for (char& c : a)
+        c = static_cast<char>(1 + rng() % 255);
     }
     cases.push_back(args);
   }

@@ -12,10 +12,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <mutex>
-#include <optional>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -49,7 +49,8 @@ int connect_to(int port, int rcvbuf = 0) {
 struct fds {
   std::vector<int> v;
   ~fds() {
-    for (int fd : v) ::close(fd);
+    for (int fd : v)
+      ::close(fd);
   }
 };
 
@@ -86,7 +87,8 @@ struct server {
   test::child proc;
   int port = -1;
   server(const char* env, std::vector<std::string> args, bool capture_stderr = true)
-      : proc(make_argv(env, std::move(args)), test::child_options{.capture_stderr = capture_stderr}) {
+      : proc(make_argv(env, std::move(args)),
+             test::child_options{.capture_stderr = capture_stderr}) {
     auto line = proc.read_line(10s);
     REQUIRE(line);
     REQUIRE(line->find("listening on") != std::string::npos);
@@ -108,7 +110,8 @@ struct server {
 class flood {
  public:
   flood(int port, int clients, std::string line) {
-    for (int i = 0; i < clients; ++i) socks_.v.push_back(connect_to(port));
+    for (int i = 0; i < clients; ++i)
+      socks_.v.push_back(connect_to(port));
     thread_ = std::thread([this, line] { run(line); });
   }
   ~flood() {
@@ -125,9 +128,11 @@ class flood {
  private:
   void run(const std::string& line) {
     std::string chunk;
-    while (chunk.size() < 8192) chunk += line;
+    while (chunk.size() < 8192)
+      chunk += line;
     std::vector<pollfd> p;
-    for (int fd : socks_.v) p.push_back({fd, POLLIN | POLLOUT, 0});
+    for (int fd : socks_.v)
+      p.push_back({fd, POLLIN | POLLOUT, 0});
     char buf[65536];
     auto deadline = std::chrono::steady_clock::now() + 30s;
     while (!stop_ && std::chrono::steady_clock::now() < deadline) {
@@ -187,7 +192,8 @@ long rss_kib(pid_t pid) {
 
 // The crash of finding 1 (SIGSEGV 3 s after SIGTERM; ASan: a send_all's buffer freed while the
 // kernel owned it) and its slow exit: clients that never read keep send_alls in flight.
-TEST_CASE("regress #9: echo_server exits 0 within grace + 1 s on SIGTERM with clients that never read") {
+TEST_CASE(
+    "regress #9: echo_server exits 0 within grace + 1 s on SIGTERM with clients that never read") {
   const std::string chunk(65536, 'x');
   for (const char* mode : {"", "--plain", "--oneshot"}) {
     for (int clients : {1, 200}) {
@@ -198,8 +204,10 @@ TEST_CASE("regress #9: echo_server exits 0 within grace + 1 s on SIGTERM with cl
       if (*mode) args.emplace_back(mode);
       server srv("ECHO_SERVER", args);
       fds socks;
-      for (int i = 0; i < clients; ++i) socks.v.push_back(connect_to(srv.port, 4096));
-      for (std::size_t sent : send_until_stuck(socks.v, chunk)) CHECK(sent > 0);
+      for (int i = 0; i < clients; ++i)
+        socks.v.push_back(connect_to(srv.port, 4096));
+      for (std::size_t sent : send_until_stuck(socks.v, chunk))
+        CHECK(sent > 0);
       auto st = srv.terminate(1500ms);
       REQUIRE_MESSAGE(st, "still running 1.5 s after SIGTERM (--grace 0.5)");
       CHECK(*st == 0);
@@ -210,7 +218,8 @@ TEST_CASE("regress #9: echo_server exits 0 within grace + 1 s on SIGTERM with cl
 
 // Finding 2 and the "20 clients that send and read continuously" crash: a drain must end at
 // the grace limit even when the peers never stop sending (SHUT_RD gives no EOF then).
-TEST_CASE("regress #9: chat_server and echo_server exit within grace + 1 s during a 300-client flood") {
+TEST_CASE(
+    "regress #9: chat_server and echo_server exit within grace + 1 s during a 300-client flood") {
   for (const char* env : {"CHAT_SERVER", "ECHO_SERVER"}) {
     const std::string env_s = env;
     CAPTURE(env_s);
@@ -228,7 +237,8 @@ TEST_CASE("regress #9: chat_server and echo_server exit within grace + 1 s durin
 // partial-line flush, --idle-timeout with --plain): on a DEFER_TASKRUN ring the kernel ran at
 // most 20 task-work completions per enter, and the signalfd read starved behind the flood
 // (SIGTERM seen 11-36 s late, when the flood stopped). Busy loop turns now ask for more.
-TEST_CASE("regress #9: SIGTERM is seen at once during a flood of 8 KiB lines with linked timeouts") {
+TEST_CASE(
+    "regress #9: SIGTERM is seen at once during a flood of 8 KiB lines with linked timeouts") {
   struct variant {
     const char* env;
     std::vector<std::string> extra;
@@ -244,7 +254,8 @@ TEST_CASE("regress #9: SIGTERM is seen at once during a flood of 8 KiB lines wit
     flood f(srv.port, 300, std::string(8191, 'y') + "\n");
     CHECK(f.wait_received(std::size_t(4) << 20, 20s));
     auto st = srv.terminate(1500ms);
-    REQUIRE_MESSAGE(st, env_s << " still running 1.5 s after SIGTERM during a flood of 8 KiB lines");
+    REQUIRE_MESSAGE(st,
+                    env_s << " still running 1.5 s after SIGTERM during a flood of 8 KiB lines");
     CHECK(*st == 0);
   }
 }
@@ -273,7 +284,8 @@ TEST_CASE("regress #9: --idle-timeout drops a client that stops reading") {
     fds socks;
     socks.v.push_back(connect_to(srv.port, 4096));
     std::string lines;
-    while (lines.size() < 65536) lines += "a line the server must answer\n";
+    while (lines.size() < 65536)
+      lines += "a line the server must answer\n";
     CHECK(send_until_stuck(socks.v[0], lines) > 0);
     // Now the client neither sends nor reads: dropped after about 0.5 s.
     if (std::string(v.env) == "CHAT_SERVER") {
@@ -325,7 +337,8 @@ TEST_CASE("regress #9: a stdout nobody reads does not stall chat_server's other 
   // 20 lines of 60,000 bytes: ~4.8 MB of log, far beyond the 64 KiB pipe.
   std::string big(60000, '\x1b');
   big += '\n';
-  for (int i = 0; i < 20; ++i) send_until_stuck(socks.v[0], big);
+  for (int i = 0; i < 20; ++i)
+    send_until_stuck(socks.v[0], big);
   int b = socks.v[1];
   ::fcntl(b, F_SETFL, ::fcntl(b, F_GETFL) & ~O_NONBLOCK);
   timeval tv{5, 0};
@@ -414,7 +427,8 @@ TEST_CASE("regress #9: echo_server exits promptly on SIGTERM while out of descri
     int port = test::port_from_line(line->substr(0, line->find(" (")));
     REQUIRE(port > 0);
     fds socks;
-    for (int i = 0; i < 200; ++i) socks.v.push_back(connect_to(port));
+    for (int i = 0; i < 200; ++i)
+      socks.v.push_back(connect_to(port));
     REQUIRE(c.wait_stderr_for("Too many open files", 10s));
     c.signal(SIGTERM);
     auto st = c.wait(1500ms);

@@ -181,12 +181,14 @@ print(f"Received {data!r} from port {addr[1]}")
 }
 
 TEST_CASE("udp_echo_server echoes the first --buffer-size bytes of a longer datagram") {
-  test::child server({test::example_path("UDP_ECHO_SERVER"), "--port", "0", "--buffer-size", "1024"});
+  test::child server(
+      {test::example_path("UDP_ECHO_SERVER"), "--port", "0", "--buffer-size", "1024"});
   address where = address::parse(start_server(server, "udp_echo_server"));
   io_context ctx;
   coring::socket s(ctx, AF_INET, SOCK_DGRAM);
   std::string big;
-  for (int i = 0; i < 2000; ++i) big += static_cast<char>('a' + i % 26);
+  for (int i = 0; i < 2000; ++i)
+    big += static_cast<char>('a' + i % 26);
   address from;
   CHECK(test::run(ctx, udp_round_trip(s, where, big, from)) == big.substr(0, 1024));
   // The server goes on normally afterwards.
@@ -213,8 +215,9 @@ TEST_CASE("unix_echo_server: stream and seqpacket, path and abstract name, crede
       const int sock_type = type == "stream" ? SOCK_STREAM : SOCK_SEQPACKET;
       const std::string path = temp_path("unix");
       const std::string name = test::unique_abstract_name("unix-echo");
-      test::child server({test::example_path("UNIX_ECHO_SERVER"), abstract ? "--abstract" : "--path",
-                          abstract ? name : path, "--type", type});
+      test::child server({test::example_path("UNIX_ECHO_SERVER"),
+                          abstract ? "--abstract" : "--path", abstract ? name : path, "--type",
+                          type});
       std::string listening = start_server(server, "unix_echo_server");
       CHECK(listening == (abstract ? "unix:@" + name : "unix:" + path));
       if (!abstract) CHECK(exists(path));
@@ -234,8 +237,10 @@ TEST_CASE("unix_echo_server: stream and seqpacket, path and abstract name, crede
           CHECK(test::run(ctx, recv_once(c)) == std::string(40000, 'x'));
         } else {
           std::string all;
-          for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
-          for (int i = 0; i < 8; ++i) all += all;  // 64 KiB
+          for (int i = 0; i < 256; ++i)
+            all += static_cast<char>(i);
+          for (int i = 0; i < 8; ++i)
+            all += all;  // 64 KiB
           test::run(ctx, send_text(c, all));
           CHECK(test::run(ctx, recv_exactly(c, all.size())) == all);
         }
@@ -274,8 +279,9 @@ TEST_CASE("unix_echo_server replaces a stale socket file but refuses a live one"
   CHECK_MESSAGE(!test::sanitizer_report(err), err);
   CHECK(exists(path));
   // Its liveness probe was a connection: the first server logged it.
-  const std::string probe = "client pid=" + std::to_string(second.pid()) + " uid=" +
-                            std::to_string(::getuid()) + " gid=" + std::to_string(::getgid());
+  const std::string probe = "client pid=" + std::to_string(second.pid()) +
+                            " uid=" + std::to_string(::getuid()) +
+                            " gid=" + std::to_string(::getgid());
   CHECK(next_line(server) == probe + " connected");
   CHECK(next_line(server) == probe + " disconnected");
   io_context ctx;
@@ -304,8 +310,9 @@ TEST_CASE("fd_pass: the receiver reads a file through the descriptor the sender 
     const std::string file = temp_path("fdpass-file");
     remove_at_end cleanup{file};
     std::string content = "first line\nsecond line\n";
-    for (int i = 0; i < 256; ++i) content += static_cast<char>(i);  // binary, NULs included
-    content += std::string(100000, 'z');                           // more than one read
+    for (int i = 0; i < 256; ++i)
+      content += static_cast<char>(i);    // binary, NULs included
+    content += std::string(100000, 'z');  // more than one read
     {
       std::ofstream out(file, std::ios::binary);
       out << content;
@@ -357,9 +364,9 @@ TEST_CASE("fd_pass rejects bad arguments with exit status 2") {
   const std::string exe = test::example_path("FD_PASS");
   CHECK(exit_status({exe}) == 2);
   CHECK(exit_status({exe, "bogus"}) == 2);
-  CHECK(exit_status({exe, "send", "--path", "/tmp/x"}) == 2);             // no FILE
-  CHECK(exit_status({exe, "recv", "--path", "/tmp/x", "extra"}) == 2);    // recv takes no FILE
-  CHECK(exit_status({exe, "recv"}) == 2);                                 // no address
+  CHECK(exit_status({exe, "send", "--path", "/tmp/x"}) == 2);           // no FILE
+  CHECK(exit_status({exe, "recv", "--path", "/tmp/x", "extra"}) == 2);  // recv takes no FILE
+  CHECK(exit_status({exe, "recv"}) == 2);                               // no address
   CHECK(exit_status({exe, "send", "--abstract", "a", "--path", "b", "f"}) == 2);
   CHECK(exit_status({exe, "--help"}) == 0);
 }
@@ -379,8 +386,8 @@ TEST_CASE("ping 127.0.0.1 prints 3 replies and the summary" *
 
 TEST_CASE("ping --dgram uses an ICMP datagram socket" *
           test::skip_unless(test::can_open(test::icmp_socket::datagram))) {
-  test::child p({test::example_path("PING"), "--dgram", "--count", "2", "--interval", "0.05",
-                 "127.0.0.1"});
+  test::child p(
+      {test::example_path("PING"), "--dgram", "--count", "2", "--interval", "0.05", "127.0.0.1"});
   auto st = p.wait(20s);
   std::string out = p.read_rest(5s);
   INFO(out);

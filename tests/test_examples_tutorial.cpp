@@ -48,9 +48,7 @@ task<coring::socket> connect_to(io_context& ctx, int port) {
   co_return s;
 }
 
-task<> send_text(coring::socket& s, std::string_view text) {
-  co_await s.send_all(text);
-}
+task<> send_text(coring::socket& s, std::string_view text) { co_await s.send_all(text); }
 
 // Reads until want bytes arrived or EOF; each recv is bounded.
 task<std::string> recv_exactly(coring::socket& s, std::size_t want) {
@@ -197,8 +195,10 @@ TEST_CASE("upper_server answers split lines, many lines per send, and every byte
   CHECK(test::run(ctx, round_trip(s, "one\ntwo\nthree\n")) == "ONE\nTWO\nTHREE\n");
   // Binary garbage, NULs included: every byte comes back, only a-z changed.
   std::string all;
-  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
-  for (int i = 0; i < 8; ++i) all += all;  // 64 KiB
+  for (int i = 0; i < 256; ++i)
+    all += static_cast<char>(i);
+  for (int i = 0; i < 8; ++i)
+    all += all;  // 64 KiB
   CHECK(test::run(ctx, round_trip(s, all)) == upper(all));
   // An unterminated last line is answered before EOF too.
   test::run(ctx, send_text(s, "tail"));
@@ -215,7 +215,8 @@ TEST_CASE("upper_server serves 50 clients connected at the same time") {
   io_context ctx;
   constexpr int clients = 50;
   std::vector<coring::socket> socks;
-  for (int i = 0; i < clients; ++i) socks.push_back(test::run(ctx, connect_to(ctx, port)));
+  for (int i = 0; i < clients; ++i)
+    socks.push_back(test::run(ctx, connect_to(ctx, port)));
   // Every connection is open before any is served: a one-at-a-time server would fail here.
   std::vector<std::string> replies(clients);
   for (int i = 0; i < clients; ++i) {
@@ -524,16 +525,16 @@ void check_shutdown_with_100_clients(test::child& server, int port, std::string_
   CHECK(*st == 0);
   // Every client was closed in order: EOF, not a reset or silence.
   std::array<std::byte, 16> buf;
-  for (auto& s : socks) CHECK(test::run(ctx, recv_with_timeout(s, buf)) == 0);
+  for (auto& s : socks)
+    CHECK(test::run(ctx, recv_with_timeout(s, buf)) == 0);
 }
 
 // What a silent and an active client see with --idle-timeout 1 (idle_timeout_arg). Returns: the
 // silent one's recv result (0: EOF, the server disconnected it).
 // Margins for ASan -O0 and valgrind: the active client's pauses (250 ms) are a quarter of the
 // idle timeout; together (2 s) they are twice the timeout.
-task<std::size_t> silent_and_active(io_context& ctx, coring::socket& silent,
-                                    coring::socket& active, std::string_view tick,
-                                    std::string_view reply) {
+task<std::size_t> silent_and_active(io_context& ctx, coring::socket& silent, coring::socket& active,
+                                    std::string_view tick, std::string_view reply) {
   for (int i = 0; i < 8; ++i) {  // 8 x 250 ms: twice the idle timeout in total
     co_await sleep_for(ctx, 250ms);
     co_await active.send_all(tick);
@@ -624,7 +625,8 @@ TEST_CASE("chat_server --idle-timeout drops a silent client and keeps an active 
   CHECK(has(p_active + " connected"));
   CHECK(has(p_silent + " disconnected: idle for too long"));
   CHECK(std::count(log.begin(), log.end(), p_active + ": tick") == 8);
-  for (const auto& line : log) CHECK(line.find(p_active + " disconnected") != 0);
+  for (const auto& line : log)
+    CHECK(line.find(p_active + " disconnected") != 0);
   stop_server(server);
 }
 

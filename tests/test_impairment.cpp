@@ -55,7 +55,7 @@ std::string first_line(const std::string& s) {
 }
 
 struct command_result {
-  int status = -1;  // exit status; -1 if refused or still running after 10 s
+  int status = -1;     // exit status; -1 if refused or still running after 10 s
   std::string output;  // stdout and stderr
 };
 
@@ -63,8 +63,8 @@ struct command_result {
 // most 10 s. Refuses to run anything outside the private namespace.
 command_result run_command(const std::string& line) {
   if (!in_private_netns()) return {-1, "refused: not inside the private network namespace"};
-  test::child c({"/bin/sh", "-c",
-                 "PATH=/usr/sbin:/sbin:/usr/bin:/bin${PATH:+:$PATH}; exec 2>&1; " + line});
+  test::child c(
+      {"/bin/sh", "-c", "PATH=/usr/sbin:/sbin:/usr/bin:/bin${PATH:+:$PATH}; exec 2>&1; " + line});
   command_result r;
   r.output = c.read_rest(10s);
   r.status = c.wait(10s).value_or(-1);
@@ -225,18 +225,15 @@ constexpr auto silence_limit = 40s;
 
 struct echo_server {
   echo_server(io_context& c, buffer_ring& r, std::size_t backlog)
-      : ctx(c),
-        ring(r),
-        listener(tcp_listen(c, "127.0.0.1:0", static_cast<int>(backlog))),
-        addr(listener.sock_name()),
-        group(c) {}
+      : ctx(c), ring(r), listener(tcp_listen(c, "127.0.0.1:0", static_cast<int>(backlog))),
+        addr(listener.sock_name()), group(c) {}
   io_context& ctx;
   buffer_ring& ring;
   coring::socket listener;
   address addr;
-  task_group group;            // the accept loop and one child per connection
+  task_group group;  // the accept loop and one child per connection
   std::size_t accepted = 0;
-  std::size_t received = 0;    // bytes taken from all connections
+  std::size_t received = 0;  // bytes taken from all connections
   std::vector<std::string> errors;
 };
 
@@ -322,7 +319,8 @@ task<client_result> client(io_context& ctx, address to, std::size_t id, std::siz
   client_result r;
   try {
     std::vector<std::byte> out(size);
-    for (std::size_t i = 0; i < size; ++i) out[i] = pattern(id, i);
+    for (std::size_t i = 0; i < size; ++i)
+      out[i] = pattern(id, i);
     coring::socket s = co_await tcp_connect(ctx, to);
     auto both = when_all(send_pattern(s, out), check_echo(s, id, size, r.mismatches));
     std::tuple<std::size_t, std::size_t> sent_echoed = co_await std::move(both);
@@ -336,12 +334,12 @@ task<client_result> client(io_context& ctx, address to, std::size_t id, std::siz
 
 struct transfer_report {
   std::size_t connections = 0, size = 0;
-  std::size_t ok = 0;         // connections whose whole echo came back intact
-  std::size_t accepted = 0;   // connections the server accepted
+  std::size_t ok = 0;        // connections whose whole echo came back intact
+  std::size_t accepted = 0;  // connections the server accepted
   std::size_t sent = 0, echoed = 0, mismatches = 0, server_received = 0;
   std::vector<std::string> errors;  // clients' and server's
-  double seconds = 0;          // until every client had its echo
-  double close_seconds = 0;    // then until the server had seen every client's FIN
+  double seconds = 0;               // until every client had its echo
+  double close_seconds = 0;         // then until the server had seen every client's FIN
 };
 
 // connections clients at once, each sending size bytes and verifying their echo.
@@ -354,7 +352,8 @@ task<transfer_report> echo_transfer(io_context& ctx, std::size_t connections, st
   srv.group.spawn(accept_loop(srv));
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<task<client_result>> clients;
-  for (std::size_t i = 0; i < connections; ++i) clients.push_back(client(ctx, srv.addr, i, size));
+  for (std::size_t i = 0; i < connections; ++i)
+    clients.push_back(client(ctx, srv.addr, i, size));
   auto all = when_all(std::move(clients));
   std::vector<client_result> results = co_await std::move(all);
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -379,11 +378,11 @@ std::string describe(const transfer_report& rep) {
   std::ostringstream o;
   o.setf(std::ios::fixed);
   o.precision(2);
-  o << rep.connections << " connections x " << rep.size << " B: " << rep.accepted
-    << " accepted, " << rep.ok << " ok, " << rep.connections - rep.ok << " failed, " << rep.sent
-    << " B sent, " << rep.echoed << " B echoed, every byte compared: " << rep.mismatches
-    << " mismatched, " << rep.errors.size() << " errors, " << rep.seconds
-    << " s (server done " << rep.close_seconds << " s later)";
+  o << rep.connections << " connections x " << rep.size << " B: " << rep.accepted << " accepted, "
+    << rep.ok << " ok, " << rep.connections - rep.ok << " failed, " << rep.sent << " B sent, "
+    << rep.echoed << " B echoed, every byte compared: " << rep.mismatches << " mismatched, "
+    << rep.errors.size() << " errors, " << rep.seconds << " s (server done " << rep.close_seconds
+    << " s later)";
   return o.str();
 }
 
@@ -396,7 +395,8 @@ void drain(io_context& ctx) {
 
 void check_transfer(const transfer_report& rep) {
   const std::size_t total = rep.connections * rep.size;
-  for (std::size_t i = 0; i < rep.errors.size() && i < 10; ++i) MESSAGE(rep.errors[i]);
+  for (std::size_t i = 0; i < rep.errors.size() && i < 10; ++i)
+    MESSAGE(rep.errors[i]);
   CHECK(rep.ok == rep.connections);
   CHECK(rep.accepted == rep.connections);
   CHECK(rep.errors.empty());
@@ -427,17 +427,18 @@ tbf_stats read_tbf_stats() {
   const std::string out = run_command("tc -s qdisc show dev lo").output;
   const auto at = out.find("Sent ");
   if (at != std::string::npos)
-    st.parsed = std::sscanf(out.c_str() + at,
-                            "Sent %llu bytes %llu pkt (dropped %llu, overlimits %llu",
-                            &st.sent_bytes, &st.sent_packets, &st.dropped, &st.overlimits) == 4;
+    st.parsed =
+        std::sscanf(out.c_str() + at, "Sent %llu bytes %llu pkt (dropped %llu, overlimits %llu",
+                    &st.sent_bytes, &st.sent_packets, &st.dropped, &st.overlimits) == 4;
   return st;
 }
 
 }  // namespace
 
-TEST_CASE("5% random TCP packet drop (nftables, private netns): 100 connections (or "
-          "CORING_IMPAIRMENT_CONNECTIONS) x 64 KiB echoed, every byte verified, 0 errors" *
-          test::skip_unless(can_drop())) {
+TEST_CASE(
+    "5% random TCP packet drop (nftables, private netns): 100 connections (or "
+    "CORING_IMPAIRMENT_CONNECTIONS) x 64 KiB echoed, every byte verified, 0 errors" *
+    test::skip_unless(can_drop())) {
   const std::size_t connections = env_count("CORING_IMPAIRMENT_CONNECTIONS", 100, 10000);
   REQUIRE_MESSAGE(connections > 0, "CORING_IMPAIRMENT_CONNECTIONS must be 1 to 10000");
   constexpr std::size_t size = 64 * 1024;
@@ -452,12 +453,12 @@ TEST_CASE("5% random TCP packet drop (nftables, private netns): 100 connections 
   // be established (the SYN-ACK came through, its ACK was dropped): the client's data then
   // draws a RST from the listener. Measured: 1 to 4 of 1,000 connections reset per run when
   // clients take over 1 s to send (ASan build). Real loss is silent, as a drop on input is.
-  impairment drop({"nft add table inet fi",
-                   "nft add chain inet fi in '{ type filter hook input priority 0; }'",
-                   "nft add rule inet fi in meta l4proto tcp counter",
-                   "nft add rule inet fi in meta l4proto tcp numgen random mod 100 '<' 5 "
-                   "counter drop"},
-                  "nft delete table inet fi");
+  impairment drop(
+      {"nft add table inet fi", "nft add chain inet fi in '{ type filter hook input priority 0; }'",
+       "nft add rule inet fi in meta l4proto tcp counter",
+       "nft add rule inet fi in meta l4proto tcp numgen random mod 100 '<' 5 "
+       "counter drop"},
+      "nft delete table inet fi");
   REQUIRE_MESSAGE(drop.installed(), drop.error());
   const auto limit = 60s + static_cast<long long>(connections) * 300ms;
   // Declared before the io_context, so that it also bounds the context's teardown.
@@ -486,9 +487,10 @@ TEST_CASE("5% random TCP packet drop (nftables, private netns): 100 connections 
   CHECK(leftover_impairment().empty());
 }
 
-TEST_CASE("1 Mbit/s token bucket on lo (tc tbf, private netns): 10 connections (or "
-          "CORING_IMPAIRMENT_RATE_CONNECTIONS) x 16 KiB echoed, every byte verified, 0 errors" *
-          test::skip_unless(can_rate_limit())) {
+TEST_CASE(
+    "1 Mbit/s token bucket on lo (tc tbf, private netns): 10 connections (or "
+    "CORING_IMPAIRMENT_RATE_CONNECTIONS) x 16 KiB echoed, every byte verified, 0 errors" *
+    test::skip_unless(can_rate_limit())) {
   // TRICKY: tbf drops what exceeds its queue (latency 1s: 196 KB here), and the sender sees
   // the drop (so a failed SYN-ACK retransmission deletes the request, as in the drop test; the
   // handshakes here end before the queue fills). A socket whose unsent data keeps failing at
@@ -500,7 +502,7 @@ TEST_CASE("1 Mbit/s token bucket on lo (tc tbf, private netns): 10 connections (
   const std::size_t connections = env_count("CORING_IMPAIRMENT_RATE_CONNECTIONS", 10, 10000);
   REQUIRE_MESSAGE(connections > 0, "CORING_IMPAIRMENT_RATE_CONNECTIONS must be 1 to 10000");
   constexpr std::size_t size = 16 * 1024;
-  constexpr double rate = 1e6 / 8;    // bytes per second: tc's mbit is 10^6 bit
+  constexpr double rate = 1e6 / 8;     // bytes per second: tc's mbit is 10^6 bit
   constexpr double burst = 70 * 1024;  // tc's kb is 1024 bytes
   REQUIRE(in_private_netns());
   REQUIRE_MESSAGE(leftover_impairment().empty(), leftover_impairment());

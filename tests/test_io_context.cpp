@@ -78,8 +78,11 @@ TEST_CASE("the ring is set up with the fast flags this kernel grants, and says s
     CHECK(f.defer_taskrun);
     CHECK(f.registered_ring_fd);
   }
-  io_context plain(io_context_options{.sq_entries = 8, .cq_entries = 0, .single_issuer = false,
-                                      .defer_taskrun = false, .register_ring_fd = false});
+  io_context plain(io_context_options{.sq_entries = 8,
+                                      .cq_entries = 0,
+                                      .single_issuer = false,
+                                      .defer_taskrun = false,
+                                      .register_ring_fd = false});
   CHECK_FALSE(plain.features().single_issuer);
   CHECK_FALSE(plain.features().registered_ring_fd);
   int done = 0;
@@ -113,7 +116,8 @@ TEST_CASE("a full submission queue is flushed, not reported: SQ of 4, 1,000 conc
   test::watchdog w(20s);  // before the io_context: it outlives the context's teardown
   io_context ctx(io_context_options{.sq_entries = 4, .cq_entries = 8});
   int done = 0;
-  for (int i = 0; i < 1000; ++i) ctx.spawn(nops(ctx, 1, done));
+  for (int i = 0; i < 1000; ++i)
+    ctx.spawn(nops(ctx, 1, done));
   ctx.run();
   CHECK(done == 1000);
   CHECK(ctx.in_flight() == 0);
@@ -124,7 +128,8 @@ TEST_CASE("completion queue overflow loses nothing: CQ of 8, 10,000 ops") {
   io_context ctx(io_context_options{.sq_entries = 4, .cq_entries = 8});
   REQUIRE(ctx.features().cq_entries == 8);
   int done = 0;
-  for (int i = 0; i < 100; ++i) ctx.spawn(nops(ctx, 100, done));
+  for (int i = 0; i < 100; ++i)
+    ctx.spawn(nops(ctx, 100, done));
   ctx.run();
   CHECK(done == 10'000);
 }
@@ -191,8 +196,7 @@ task<> pending_recv(coring::socket s, int& resumed, test::counted) {
   std::array<std::byte, 64> buf;
   try {
     co_await s.recv(buf);
-  } catch (...) {
-  }
+  } catch (...) {}
   ++resumed;
 }
 }  // namespace
@@ -213,14 +217,16 @@ TEST_CASE("destroying an io_context with 1,000 recvs in flight drains them and r
       ctx.spawn(pending_recv(coring::socket::from_fd(ctx, sv[0]), resumed, test::counted{}));
     }
     // Let every task start and submit its recv (bounded: 1,000 recvs take 1,000 turns at most).
-    for (int i = 0; i < 10'000 && ctx.in_flight() < 1000; ++i) REQUIRE(ctx.run_once(false));
+    for (int i = 0; i < 10'000 && ctx.in_flight() < 1000; ++i)
+      REQUIRE(ctx.run_once(false));
     REQUIRE(ctx.in_flight() == 1000);
     CHECK(ctx.spawned() == 1000);
     CHECK(test::counted::live == 1000);
   }
   CHECK(resumed == 0);
   CHECK(test::counted::live == 0);
-  for (int fd : peers) ::close(fd);
+  for (int fd : peers)
+    ::close(fd);
   CHECK(test::open_fds() == fds_before);
 }
 
@@ -229,7 +235,8 @@ TEST_CASE("destroying an io_context frees spawned tasks that never started") {
   {
     io_context ctx;
     auto t = [](test::counted) -> task<> { co_return; };
-    for (int i = 0; i < 10; ++i) ctx.spawn(t(test::counted{}));
+    for (int i = 0; i < 10; ++i)
+      ctx.spawn(t(test::counted{}));
     CHECK(test::counted::live == 10);
   }
   CHECK(test::counted::live == 0);
@@ -262,15 +269,20 @@ TEST_CASE("destroying an io_context with 1,000 io-wq (IOSQE_ASYNC) recvs in flig
       peers.push_back(sv[1]);
       ctx.spawn(pending_async_recv(coring::socket::from_fd(ctx, sv[0]), resumed, test::counted{}));
     }
-    for (int i = 0; i < 10'000 && ctx.in_flight() < 1000; ++i) REQUIRE(ctx.run_once(false));
+    for (int i = 0; i < 10'000 && ctx.in_flight() < 1000; ++i)
+      REQUIRE(ctx.run_once(false));
     REQUIRE(ctx.in_flight() == 1000);
   }
   CHECK(resumed == 0);
   CHECK(test::counted::live == 0);
   // Data written now must stay in the sockets: no worker is left to consume it.
-  for (int fd : peers) CHECK(::send(fd, "late", 4, MSG_NOSIGNAL) == -1);  // peer closed: EPIPE
-  for (int fd : peers) ::close(fd);
+  for (int fd : peers)
+    CHECK(::send(fd, "late", 4, MSG_NOSIGNAL) == -1);  // peer closed: EPIPE
+  for (int fd : peers)
+    ::close(fd);
   CHECK(test::open_fds() == fds_before);
   MESSAGE("teardown took " << std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  std::chrono::steady_clock::now() - t0).count() << " ms");
+                                  std::chrono::steady_clock::now() - t0)
+                                  .count()
+                           << " ms");
 }

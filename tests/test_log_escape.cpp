@@ -30,12 +30,12 @@ bool only_printable_ascii(std::string_view s) {
 TEST_CASE("escape_for_log: printable ASCII and valid UTF-8 pass through unchanged") {
   CHECK(esc("") == "");
   CHECK(esc("hello, world ~!@#$%^&*()_+{}|:\"<>?") == "hello, world ~!@#$%^&*()_+{}|:\"<>?");
-  CHECK(esc("ünïcode ✓") == "ünïcode ✓");            // 2- and 3-byte sequences
-  CHECK(esc("emoji 😀 end") == "emoji 😀 end");        // 4 bytes (U+1F600)
+  CHECK(esc("ünïcode ✓") == "ünïcode ✓");                    // 2- and 3-byte sequences
+  CHECK(esc("emoji 😀 end") == "emoji 😀 end");                // 4 bytes (U+1F600)
   CHECK(esc("\u00A0\u00FF\u0100") == "\u00A0\u00FF\u0100");  // just past the C1 range
   CHECK(esc("\u202F\u2065\u206A") == "\u202F\u2065\u206A");  // neighbours of the bidi ranges
-  CHECK(esc("\xF4\x8F\xBF\xBF"s) == "\xF4\x8F\xBF\xBF"s);   // U+10FFFF, the last code point
-  CHECK(esc("\xEF\xBF\xBD"s) == "\xEF\xBF\xBD"s);           // U+FFFD
+  CHECK(esc("\xF4\x8F\xBF\xBF"s) == "\xF4\x8F\xBF\xBF"s);    // U+10FFFF, the last code point
+  CHECK(esc("\xEF\xBF\xBD"s) == "\xEF\xBF\xBD"s);            // U+FFFD
 }
 
 TEST_CASE("escape_for_log: C0 controls, DEL and the backslash are escaped") {
@@ -49,7 +49,8 @@ TEST_CASE("escape_for_log: C0 controls, DEL and the backslash are escaped") {
   CHECK(esc("\x07\x08\x0B\x0C\x1F") == "\\x07\\x08\\x0B\\x0C\\x1F");
   CHECK(esc("\x7F") == "\\x7F");
   std::string all_c0;
-  for (int c = 0; c < 0x20; ++c) all_c0 += static_cast<char>(c);
+  for (int c = 0; c < 0x20; ++c)
+    all_c0 += static_cast<char>(c);
   all_c0 += '\x7F';
   const std::string out = esc(all_c0);
   CHECK(only_printable_ascii(out));
@@ -58,7 +59,8 @@ TEST_CASE("escape_for_log: C0 controls, DEL and the backslash are escaped") {
 
 TEST_CASE("escape_for_log: C1 controls in their UTF-8 form are escaped, U+0085 and U+009B too") {
   CHECK(esc("a\xC2\x85z"s) == "a\\u0085z");  // NEL: a line break to some terminals
-  CHECK(esc("\xC2\x9B"s "31m") == "\\u009B31m");  // CSI: starts an escape sequence
+  CHECK(esc("\xC2\x9B"s
+            "31m") == "\\u009B31m");  // CSI: starts an escape sequence
   CHECK(esc("\xC2\x80"s) == "\\u0080");
   CHECK(esc("\xC2\x9F"s) == "\\u009F");
   std::string all_c1, expected;
@@ -71,27 +73,28 @@ TEST_CASE("escape_for_log: C1 controls in their UTF-8 form are escaped, U+0085 a
 }
 
 TEST_CASE("escape_for_log: bidi overrides, isolates and direction marks are escaped") {
-  CHECK(esc("user \xE2\x80\xAE" "txt.exe"s) == "user \\u202Etxt.exe");  // RLO
+  CHECK(esc("user \xE2\x80\xAE"
+            "txt.exe"s) == "user \\u202Etxt.exe");  // RLO
   CHECK(esc("\xE2\x80\xAA\xE2\x80\xAB\xE2\x80\xAC\xE2\x80\xAD"s) ==
-        "\\u202A\\u202B\\u202C\\u202D");                                     // LRE RLE PDF LRO
+        "\\u202A\\u202B\\u202C\\u202D");  // LRE RLE PDF LRO
   CHECK(esc("\xE2\x81\xA6\xE2\x81\xA7\xE2\x81\xA8\xE2\x81\xA9"s) ==
-        "\\u2066\\u2067\\u2068\\u2069");                                     // LRI RLI FSI PDI
-  CHECK(esc("\xE2\x80\x8E\xE2\x80\x8F"s) == "\\u200E\\u200F");               // LRM RLM
-  CHECK(esc("\xD8\x9C"s) == "\\u061C");                                     // ALM
-  CHECK(esc("\xE2\x80\xA8\xE2\x80\xA9"s) == "\\u2028\\u2029");               // LS PS
+        "\\u2066\\u2067\\u2068\\u2069");                        // LRI RLI FSI PDI
+  CHECK(esc("\xE2\x80\x8E\xE2\x80\x8F"s) == "\\u200E\\u200F");  // LRM RLM
+  CHECK(esc("\xD8\x9C"s) == "\\u061C");                         // ALM
+  CHECK(esc("\xE2\x80\xA8\xE2\x80\xA9"s) == "\\u2028\\u2029");  // LS PS
 }
 
 TEST_CASE("escape_for_log: each byte of invalid UTF-8 becomes \\xNN") {
-  CHECK(esc("\x80"s) == "\\x80");                    // a lone continuation byte
+  CHECK(esc("\x80"s) == "\\x80");  // a lone continuation byte
   CHECK(esc("a\xBFz"s) == "a\\xBFz");
-  CHECK(esc("\xC3"s) == "\\xC3");                    // a sequence cut off by the end
+  CHECK(esc("\xC3"s) == "\\xC3");  // a sequence cut off by the end
   CHECK(esc("\xE2\x82"s) == "\\xE2\\x82");
-  CHECK(esc("\xC3(z"s) == "\\xC3(z");                // a lead byte followed by ASCII
-  CHECK(esc("\xC0\xAF"s) == "\\xC0\\xAF");           // overlong '/'
+  CHECK(esc("\xC3(z"s) == "\\xC3(z");       // a lead byte followed by ASCII
+  CHECK(esc("\xC0\xAF"s) == "\\xC0\\xAF");  // overlong '/'
   CHECK(esc("\xC1\xBF"s) == "\\xC1\\xBF");
-  CHECK(esc("\xE0\x80\xAF"s) == "\\xE0\\x80\\xAF");  // overlong 3-byte
+  CHECK(esc("\xE0\x80\xAF"s) == "\\xE0\\x80\\xAF");           // overlong 3-byte
   CHECK(esc("\xF0\x80\x80\xAF"s) == "\\xF0\\x80\\x80\\xAF");  // overlong 4-byte
-  CHECK(esc("\xED\xA0\x80"s) == "\\xED\\xA0\\x80");  // a UTF-16 surrogate (U+D800)
+  CHECK(esc("\xED\xA0\x80"s) == "\\xED\\xA0\\x80");           // a UTF-16 surrogate (U+D800)
   CHECK(esc("\xF4\x90\x80\x80"s) == "\\xF4\\x90\\x80\\x80");  // above U+10FFFF
   CHECK(esc("\xF5\xFE\xFF"s) == "\\xF5\\xFE\\xFF");
   // A bad byte does not swallow the valid character after it.
@@ -135,12 +138,14 @@ TEST_CASE("escape_for_log: the output is bounded and cut between whole units, wi
       CHECK(at % 4 == 0);
       const std::size_t shown = at / 4;
       CHECK(out.substr(at) == "...(+" + std::to_string(100 - shown) + " bytes)");
-      for (std::size_t k = 0; k < shown; ++k) CHECK(out.substr(4 * k, 4) == "\\x01");
+      for (std::size_t k = 0; k < shown; ++k)
+        CHECK(out.substr(4 * k, 4) == "\\x01");
     }
   }
   SUBCASE("never cuts a UTF-8 sequence in half") {
     std::string in;
-    for (int k = 0; k < 50; ++k) in += "\xE2\x9C\x93";  // ✓, 3 bytes each
+    for (int k = 0; k < 50; ++k)
+      in += "\xE2\x9C\x93";  // ✓, 3 bytes each
     for (std::size_t max = 16; max < 50; ++max) {
       CAPTURE(max);
       const std::string out = escape_for_log(in, max);
@@ -165,7 +170,8 @@ TEST_CASE("escape_for_log: the output is bounded and cut between whole units, wi
   }
   SUBCASE("a large input is bounded whatever it holds") {
     std::string in;
-    for (int k = 0; k < 100000; ++k) in += static_cast<char>(k * 37 % 256);
+    for (int k = 0; k < 100000; ++k)
+      in += static_cast<char>(k * 37 % 256);
     const std::string out = escape_for_log(in, 4096);
     CHECK(out.size() <= 4096);
     CHECK(out.size() >= 4096 - 40);

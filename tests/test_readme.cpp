@@ -34,8 +34,8 @@ coring::task<> echo(coring::socket s) {
 coring::task<int> fetch(int x) { co_return x * 10; }
 
 // s holds two datagrams; token is never stopped. children counts the task_group's children.
-coring::task<> time_and_structure(coring::io_context& ctx, coring::socket& s,
-                                  std::stop_token token, int& children) {
+coring::task<> time_and_structure(coring::io_context& ctx, coring::socket& s, std::stop_token token,
+                                  int& children) {
   std::array<std::byte, 64> buf;
   const int x = 1, y = 2;
   auto f = [](std::stop_token) -> coring::task<int> { co_return 1; };
@@ -88,7 +88,8 @@ struct context_thread {
     c.run();
   }};
   context_thread() {
-    for (int i = 0; i < 10'000'000 && ctx.load() == nullptr; ++i) std::this_thread::yield();
+    for (int i = 0; i < 10'000'000 && ctx.load() == nullptr; ++i)
+      std::this_thread::yield();
     REQUIRE(ctx.load() != nullptr);
   }
   ~context_thread() {
@@ -104,8 +105,8 @@ struct readme_job {
 };
 
 // Starts on ctx's thread, stops ctx's run(), hops to other's thread and back.
-coring::task<> threads(coring::io_context& ctx, coring::io_context& other, bool& ran,
-                       long& away, bool& done) {
+coring::task<> threads(coring::io_context& ctx, coring::io_context& other, bool& ran, long& away,
+                       bool& done) {
   auto job = std::make_unique<readme_job>(ran);
   // README, "Threads" (kept as written there):
   // clang-format off

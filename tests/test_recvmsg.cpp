@@ -44,8 +44,8 @@ TEST_CASE("send_msg gathers and recv_msg scatters") {
   test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = socket_pair(ctx, SOCK_SEQPACKET);
     // More buffers than the op keeps inline (4) to cover the heap iovec path too.
-    std::array<std::span<const std::byte>, 6> out{bytes("ab"), bytes("cd"), bytes(""),
-                                                  bytes("efg"), bytes("h"), bytes("ij")};
+    std::array<std::span<const std::byte>, 6> out{bytes("ab"),  bytes("cd"), bytes(""),
+                                                  bytes("efg"), bytes("h"),  bytes("ij")};
     ancillary none;
     CHECK(co_await pair.first.send_msg(out, none) == 10);
     std::array<std::byte, 3> b1;

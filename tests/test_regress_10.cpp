@@ -68,8 +68,9 @@ TEST_CASE("regress #10: a close() whose submission fails still closes the descri
   CHECK_FALSE(fd_open(fd));
 }
 
-TEST_CASE("regress #10: wait_signal blocks its signals when called, so a task awaited later "
-          "gets a signal raised in between") {
+TEST_CASE(
+    "regress #10: wait_signal blocks its signals when called, so a task awaited later "
+    "gets a signal raised in between") {
   io_context ctx;
   test::run_on(ctx, [](io_context& ctx) -> task<> {
     task<int> waiting = coring::wait_signal(ctx, {SIGUSR1, SIGUSR2});
@@ -120,7 +121,8 @@ TEST_CASE("regress #10: tcp_connect ends with operation_canceled on a stop reque
     CHECK(r.error() == std::errc::operation_canceled);
     // Already stopped: ends at once, by name too.
     const std::string named = "localhost:" + std::to_string(to.port());
-    auto n = co_await coring::as_result(coring::tcp_connect(ctx, named, {.stop = stop.get_token()}));
+    auto n =
+        co_await coring::as_result(coring::tcp_connect(ctx, named, {.stop = stop.get_token()}));
     CHECK(n.error() == std::errc::operation_canceled);
   });
 }

@@ -8,8 +8,8 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
-#include <string>
 #include <stop_token>
+#include <string>
 #include <vector>
 
 #include <sys/socket.h>
@@ -30,7 +30,8 @@ std::size_t sent_from_message(const std::string& what) {
 
 task<> read_to_eof(coring::socket& s, std::size_t& total) {
   std::array<std::byte, 65536> buf;
-  while (std::size_t n = co_await s.recv(buf).with_timeout(10s)) total += n;
+  while (std::size_t n = co_await s.recv(buf).with_timeout(10s))
+    total += n;
 }
 
 }  // namespace
@@ -63,7 +64,8 @@ TEST_CASE("regress #9: socket::cancel ends a send_all that already sent part of 
     server.cancel();
     // The client does not read, so a send_all that lost the cancel would never end; the
     // watchdog of test::run would fail the test.
-    for (int i = 0; i < 10'000 && !done; ++i) co_await coring::sleep_for(ctx, 1ms);
+    for (int i = 0; i < 10'000 && !done; ++i)
+      co_await coring::sleep_for(ctx, 1ms);
     REQUIRE(done);
     REQUIRE_FALSE(error.empty());
     const std::size_t sent = sent_from_message(error);
@@ -93,17 +95,19 @@ task<> slow_reader_client(coring::socket& s, server_state& st, test::counted) {
   std::vector<std::byte> big(std::size_t(4) << 20, std::byte{'y'});
   try {
     co_await s.send_all(big);
-  } catch (...) {
-  }
+  } catch (...) {}
   // Teardown must never get here: st may be gone.
-  if (!state_alive) ++resumed_after_state_died;
-  else ++st.replies;
+  if (!state_alive)
+    ++resumed_after_state_died;
+  else
+    ++st.replies;
 }
 
 }  // namespace
 
-TEST_CASE("regress #9: destroying the context with a send_all to a slow reader in flight "
-          "resumes nothing") {
+TEST_CASE(
+    "regress #9: destroying the context with a send_all to a slow reader in flight "
+    "resumes nothing") {
   test::counted::reset();
   resumed_after_state_died = 0;
   const int fds_before = test::open_fds();
@@ -116,7 +120,8 @@ TEST_CASE("regress #9: destroying the context with a send_all to a slow reader i
     // so it is destroyed first, with the client's coroutine suspended in a partial send.
     server_state st;
     ctx.spawn(slow_reader_client(a, st, test::counted{}));
-    for (int i = 0; i < 1000 && ctx.in_flight() == 0; ++i) REQUIRE(ctx.run_once(false));
+    for (int i = 0; i < 1000 && ctx.in_flight() == 0; ++i)
+      REQUIRE(ctx.run_once(false));
     REQUIRE(ctx.in_flight() == 1);
     CHECK(test::counted::live == 1);
   }
@@ -135,7 +140,8 @@ TEST_CASE("regress #9: io_context::shutdown() destroys suspended tasks while the
   {
     server_state st;
     ctx.spawn(slow_reader_client(a, st, test::counted{}));
-    for (int i = 0; i < 1000 && ctx.in_flight() == 0; ++i) REQUIRE(ctx.run_once(false));
+    for (int i = 0; i < 1000 && ctx.in_flight() == 0; ++i)
+      REQUIRE(ctx.run_once(false));
     REQUIRE(ctx.in_flight() == 1);
     ctx.shutdown();
     CHECK(ctx.stopping());
@@ -186,8 +192,7 @@ task<> group_owner(coring::socket& s, int& resumed, test::counted) {
       std::array<std::byte, 8> buf;
       try {
         co_await s.recv(buf);
-      } catch (...) {
-      }
+      } catch (...) {}
       ++resumed;
     };
     g.spawn(child);
@@ -205,7 +210,8 @@ TEST_CASE("regress #9: teardown destroys a task_group's unfinished children with
     io_context ctx;
     auto [a, b] = coring::socket_pair(ctx, SOCK_STREAM);
     ctx.spawn(group_owner(a, resumed, test::counted{}));
-    for (int i = 0; i < 1000 && ctx.in_flight() < 10; ++i) REQUIRE(ctx.run_once(false));
+    for (int i = 0; i < 1000 && ctx.in_flight() < 10; ++i)
+      REQUIRE(ctx.run_once(false));
     REQUIRE(ctx.in_flight() == 10);
     ctx.shutdown();  // before the sockets go: the children's frames refer to a
     CHECK(test::counted::live == 0);
@@ -238,7 +244,8 @@ task<> cancel_after_wakeup(io_context& ctx, bool by_stop_token) {
     stop.request_stop();
   else
     server.cancel();
-  for (int i = 0; i < 2000 && !done; ++i) co_await coring::sleep_for(ctx, 1ms);
+  for (int i = 0; i < 2000 && !done; ++i)
+    co_await coring::sleep_for(ctx, 1ms);
   CHECK(done);
   CHECK(ctx.in_flight() == 0);
 }

@@ -158,22 +158,25 @@ task<> send_then_close(coring::socket& s, std::span<const std::byte> data, std::
 
 TEST_CASE("8 MiB through send_all with a small SO_SNDBUF arrives intact") {
   io_context ctx;
-  test::run_on(ctx, [](io_context& ctx) -> task<> {
-    auto pair = co_await make_tcp_pair(ctx);
-    auto& [client, server] = pair;
-    // Only the send buffer is small: a tiny receive buffer as well makes loopback TCP crawl
-    // (silly-window avoidance against a 64 KiB MSS), whatever the API.
-    client.set_option(sockopt::send_buffer_size{4096});
-    std::vector<std::byte> data(8 << 20);
-    for (std::size_t i = 0; i < data.size(); ++i)
-      data[i] = static_cast<std::byte>((i * 7 + i / 4093) & 0xff);
-    std::size_t sent = 0;
-    ctx.spawn(send_then_close(client, data, sent));
-    std::string got = co_await drain(server);
-    CHECK(sent == data.size());
-    REQUIRE(got.size() == data.size());
-    CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
-  }, 60s);
+  test::run_on(
+      ctx,
+      [](io_context& ctx) -> task<> {
+        auto pair = co_await make_tcp_pair(ctx);
+        auto& [client, server] = pair;
+        // Only the send buffer is small: a tiny receive buffer as well makes loopback TCP crawl
+        // (silly-window avoidance against a 64 KiB MSS), whatever the API.
+        client.set_option(sockopt::send_buffer_size{4096});
+        std::vector<std::byte> data(8 << 20);
+        for (std::size_t i = 0; i < data.size(); ++i)
+          data[i] = static_cast<std::byte>((i * 7 + i / 4093) & 0xff);
+        std::size_t sent = 0;
+        ctx.spawn(send_then_close(client, data, sent));
+        std::string got = co_await drain(server);
+        CHECK(sent == data.size());
+        REQUIRE(got.size() == data.size());
+        CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
+      },
+      60s);
 }
 
 TEST_CASE("a plain send can be short with a small buffer and a peer that does not read") {
@@ -205,7 +208,8 @@ TEST_CASE("a recv deadline expires with timed_out; data that comes first wins") 
   });
 }
 
-TEST_CASE("a stop request cancels a pending recv; coring::socket::cancel cancels all on the socket") {
+TEST_CASE(
+    "a stop request cancels a pending recv; coring::socket::cancel cancels all on the socket") {
   io_context ctx;
   test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
@@ -312,21 +316,25 @@ TEST_CASE("close is awaitable, idempotent, and the descriptor is gone afterwards
 TEST_CASE("send_all_zc sends 8 MiB intact and resumes only after the kernel let go") {
   io_context ctx;
   MESSAGE("IORING_OP_SEND_ZC " << (ctx.features().op_send_zc ? "used" : "absent: plain send"));
-  test::run_on(ctx, [](io_context& ctx) -> task<> {
-    auto pair = co_await make_tcp_pair(ctx);
-    auto& [client, server] = pair;
-    std::vector<std::byte> data(8 << 20);
-    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::byte>(i * 11 + 3);
-    auto sender = [](coring::socket& s, std::vector<std::byte>& d) -> task<> {
-      CHECK(co_await s.send_all_zc(d) == d.size());
-      s.shutdown(SHUT_WR);
-    };
-    ctx.spawn(sender(client, data));
-    std::string got = co_await test::read_all(server);
-    REQUIRE(got.size() == data.size());
-    CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
-    CHECK(ctx.in_flight() == 0);  // the notification CQE arrived before the co_await ended
-  }, 60s);
+  test::run_on(
+      ctx,
+      [](io_context& ctx) -> task<> {
+        auto pair = co_await make_tcp_pair(ctx);
+        auto& [client, server] = pair;
+        std::vector<std::byte> data(8 << 20);
+        for (std::size_t i = 0; i < data.size(); ++i)
+          data[i] = static_cast<std::byte>(i * 11 + 3);
+        auto sender = [](coring::socket& s, std::vector<std::byte>& d) -> task<> {
+          CHECK(co_await s.send_all_zc(d) == d.size());
+          s.shutdown(SHUT_WR);
+        };
+        ctx.spawn(sender(client, data));
+        std::string got = co_await test::read_all(server);
+        REQUIRE(got.size() == data.size());
+        CHECK(std::memcmp(got.data(), data.data(), data.size()) == 0);
+        CHECK(ctx.in_flight() == 0);  // the notification CQE arrived before the co_await ended
+      },
+      60s);
 }
 
 TEST_CASE("send_all_zc to a reset peer fails with the errno, not a hang") {
@@ -361,8 +369,10 @@ TEST_CASE("deadlines expire on accept and on connect") {
     for (int i = 0; i < 64 && !err; ++i) {
       coring::socket c(ctx, AF_INET, SOCK_STREAM);
       auto cr = co_await as_result(c.connect(full.sock_name()).with_timeout(100ms));
-      if (cr) queued.push_back(std::move(c));
-      else err = cr.error();
+      if (cr)
+        queued.push_back(std::move(c));
+      else
+        err = cr.error();
     }
     CHECK(err == std::errc::timed_out);
     CHECK(queued.size() <= 8);

@@ -66,8 +66,8 @@ TEST_CASE("Unix stream and seqpacket sockets work over paths and abstract names"
   io_context ctx;
   temp_dir dir;
   test::run(ctx, stream_round_trip(ctx, address::unix_path(dir.path + "/s"), type));
-  test::run(ctx, stream_round_trip(ctx, address::unix_abstract(test::unique_abstract_name("st")),
-                                   type));
+  test::run(ctx,
+            stream_round_trip(ctx, address::unix_abstract(test::unique_abstract_name("st")), type));
 }
 
 TEST_CASE("Unix datagram sockets carry datagrams with the sender's name") {

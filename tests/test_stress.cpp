@@ -105,7 +105,8 @@ task<> connect_all(io_context& ctx, address to, std::vector<coring::socket>& soc
     std::size_t last = std::min(socks.size(), first + 1000);
     for (std::size_t i = first; i < last; ++i)
       ctx.spawn(connect_one(ctx, to, socks[i], done, failed));
-    while (done < last) co_await sleep_for(ctx, 1ms);
+    while (done < last)
+      co_await sleep_for(ctx, 1ms);
   }
 }
 
@@ -129,14 +130,17 @@ task<> ping_one(coring::socket& s, std::size_t id, std::size_t& ok, std::size_t&
 
 task<> ping_all(io_context& ctx, std::vector<coring::socket>& socks, std::size_t& ok) {
   std::size_t done = 0;
-  for (std::size_t i = 0; i < socks.size(); ++i) ctx.spawn(ping_one(socks[i], i, ok, done));
-  while (done < socks.size()) co_await sleep_for(ctx, 1ms);
+  for (std::size_t i = 0; i < socks.size(); ++i)
+    ctx.spawn(ping_one(socks[i], i, ok, done));
+  while (done < socks.size())
+    co_await sleep_for(ctx, 1ms);
 }
 
 }  // namespace
 
-TEST_CASE("echo_server: 10,000 concurrent connections from echo_client, every byte verified, "
-          "0 descriptors leaked") {
+TEST_CASE(
+    "echo_server: 10,000 concurrent connections from echo_client, every byte verified, "
+    "0 descriptors leaked") {
   const std::size_t n = connections();
   test::watchdog w(500s, "stress echo");
   test::child server({test::example_path("ECHO_SERVER"), "--port", "0"});
@@ -167,8 +171,9 @@ TEST_CASE("echo_server: 10,000 concurrent connections from echo_client, every by
   stop_server(server);
 }
 
-TEST_CASE("echo_server holds 10,000 idle connections: RSS per connection, every one answers, "
-          "0 descriptors leaked") {
+TEST_CASE(
+    "echo_server holds 10,000 idle connections: RSS per connection, every one answers, "
+    "0 descriptors leaked") {
   const std::size_t n = connections();
   test::watchdog w(300s, "stress idle");
   rlimit rl{};

@@ -120,16 +120,19 @@ TEST_CASE("when_all over a vector returns the values in vector order") {
   counted::reset();
   test::run_on(ctx, [](io_context& ctx) -> task<> {
     std::vector<task<int>> ts;
-    for (int i = 0; i < 200; ++i) ts.push_back(i % 3 == 0 ? value(i) : keep(ctx, counted{}, i));
+    for (int i = 0; i < 200; ++i)
+      ts.push_back(i % 3 == 0 ? value(i) : keep(ctx, counted{}, i));
     auto all = when_all(std::move(ts));
     std::vector<int> r = co_await std::move(all);
     REQUIRE(r.size() == 200);
-    for (int i = 0; i < 200; ++i) CHECK(r[static_cast<std::size_t>(i)] == i);
+    for (int i = 0; i < 200; ++i)
+      CHECK(r[static_cast<std::size_t>(i)] == i);
     CHECK(counted::live == 0);
 
     int hits = 0;
     std::vector<task<>> vs;
-    for (int i = 0; i < 50; ++i) vs.push_back(i % 2 ? bump(hits) : bump_after(ctx, 1ms, hits));
+    for (int i = 0; i < 50; ++i)
+      vs.push_back(i % 2 ? bump(hits) : bump_after(ctx, 1ms, hits));
     auto vall = when_all(std::move(vs));
     co_await std::move(vall);
     CHECK(hits == 50);
@@ -156,9 +159,9 @@ TEST_CASE("when_all waits for every child when one throws, then rethrows the fir
       what = e.what();
     }
     CHECK(what == "early");
-    CHECK(hits == 1);               // the slowest sibling finished before when_all threw
-    CHECK(counted::live == 0);      // and every child frame is gone
-    CHECK(ctx.in_flight() == 0);    // no child op outlives the call
+    CHECK(hits == 1);             // the slowest sibling finished before when_all threw
+    CHECK(counted::live == 0);    // and every child frame is gone
+    CHECK(ctx.in_flight() == 0);  // no child op outlives the call
   });
 }
 
@@ -190,7 +193,8 @@ TEST_CASE("when_all runs a task and an io operation together") {
     CHECK(ctx.in_flight() == 0);
 
     std::vector<decltype(sleep_for(ctx, 1ms))> sleeps;
-    for (int i = 0; i < 10; ++i) sleeps.push_back(sleep_for(ctx, std::chrono::microseconds(i)));
+    for (int i = 0; i < 10; ++i)
+      sleeps.push_back(sleep_for(ctx, std::chrono::microseconds(i)));
     auto vall = when_all(std::move(sleeps));
     co_await std::move(vall);
     CHECK(ctx.in_flight() == 0);
@@ -503,11 +507,11 @@ TEST_CASE("task_group: the first failure cancels the siblings; join rethrows it 
       try {
         auto op = sleep_for(ctx, 10s).with_stop(tok);
         co_await op;
-      } catch (const std::system_error&) {
-      }
+      } catch (const std::system_error&) {}
       throw std::runtime_error("second");  // after the first: dropped
     };
-    for (int i = 0; i < 3; ++i) g.spawn(sleeper);
+    for (int i = 0; i < 3; ++i)
+      g.spawn(sleeper);
     g.spawn(failing);
     g.spawn(late_failure);
     std::string what;

@@ -97,7 +97,8 @@ TEST_CASE("1,000,000 synchronously completing awaits in a row do not grow the st
   io_context ctx;
   auto loop = []() -> task<long> {
     long sum = 0;
-    for (int i = 0; i < 1'000'000; ++i) sum += co_await forty_two();
+    for (int i = 0; i < 1'000'000; ++i)
+      sum += co_await forty_two();
     co_return sum;
   };
   CHECK(sync_wait(ctx, loop()) == 42'000'000L);
@@ -143,9 +144,7 @@ TEST_CASE("an exception escaping a spawned task goes to the handler and the cont
     }
   });
   int hits = 0;
-  auto bad = []() -> task<> {
-    co_await thrower();
-  };
+  auto bad = []() -> task<> { co_await thrower(); };
   ctx.spawn(bad());
   ctx.spawn(nothing(hits));
   ctx.run();
@@ -245,8 +244,9 @@ TEST_CASE("an exception escaping a spawned operation goes to the handler") {
   CHECK(ctx.spawned() == 0);
 }
 
-TEST_CASE("spawn frees what it was given: a finished awaitable at its end, an unstarted one at "
-          "shutdown, without resuming it") {
+TEST_CASE(
+    "spawn frees what it was given: a finished awaitable at its end, an unstarted one at "
+    "shutdown, without resuming it") {
   counted::reset();
   {
     io_context ctx;
@@ -256,7 +256,7 @@ TEST_CASE("spawn frees what it was given: a finished awaitable at its end, an un
     CHECK(counted::live == 2);
     CHECK_FALSE(ctx.run_once(false));  // both started; nothing in flight: run would return
     CHECK(ctx.spawned() == 1);
-    CHECK(counted::live == 1);         // ready_value's frame is gone
+    CHECK(counted::live == 1);  // ready_value's frame is gone
     ctx.shutdown();
     CHECK(ctx.spawned() == 0);
     CHECK(counted::live == 0);
@@ -272,7 +272,8 @@ TEST_CASE("shutdown destroys a spawned operation in flight once the kernel gave 
   auto [a, b] = coring::socket_pair(ctx, SOCK_STREAM);
   std::array<std::byte, 8> buf;
   ctx.spawn(a.recv(buf));  // nobody sends
-  for (int i = 0; i < 100 && ctx.in_flight() == 0; ++i) ctx.run_once(false);
+  for (int i = 0; i < 100 && ctx.in_flight() == 0; ++i)
+    ctx.run_once(false);
   REQUIRE(ctx.in_flight() == 1);
   ctx.shutdown();
   CHECK(ctx.in_flight() == 0);

@@ -45,7 +45,8 @@ struct context_thread {
           c.run();
           returned = true;
         }) {
-    for (int i = 0; i < 10'000'000 && ctx.load() == nullptr; ++i) std::this_thread::yield();
+    for (int i = 0; i < 10'000'000 && ctx.load() == nullptr; ++i)
+      std::this_thread::yield();
     REQUIRE(ctx.load() != nullptr);
   }
   io_context& context() { return *ctx.load(); }
@@ -56,8 +57,9 @@ struct context_thread {
 };
 }  // namespace
 
-TEST_CASE("execute from 4 threads: 40,000 functions run on the context's thread, in order per "
-          "thread") {
+TEST_CASE(
+    "execute from 4 threads: 40,000 functions run on the context's thread, in order per "
+    "thread") {
   test::watchdog w(60s, "execute from 4 threads");
   context_thread ct;
   constexpr int producers = 4, per = 10'000;
@@ -77,7 +79,8 @@ TEST_CASE("execute from 4 threads: 40,000 functions run on the context's thread,
       }
     });
   }
-  for (auto& t : threads) t.join();
+  for (auto& t : threads)
+    t.join();
   ct.finish();  // queued after every producer's last function
   CHECK(ran == producers * per);
   CHECK(out_of_order == 0);
@@ -89,7 +92,8 @@ TEST_CASE("stop() from another thread makes a run() blocked in the kernel return
   context_thread ct;  // nothing in flight; its work guard keeps run() waiting in the kernel
   std::atomic<bool> inside{false};
   ct.context().execute([&] { inside = true; });
-  for (int i = 0; i < 10'000'000 && !inside; ++i) std::this_thread::yield();
+  for (int i = 0; i < 10'000'000 && !inside; ++i)
+    std::this_thread::yield();
   REQUIRE(inside);  // run() is really running
   ct.context().stop();
   ct.t.join();
@@ -170,8 +174,9 @@ TEST_CASE("resume_on moves a coroutine between two contexts' threads, 1,000 roun
   CHECK(wrong == 0);
 }
 
-TEST_CASE("requests still queued when a context is destroyed: resume_on resumes with "
-          "context_stopping, functions are destroyed unrun") {
+TEST_CASE(
+    "requests still queued when a context is destroyed: resume_on resumes with "
+    "context_stopping, functions are destroyed unrun") {
   test::counted::reset();
   io_context home;
   bool stopped = false, ran = false;
@@ -207,8 +212,9 @@ task<> stoppable_recv(io_context& ctx, int fd, std::stop_token tok, std::atomic<
 }
 }  // namespace
 
-TEST_CASE("a stop request from another thread cancels an operation waiting on the ring's thread "
-          "(1,000 rounds, both before and while it waits)") {
+TEST_CASE(
+    "a stop request from another thread cancels an operation waiting on the ring's thread "
+    "(1,000 rounds, both before and while it waits)") {
   test::watchdog w(60s, "cross-thread stop");
   context_thread ct;
   int sv[2];
@@ -221,15 +227,20 @@ TEST_CASE("a stop request from another thread cancels an operation waiting on th
     ctx.execute([&ctx, fd = sv[0], tok = src.get_token(), &state, &outcome] {
       ctx.spawn(stoppable_recv(ctx, fd, tok, state, outcome));
     });
-    for (int t = 0; t < 10'000'000 && state.load() == 0; ++t) std::this_thread::yield();
+    for (int t = 0; t < 10'000'000 && state.load() == 0; ++t)
+      std::this_thread::yield();
     src.request_stop();  // runs the op's stop callback here, on this thread, if it registered
     int t = 0;
-    for (; t < 10'000'000 && state.load() != 2; ++t) std::this_thread::yield();
+    for (; t < 10'000'000 && state.load() != 2; ++t)
+      std::this_thread::yield();
     if (state.load() != 2) {
       ++hung;
       break;
     }
-    if (outcome.load() == 2) ++cancelled; else ++other;
+    if (outcome.load() == 2)
+      ++cancelled;
+    else
+      ++other;
   }
   ct.finish();
   ::close(sv[0]);

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Description: ancillary data: control messages to send (ancillary) and received ones (control_buffer, parse_control).
+// Description: ancillary data: control messages to send (ancillary) and received ones
+// (control_buffer, parse_control).
 #pragma once
 
 #include <coring/address.hpp>
@@ -70,11 +71,11 @@ class ancillary {
 /// The result of parsing received control bytes (parse_control). Descriptors are raw numbers:
 /// the parser takes no ownership (control_buffer adopts them).
 struct parsed_control {
-  std::vector<int> fds;                     ///< every SCM_RIGHTS descriptor, in order
-  std::optional<credentials> creds;         ///< the last SCM_CREDENTIALS
-  std::optional<packet_info> pktinfo;       ///< the last IP_PKTINFO / IPV6_PKTINFO
-  std::size_t other = 0;                    ///< well-formed messages of other kinds (skipped)
-  bool malformed = false;                   ///< a header was cut short or its length lied
+  std::vector<int> fds;                ///< every SCM_RIGHTS descriptor, in order
+  std::optional<credentials> creds;    ///< the last SCM_CREDENTIALS
+  std::optional<packet_info> pktinfo;  ///< the last IP_PKTINFO / IPV6_PKTINFO
+  std::size_t other = 0;               ///< well-formed messages of other kinds (skipped)
+  bool malformed = false;              ///< a header was cut short or its length lied
 };
 
 /// Parses len bytes of received control messages (msg_control after recvmsg), defensively:

@@ -55,10 +55,16 @@ class [[nodiscard]] result {
   }
   result(std::error_code ec) noexcept : ok_(false) { new (&error_) std::error_code(ec); }  // NOLINT
   result(const result& o) : ok_(o.ok_) {
-    if (ok_) new (&value_) T(o.value_); else new (&error_) std::error_code(o.error_);
+    if (ok_)
+      new (&value_) T(o.value_);
+    else
+      new (&error_) std::error_code(o.error_);
   }
   result(result&& o) noexcept(std::is_nothrow_move_constructible_v<T>) : ok_(o.ok_) {
-    if (ok_) new (&value_) T(std::move(o.value_)); else new (&error_) std::error_code(o.error_);
+    if (ok_)
+      new (&value_) T(std::move(o.value_));
+    else
+      new (&error_) std::error_code(o.error_);
   }
   result& operator=(result o) noexcept(std::is_nothrow_move_constructible_v<T>) {
     this->~result();
@@ -71,21 +77,49 @@ class [[nodiscard]] result {
 
   bool has_value() const noexcept { return ok_; }
   explicit operator bool() const noexcept { return ok_; }
-  T& operator*() & noexcept { assert(ok_); return value_; }
-  const T& operator*() const& noexcept { assert(ok_); return value_; }
-  T&& operator*() && noexcept { assert(ok_); return std::move(value_); }
-  T* operator->() noexcept { assert(ok_); return &value_; }
-  const T* operator->() const noexcept { assert(ok_); return &value_; }
+  T& operator*() & noexcept {
+    assert(ok_);
+    return value_;
+  }
+  const T& operator*() const& noexcept {
+    assert(ok_);
+    return value_;
+  }
+  T&& operator*() && noexcept {
+    assert(ok_);
+    return std::move(value_);
+  }
+  T* operator->() noexcept {
+    assert(ok_);
+    return &value_;
+  }
+  const T* operator->() const noexcept {
+    assert(ok_);
+    return &value_;
+  }
   /// Returns the value. Throws: std::system_error(error()) if there is none.
-  T& value() & { check(); return value_; }
-  const T& value() const& { check(); return value_; }
-  T&& value() && { check(); return std::move(value_); }
+  T& value() & {
+    check();
+    return value_;
+  }
+  const T& value() const& {
+    check();
+    return value_;
+  }
+  T&& value() && {
+    check();
+    return std::move(value_);
+  }
   /// The error; only meaningful when !has_value().
   std::error_code error() const noexcept { return ok_ ? std::error_code{} : error_; }
   template <class U>
-  T value_or(U&& alt) const& { return ok_ ? value_ : static_cast<T>(std::forward<U>(alt)); }
+  T value_or(U&& alt) const& {
+    return ok_ ? value_ : static_cast<T>(std::forward<U>(alt));
+  }
   template <class U>
-  T value_or(U&& alt) && { return ok_ ? std::move(value_) : static_cast<T>(std::forward<U>(alt)); }
+  T value_or(U&& alt) && {
+    return ok_ ? std::move(value_) : static_cast<T>(std::forward<U>(alt));
+  }
 
  private:
   void check() const {

@@ -38,10 +38,10 @@ struct remote_node {
 
 /// How an io_context sets up its ring. The defaults suit a server on one thread.
 struct io_context_options {
-  unsigned sq_entries = 256;     ///< submission queue size (rounded up to a power of two)
-  unsigned cq_entries = 0;       ///< completion queue size; 0 = 16 x sq_entries
-  bool single_issuer = true;     ///< ask for IORING_SETUP_SINGLE_ISSUER (6.0+), fall back if refused
-  bool defer_taskrun = true;     ///< ask for IORING_SETUP_DEFER_TASKRUN (6.1+), else COOP_TASKRUN
+  unsigned sq_entries = 256;  ///< submission queue size (rounded up to a power of two)
+  unsigned cq_entries = 0;    ///< completion queue size; 0 = 16 x sq_entries
+  bool single_issuer = true;  ///< ask for IORING_SETUP_SINGLE_ISSUER (6.0+), fall back if refused
+  bool defer_taskrun = true;  ///< ask for IORING_SETUP_DEFER_TASKRUN (6.1+), else COOP_TASKRUN
   bool register_ring_fd = true;  ///< io_uring_register_ring_fd (5.18+): cheaper io_uring_enter
 };
 
@@ -71,8 +71,8 @@ struct ring_features {
 /// thread-safe, except stop(), execute() and work guards, which any thread may
 /// use while the context exists (coring::resume_on moves a coroutine between contexts).
 /// Create, run and destroy it on the same thread: with SINGLE_ISSUER and the registered ring fd
-/// (the defaults) the kernel ties the ring to the thread that created it. Operations prepared while coroutines run are submitted
-/// together, once per loop turn, in a single io_uring_submit_and_wait.
+/// (the defaults) the kernel ties the ring to the thread that created it. Operations prepared while
+/// coroutines run are submitted together, once per loop turn, in a single io_uring_submit_and_wait.
 /// Note: destroying it calls shutdown() (see there): coroutines still suspended in it are
 /// destroyed, never resumed, once the kernel has let go of their buffers.
 class io_context {
@@ -137,7 +137,7 @@ class io_context {
   /// Note: a is taken by value (moved into the frame), so `ctx.spawn(s.send_all(buf))` is safe;
   /// what a refers to (buf, s) must outlive it. While shutting down, a is destroyed unstarted.
   template <class A>
-    requires detail::awaitable<A>
+  requires detail::awaitable<A>
   void spawn(A a);
   /// Resumes h in a coming loop turn; on the context's thread only. (From another thread, use
   /// execute(f): it is the thread-safe one, what Asio calls post.)
@@ -189,7 +189,10 @@ class io_context {
   void cancel(detail::cancel_node& n, detail::completion* c) noexcept;
   void cancel_done(detail::cancel_node& n) noexcept {
     if (!n.target) return;
-    if (n.prev) n.prev->next = n.next; else cancels_ = n.next;
+    if (n.prev)
+      n.prev->next = n.next;
+    else
+      cancels_ = n.next;
     if (n.next) n.next->prev = n.prev;
     n.prev = n.next = nullptr;
     n.target = nullptr;
@@ -290,14 +293,14 @@ struct remote_function final : remote_node {
 }  // namespace detail
 
 template <class A>
-  requires detail::awaitable<A>
+requires detail::awaitable<A>
 void io_context::spawn(A a) {
   if constexpr (detail::is_task_v<A>) {
     if (!a.valid()) return;
   }
-  if (stopping_) return;  // never started: a is destroyed here
+  if (stopping_) return;                                 // never started: a is destroyed here
   detail::spawned c = detail::spawn_body(std::move(a));  // may throw: a is destroyed unstarted
-  ready_.push_back(c.handle());  // may throw: c frees the unstarted frame
+  ready_.push_back(c.handle());                          // may throw: c frees the unstarted frame
   spawned_.push(c.release().promise());
 }
 

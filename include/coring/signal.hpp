@@ -16,7 +16,6 @@
 
 namespace coring {
 
-
 /// A set of signals delivered through the ring instead of to handlers. The constructor blocks
 /// them in the calling thread (call it before starting other threads so that they inherit the
 /// mask) and opens a signalfd; the destructor closes it and restores the previous mask.
@@ -51,8 +50,8 @@ class signal_set {
 [[nodiscard]] task<int> wait_signal(io_context& ctx, std::initializer_list<int> signals);
 /// As above, the signals as arguments: `co_await wait_signal(ctx, SIGINT, SIGTERM)`.
 template <class... Signals>
-  requires(sizeof...(Signals) > 0 && (std::is_convertible_v<Signals, int> && ...))
-[[nodiscard]] task<int> wait_signal(io_context& ctx, Signals... signals) {
+requires(sizeof...(Signals) > 0 && (std::is_convertible_v<Signals, int> && ...))
+    [[nodiscard]] task<int> wait_signal(io_context& ctx, Signals... signals) {
   return wait_signal(ctx, std::initializer_list<int>{static_cast<int>(signals)...});
 }
 

@@ -90,7 +90,8 @@ class socket {
   /// Sends all of buf, resubmitting after short sends (Python's sendall).
   /// Returns: buf.size(). Throws: std::system_error whose message says how many bytes went out
   /// before the error. Note: buf must stay valid until the co_await completes.
-  [[nodiscard]] detail::send_all_op send_all(std::span<const std::byte> buf, int flags = 0) noexcept {
+  [[nodiscard]] detail::send_all_op send_all(std::span<const std::byte> buf,
+                                             int flags = 0) noexcept {
     return watched(detail::send_all_op{*ctx_, fd_, buf, flags});
   }
   /// As send_all, with IORING_OP_SEND_ZC (Linux 6.0+; plain send without it): the kernel sends
@@ -117,7 +118,7 @@ class socket {
   }
   /// send_to for text. Note: the characters must stay valid until the co_await completes.
   template <class Text>
-    requires std::is_convertible_v<const Text&, std::string_view>
+  requires std::is_convertible_v<const Text&, std::string_view>
   [[nodiscard]] detail::send_to_op send_to(const Text& text, const address& to,
                                            int flags = 0) noexcept {
     std::string_view v(text);
@@ -178,7 +179,8 @@ class socket {
   void cancel() noexcept;
   /// True once cancel() was called on this socket.
   bool cancelled() const noexcept {
-    return ctx_ && fd_ >= 0 && detail::ring_access::cancel_generation(*ctx_, fd_) != cancel_generation_;
+    return ctx_ && fd_ >= 0 &&
+           detail::ring_access::cancel_generation(*ctx_, fd_) != cancel_generation_;
   }
   /// Releases ownership of the descriptor and returns it; the socket becomes empty.
   [[nodiscard]] int detach() noexcept { return std::exchange(fd_, -1); }
@@ -265,7 +267,8 @@ inline std::uint32_t detail::ring_access::cancel_generation(const socket& s) noe
 /// Creates a connected pair of Unix sockets (socketpair, CLOEXEC): type SOCK_STREAM,
 /// SOCK_DGRAM or SOCK_SEQPACKET. Returns: the two ends.
 /// Throws: std::system_error (errno, "socketpair").
-std::pair<socket, socket> socket_pair(io_context& ctx, int type = SOCK_STREAM, int family = AF_UNIX);
+std::pair<socket, socket> socket_pair(io_context& ctx, int type = SOCK_STREAM,
+                                      int family = AF_UNIX);
 
 /// Sends data plus the descriptors fds in one SCM_RIGHTS message (Python's socket.send_fds).
 /// Returns: bytes of data sent (data must not be empty on a stream socket: the descriptors ride
@@ -277,9 +280,9 @@ std::pair<socket, socket> socket_pair(io_context& ctx, int type = SOCK_STREAM, i
 
 /// What recv_fds() returns.
 struct received_fds {
-  std::size_t size = 0;          ///< bytes of data stored in the buffer
-  std::vector<unique_fd> fds;    ///< received descriptors, owned and CLOEXEC
-  int flags = 0;                 ///< msg_flags (MSG_TRUNC when the data did not fit)
+  std::size_t size = 0;        ///< bytes of data stored in the buffer
+  std::vector<unique_fd> fds;  ///< received descriptors, owned and CLOEXEC
+  int flags = 0;               ///< msg_flags (MSG_TRUNC when the data did not fit)
 };
 /// Receives data and up to max_fds descriptors (Python's socket.recv_fds).
 /// Returns: received_fds. Throws: std::system_error(errc::message_truncated) if more than

@@ -24,15 +24,15 @@ struct integer {
   static constexpr int level = Level, name = Name;
   int value = 0;
 };
-using reuse_address = boolean<SOL_SOCKET, SO_REUSEADDR>;   ///< SO_REUSEADDR
-using reuse_port = boolean<SOL_SOCKET, SO_REUSEPORT>;      ///< SO_REUSEPORT
-using keep_alive = boolean<SOL_SOCKET, SO_KEEPALIVE>;      ///< SO_KEEPALIVE
-using broadcast = boolean<SOL_SOCKET, SO_BROADCAST>;       ///< SO_BROADCAST
-using no_delay = boolean<IPPROTO_TCP, TCP_NODELAY>;        ///< TCP_NODELAY
-using v6_only = boolean<IPPROTO_IPV6, IPV6_V6ONLY>;        ///< IPV6_V6ONLY
-using recv_buffer_size = integer<SOL_SOCKET, SO_RCVBUF>;   ///< SO_RCVBUF (kernel doubles it)
-using send_buffer_size = integer<SOL_SOCKET, SO_SNDBUF>;   ///< SO_SNDBUF (kernel doubles it)
-using error = integer<SOL_SOCKET, SO_ERROR>;               ///< SO_ERROR (read only)
+using reuse_address = boolean<SOL_SOCKET, SO_REUSEADDR>;  ///< SO_REUSEADDR
+using reuse_port = boolean<SOL_SOCKET, SO_REUSEPORT>;     ///< SO_REUSEPORT
+using keep_alive = boolean<SOL_SOCKET, SO_KEEPALIVE>;     ///< SO_KEEPALIVE
+using broadcast = boolean<SOL_SOCKET, SO_BROADCAST>;      ///< SO_BROADCAST
+using no_delay = boolean<IPPROTO_TCP, TCP_NODELAY>;       ///< TCP_NODELAY
+using v6_only = boolean<IPPROTO_IPV6, IPV6_V6ONLY>;       ///< IPV6_V6ONLY
+using recv_buffer_size = integer<SOL_SOCKET, SO_RCVBUF>;  ///< SO_RCVBUF (kernel doubles it)
+using send_buffer_size = integer<SOL_SOCKET, SO_SNDBUF>;  ///< SO_SNDBUF (kernel doubles it)
+using error = integer<SOL_SOCKET, SO_ERROR>;              ///< SO_ERROR (read only)
 /// SO_PASSCRED: a Unix socket receives SCM_CREDENTIALS with every message (control_buffer).
 using pass_credentials = boolean<SOL_SOCKET, SO_PASSCRED>;
 /// IP_PKTINFO: an IPv4 datagram socket receives each datagram's destination and interface.

@@ -33,8 +33,7 @@ CORING_NO_SANITIZE_FUNCTION task<await_result_t<A>> as_task(A a) {
 /// Note: a is taken by value (moved in), so a temporary operation is safe; what it refers to
 /// (buffers, sockets) must outlive the call.
 template <class A>
-  requires detail::awaitable<A>
-detail::await_result_t<A> sync_wait(io_context& ctx, A a) {
+requires detail::awaitable<A> detail::await_result_t<A> sync_wait(io_context& ctx, A a) {
   if constexpr (!detail::is_task_v<A>) {
     return sync_wait(ctx, detail::as_task(std::move(a)));
   } else {

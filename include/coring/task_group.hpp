@@ -74,8 +74,7 @@ inline bool is_operation_canceled(const std::exception_ptr& e) noexcept {
     std::rethrow_exception(e);
   } catch (const std::system_error& se) {
     return se.code() == std::errc::operation_canceled;
-  } catch (...) {
-  }
+  } catch (...) {}
   return false;
 }
 
@@ -95,8 +94,8 @@ inline bool is_operation_canceled(const std::exception_ptr& e) noexcept {
 /// Destroying a group that still has unfinished children is a bug: it asserts in debug builds
 /// and calls std::terminate() in release builds (the children's frames cannot be freed while
 /// their operations are in flight), except during io_context::shutdown(), which destroys the
-/// unfinished children (nothing is in flight any more then). A group is reusable after join(); stop requests are not
-/// undone, so children spawned into a stopped group start with a stopped token.
+/// unfinished children (nothing is in flight any more then). A group is reusable after join(); stop
+/// requests are not undone, so children spawned into a stopped group start with a stopped token.
 class task_group {
  public:
   /// Creates an empty group whose children run on ctx.
@@ -120,10 +119,8 @@ class task_group {
   /// Note: f (and whatever it captures by value) lives until the child finished, so capturing
   /// coroutine lambdas are safe here.
   template <class F>
-    requires detail::awaitable_factory<std::decay_t<F>>
-  void spawn(F&& f) {
-    start(detail::group_call(*this, std::decay_t<F>(std::forward<F>(f))));
-  }
+  requires detail::awaitable_factory<std::decay_t<F>>
+  void spawn(F&& f) { start(detail::group_call(*this, std::decay_t<F>(std::forward<F>(f)))); }
   /// Spawns an awaitable as a child (a task, or an operation such as `s.recv(buf)`); it starts
   /// in the next loop turn and its value, if any, is discarded. An operation that has
   /// `.with_stop(tok)` is bound to token() here, so the group's stop cancels it; a task is
@@ -132,7 +129,7 @@ class task_group {
   /// Note: a is taken by value (moved into the child's frame), so a temporary operation is
   /// safe; what it refers to (buffers, sockets) must outlive the child.
   template <class A>
-    requires detail::awaitable<A>
+  requires detail::awaitable<A>
   void spawn(A a) {
     if constexpr (detail::stoppable<A>)
       start(detail::group_run(std::move(a).with_stop(token())));
@@ -185,7 +182,10 @@ class task_group {
   }
 
   void unlink(detail::group_child::promise_type& p) noexcept {
-    if (p.prev_) p.prev_->next_ = p.next_; else head_ = p.next_;
+    if (p.prev_)
+      p.prev_->next_ = p.next_;
+    else
+      head_ = p.next_;
     if (p.next_) p.next_->prev_ = p.prev_;
     p.prev_ = p.next_ = nullptr;
   }
@@ -238,7 +238,7 @@ inline void group_child::promise_type::unhandled_exception() noexcept {
 
 template <class F>
 CORING_NO_SANITIZE_FUNCTION group_child group_call(task_group& g, F f) {
-  auto a = std::invoke(f, g.token());  // named: no non-trivial temporary around the co_await
+  auto a = std::invoke(f, g.token());        // named: no non-trivial temporary around the co_await
   static_cast<void>(co_await std::move(a));  // the value, if any, is discarded
 }
 

@@ -178,7 +178,8 @@ void start_children(std::tuple<join_child<R>...>& kids, join_counter& c) noexcep
 }
 template <class R>
 void start_children(std::vector<join_child<R>>& kids, join_counter& c) noexcept {
-  for (std::size_t i = 0; i < kids.size(); ++i) kids[i].start(c, i);
+  for (std::size_t i = 0; i < kids.size(); ++i)
+    kids[i].start(c, i);
 }
 
 /// co_await join_all<Kids>{&counter, &kids}: starts every child, resumes when all finished.
@@ -217,13 +218,15 @@ CORING_NO_SANITIZE_FUNCTION task<vector_result_t<await_result_t<A>>> when_all_ve
   join_counter counter(as.size());
   std::vector<join_child<non_void_t<T>>> kids;
   kids.reserve(as.size());
-  for (A& a : as) kids.push_back(await_child(std::move(a)));
+  for (A& a : as)
+    kids.push_back(await_child(std::move(a)));
   co_await join_all<decltype(kids)>{&counter, &kids};
   if (counter.first_error()) std::rethrow_exception(counter.first_error());
   if constexpr (!std::is_void_v<T>) {
     std::vector<T> out;
     out.reserve(kids.size());
-    for (auto& k : kids) out.push_back(k.take());
+    for (auto& k : kids)
+      out.push_back(k.take());
     co_return std::move(out);
   }
 }
@@ -259,8 +262,7 @@ CORING_NO_SANITIZE_FUNCTION task<std::variant<stop_child_value_t<F>...>> when_an
   std::tuple<join_child<stop_child_value_t<F>>...> kids{
       await_child(bind_stop(fs, stop.get_token()))...};
   co_await join_all<decltype(kids)>{&counter, &kids};
-  result_type out =
-      take_first<result_type>(kids, counter.first(), std::index_sequence_for<F...>{});
+  result_type out = take_first<result_type>(kids, counter.first(), std::index_sequence_for<F...>{});
   co_return std::move(out);
 }
 
@@ -274,8 +276,10 @@ struct timeout_timer {
 };
 
 template <class F>
-CORING_NO_SANITIZE_FUNCTION task<factory_value_t<F>> cancel_after_impl(
-    io_context& ctx, std::chrono::nanoseconds d, F f, std::stop_token parent) {
+CORING_NO_SANITIZE_FUNCTION task<factory_value_t<F>> cancel_after_impl(io_context& ctx,
+                                                                       std::chrono::nanoseconds d,
+                                                                       F f,
+                                                                       std::stop_token parent) {
   using T = factory_value_t<F>;
   task<std::variant<non_void_t<T>, unit>> race =
       when_any_impl(std::move(parent), std::move(f), timeout_timer{&ctx, d});
@@ -299,8 +303,9 @@ CORING_NO_SANITIZE_FUNCTION task<factory_value_t<F>> cancel_after_impl(
 /// the co_await. Allocates one small frame per child (holding the awaitable) besides the frames
 /// of the tasks among them.
 template <class... A>
-  requires(detail::awaitable<A> && ...)
-[[nodiscard]] task<std::tuple<detail::non_void_t<detail::await_result_t<A>>...>> when_all(A... as) {
+requires(detail::awaitable<A>&&...)
+    [[nodiscard]] task<std::tuple<detail::non_void_t<detail::await_result_t<A>>...>> when_all(
+        A... as) {
   return detail::when_all_impl(std::move(as)...);
 }
 
@@ -310,7 +315,7 @@ template <class... A>
 /// Throws: the first failure in time, after every child finished.
 /// Note: allocates the vector of child frames, one frame per child, and the result vector.
 template <class A>
-  requires detail::awaitable<A>
+requires detail::awaitable<A>
 [[nodiscard]] task<detail::vector_result_t<detail::await_result_t<A>>> when_all(std::vector<A> as) {
   return detail::when_all_vector(std::move(as));
 }
@@ -336,18 +341,18 @@ template <class A>
 /// Stop requests may come from any thread: an operation forwards one from another thread to its
 /// ring's thread.
 template <class... F>
-  requires(sizeof...(F) > 0 && (detail::when_any_arg<F> && ...))
-[[nodiscard]] task<std::variant<detail::stop_child_value_t<std::decay_t<F>>...>> when_any(
-    F&&... fs) {
+requires(sizeof...(F) > 0 && (detail::when_any_arg<F> && ...))
+    [[nodiscard]] task<std::variant<detail::stop_child_value_t<std::decay_t<F>>...>> when_any(
+        F&&... fs) {
   return detail::when_any_impl(std::stop_token{}, std::forward<F>(fs)...);
 }
 
 /// As when_any(fs...), and a stop request on parent is forwarded to the children (for nesting a
 /// race inside a task_group or another race). Same thread only.
 template <class... F>
-  requires(sizeof...(F) > 0 && (detail::when_any_arg<F> && ...))
-[[nodiscard]] task<std::variant<detail::stop_child_value_t<std::decay_t<F>>...>> when_any(
-    std::stop_token parent, F&&... fs) {
+requires(sizeof...(F) > 0 && (detail::when_any_arg<F> && ...))
+    [[nodiscard]] task<std::variant<detail::stop_child_value_t<std::decay_t<F>>...>> when_any(
+        std::stop_token parent, F&&... fs) {
   return detail::when_any_impl(std::move(parent), std::forward<F>(fs)...);
 }
 
@@ -362,7 +367,7 @@ template <class... F>
 /// Note: as when_any, the task must pass its token to its ops (`.with_stop(tok)`); parent, if
 /// given, forwards stop requests (same thread).
 template <class Rep, class Period, class F>
-  requires detail::awaitable_factory<std::decay_t<F>>
+requires detail::awaitable_factory<std::decay_t<F>>
 [[nodiscard]] task<detail::factory_value_t<std::decay_t<F>>> cancel_after(
     io_context& ctx, std::chrono::duration<Rep, Period> d, F&& f, std::stop_token parent = {}) {
   return detail::cancel_after_impl<std::decay_t<F>>(

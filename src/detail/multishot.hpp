@@ -4,8 +4,8 @@
 #pragma once
 
 #include <coring/detail/completion.hpp>
-#include <coring/detail/ring_access.hpp>
 #include <coring/detail/multishot.hpp>
+#include <coring/detail/ring_access.hpp>
 #include <coring/io_context.hpp>
 
 #include <chrono>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Description: private: tells valgrind what the kernel wrote through io_uring, which it cannot see
-// (docs/design.md, "Sanitizers and the kernel's writes"). Without valgrind headers at build time, or outside valgrind, it costs a
-// few instructions.
+// (docs/design.md, "Sanitizers and the kernel's writes"). Without valgrind headers at build time,
+// or outside valgrind, it costs a few instructions.
 #pragma once
 
 #include <algorithm>

@@ -35,10 +35,12 @@ int main(int argc, char** argv) {
   // if that case was filtered out of this run.
   const auto& missing = coring::test::missing_required_features();
   if (!missing.empty() && !context.shouldExit()) {
-    std::printf("FAIL: CORING_REQUIRE_FEATURES=1 but this kernel lacks what %zu test case(s) "
-                "need:\n",
-                missing.size());
-    for (const auto& m : missing) std::printf("  %s\n", m.c_str());
+    std::printf(
+        "FAIL: CORING_REQUIRE_FEATURES=1 but this kernel lacks what %zu test case(s) "
+        "need:\n",
+        missing.size());
+    for (const auto& m : missing)
+      std::printf("  %s\n", m.c_str());
     if (status == 0) status = 1;
   }
   return status;

@@ -35,7 +35,8 @@ child::child(std::vector<std::string> argv, child_options opts) {
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   if (opts.capture_stderr) posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   std::vector<char*> args;
-  for (auto& a : argv) args.push_back(a.data());
+  for (auto& a : argv)
+    args.push_back(a.data());
   args.push_back(nullptr);
   int e = posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
@@ -93,8 +94,7 @@ std::optional<std::string> child::read_line(std::chrono::milliseconds timeout) {
 std::string child::read_rest(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string all = std::exchange(buffered_, {});
-  while (read_more(out_, deadline, all)) {
-  }
+  while (read_more(out_, deadline, all)) {}
   return all;
 }
 
@@ -102,8 +102,7 @@ std::string child::read_stderr(std::chrono::milliseconds timeout) {
   std::string all;
   if (err_ < 0) return all;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (read_more(err_, deadline, all)) {
-  }
+  while (read_more(err_, deadline, all)) {}
   return all;
 }
 

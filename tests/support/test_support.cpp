@@ -2,6 +2,10 @@
 // Description: test helpers (see test_support.hpp).
 #include "test_support.hpp"
 
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -10,10 +14,6 @@
 #include <cstring>
 #include <map>
 #include <string_view>
-#include <dirent.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 namespace coring::test {
 
@@ -64,9 +64,7 @@ void fail_missing_requirement() {
   FAIL(why);
 }
 
-std::string describe(const requirement& r) {
-  return "needs " + r.what + ": " + r.missing;
-}
+std::string describe(const requirement& r) { return "needs " + r.what + ": " + r.missing; }
 
 }  // namespace
 

@@ -49,7 +49,7 @@ T run(io_context& ctx, task<T> t, std::chrono::milliseconds limit = std::chrono:
 /// Note: body is held here until its task finished, so a lambda's captures outlive the coroutine
 /// that uses them (a lambda coroutine's captures live in the lambda object, not in its frame).
 template <class Body>
-  requires std::invocable<Body&, io_context&>
+requires std::invocable<Body&, io_context&>
 auto run_on(io_context& ctx, Body body,
             std::chrono::milliseconds limit = std::chrono::seconds(20)) {
   watchdog w(limit);

@@ -50,15 +50,15 @@ using awaiter_t = std::remove_reference_t<decltype(get_awaiter(std::declval<A>()
 /// task<T>, an operation (`s.recv(buf)`, `sleep_for(ctx, d)`), anything with operator co_await
 /// or await_ready/await_suspend/await_resume.
 template <class A>
-concept awaitable = std::is_object_v<A> && std::move_constructible<A> &&
-                    requires { typename awaiter_t<A>; } && awaiter<awaiter_t<A>>;
+concept awaitable = std::is_object_v<A> && std::move_constructible<A> && requires {
+  typename awaiter_t<A>;
+} && awaiter<awaiter_t<A>>;
 
 /// The value of `co_await std::move(a)` for an awaitable A, without reference or const (a
 /// reference result is copied); void if it has none.
 template <class A>
-  requires awaitable<A>
-using await_result_t =
-    std::remove_cvref_t<decltype(std::declval<awaiter_t<A>&>().await_resume())>;
+requires awaitable<A>
+using await_result_t = std::remove_cvref_t<decltype(std::declval<awaiter_t<A>&>().await_resume())>;
 
 /// A callable that makes an awaitable from a std::stop_token: `F(std::stop_token) -> A`.
 template <class F>
@@ -78,7 +78,7 @@ concept stop_child = awaitable_factory<X> || stoppable<X>;
 /// Makes x's awaitable for tok: f(tok) for a factory, `std::move(op).with_stop(tok)` for a
 /// stoppable (called once: it moves the operation out of x).
 template <class X>
-  requires stop_child<X>
+requires stop_child<X>
 auto bind_stop(X& x, std::stop_token tok) {
   if constexpr (awaitable_factory<X>)
     return std::invoke(x, std::move(tok));

@@ -3,10 +3,10 @@
 #pragma once
 
 #include <coring/detail/completion.hpp>
+#include <coring/detail/ring_access.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>
-#include <coring/detail/ring_access.hpp>
 
 #include <algorithm>
 #include <cerrno>
@@ -22,7 +22,8 @@
 
 // In AddressSanitizer builds every operation checks, when its CQE arrives, that the caller's
 // buffers it pointed the kernel at are still allocated. ASan cannot see the kernel write into a
-// freed buffer (docs/design.md, "Sanitizers and the kernel's writes"); this turns that classic io_uring bug into a report.
+// freed buffer (docs/design.md, "Sanitizers and the kernel's writes"); this turns that classic
+// io_uring bug into a report.
 #if defined(__SANITIZE_ADDRESS__)
 #define CORING_CHECK_BUFFERS 1
 #elif defined(__has_feature)
@@ -86,8 +87,8 @@ class io_op : public completion {
 
   explicit io_op(io_context& ctx) noexcept : completion{&io_op::on_cqe}, ctx_(&ctx) {}
   io_op(io_op&& o) noexcept  // only before it is awaited
-      : completion{&io_op::on_cqe}, ctx_(o.ctx_), deadline_(o.deadline_),
-        watch_fd_(o.watch_fd_), watch_generation_(o.watch_generation_) {}
+      : completion{&io_op::on_cqe}, ctx_(o.ctx_), deadline_(o.deadline_), watch_fd_(o.watch_fd_),
+        watch_generation_(o.watch_generation_) {}
   io_op& operator=(io_op&&) = delete;
   ~io_op() = default;
 
@@ -140,7 +141,8 @@ class io_op : public completion {
     if constexpr (std::is_void_v<T>) {
       return {};
     } else {
-      static_assert(std::is_same_v<T, std::size_t>, "an op with this result type defines complete()");
+      static_assert(std::is_same_v<T, std::size_t>,
+                    "an op with this result type defines complete()");
       return static_cast<std::size_t>(res);
     }
   }
@@ -238,7 +240,7 @@ class io_op : public completion {
 
 #ifdef CORING_CHECK_BUFFERS
   static void check_buffers(const Op& op) noexcept {
-    if constexpr (requires { op.for_each_buffer([](const void*, std::size_t) {}); }) {
+    if constexpr (requires { op.for_each_buffer([](const void*, std::size_t){}); }) {
       op.for_each_buffer([](const void* p, std::size_t n) {
         if (n > 0 && __asan_region_is_poisoned(const_cast<void*>(p), n) != nullptr)
           report_freed_buffer(Op::name, p, n);
@@ -253,7 +255,7 @@ class io_op : public completion {
   int res_ = 0;
   std::uint32_t flags_ = 0;
   detail::cancel_node cancel_{};  // on the context's list while a cancel is pending
-  int watch_fd_ = -1;  // socket whose sticky cancel this op obeys (-1: none)
+  int watch_fd_ = -1;             // socket whose sticky cancel this op obeys (-1: none)
   std::uint32_t watch_generation_ = 0;
   bool cancel_requested_ = false;
 };
@@ -387,10 +389,8 @@ class [[nodiscard]] result_awaiter {
 /// Wraps an operation so that `co_await as_result(op)` returns result<T> instead of throwing:
 /// `auto r = co_await coring::as_result(s.recv(buf)); if (!r) log(r.error());`
 template <class Op>
-  requires requires(Op& op) { op.await_resume_result(); }
-result_awaiter<Op> as_result(Op&& op) noexcept {
-  return result_awaiter<Op>(std::move(op));
-}
+requires requires(Op& op) { op.await_resume_result(); }
+result_awaiter<Op> as_result(Op&& op) noexcept { return result_awaiter<Op>(std::move(op)); }
 
 /// as_result for a task (tcp_connect, recv_fds, your own): `co_await as_result(t)` returns
 /// result<T> holding the std::system_error's code the task threw instead of throwing it.

@@ -58,4 +58,3 @@ struct ring_access {
 };
 
 }  // namespace coring::detail
-

@@ -124,7 +124,8 @@ class iovec_list {
   iovec_list() noexcept = default;
   template <class Span>
   explicit iovec_list(std::span<const Span> bufs) {
-    iovec* out = bufs.size() <= inline_.size() ? inline_.data() : (heap_.resize(bufs.size()), heap_.data());
+    iovec* out =
+        bufs.size() <= inline_.size() ? inline_.data() : (heap_.resize(bufs.size()), heap_.data());
     for (std::size_t i = 0; i < bufs.size(); ++i)
       out[i] = iovec{const_cast<std::byte*>(bufs[i].data()), bufs[i].size()};
     size_ = bufs.size();
@@ -141,7 +142,8 @@ class iovec_list {
 /// Calls f(ptr, size) for each iovec and the control area of m.
 template <class F>
 void for_each_msg_buffer(const msghdr& m, F& f) {
-  for (std::size_t i = 0; i < m.msg_iovlen; ++i) f(m.msg_iov[i].iov_base, m.msg_iov[i].iov_len);
+  for (std::size_t i = 0; i < m.msg_iovlen; ++i)
+    f(m.msg_iov[i].iov_base, m.msg_iov[i].iov_len);
   if (m.msg_control != nullptr) f(m.msg_control, m.msg_controllen);
 }
 

@@ -77,7 +77,10 @@ class spawn_list {
   }
   /// Unlinks p (at its end, or before shutdown destroys it).
   void unlink(spawn_promise& p) noexcept {
-    if (p.prev_) p.prev_->next_ = p.next_; else head_ = p.next_;
+    if (p.prev_)
+      p.prev_->next_ = p.next_;
+    else
+      head_ = p.next_;
     if (p.next_) p.next_->prev_ = p.prev_;
     p.prev_ = p.next_ = nullptr;
     --size_;
