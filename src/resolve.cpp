@@ -52,7 +52,8 @@ struct lookup {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
         address a(ai->ai_addr, ai->ai_addrlen);
         bool seen = false;
-        for (const address& b : addrs) seen = seen || b == a;
+        for (const address& b : addrs)
+          seen = seen || b == a;
         if (!seen) addrs.push_back(a);
       }
     } catch (...) {
@@ -61,11 +62,11 @@ struct lookup {
     }
     if (res) ::freeaddrinfo(res);
     // The eventfd write/read pair already orders these writes before the reader's reads, but
-    // TSan cannot see through the kernel (docs/design.md, "Sanitizers and the kernel's writes"): publish them with release/acquire too.
+    // TSan cannot see through the kernel (docs/design.md, "Sanitizers and the kernel's writes"):
+    // publish them with release/acquire too.
     done.store(true, std::memory_order_release);
     std::uint64_t one = 1;
-    while (::write(efd, &one, sizeof one) < 0 && errno == EINTR) {
-    }
+    while (::write(efd, &one, sizeof one) < 0 && errno == EINTR) {}
   }
 };
 
@@ -74,7 +75,9 @@ class eventfd_read_op : public detail::io_op<eventfd_read_op, void> {
  public:
   static constexpr const char* name = "resolve: eventfd read";
   eventfd_read_op(io_context& ctx, int fd) noexcept : io_op(ctx), fd_(fd) {}
-  void prep(io_uring_sqe& sqe) noexcept { io_uring_prep_read(&sqe, fd_, &value_, sizeof value_, 0); }
+  void prep(io_uring_sqe& sqe) noexcept {
+    io_uring_prep_read(&sqe, fd_, &value_, sizeof value_, 0);
+  }
 
  private:
   int fd_;

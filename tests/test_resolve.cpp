@@ -97,14 +97,17 @@ TEST_CASE("resolve of a nonexistent name fails with a resolve_category error nam
           test::skip_unless(resolver_answers())) {
   io_context ctx;
   // The resolver answered the probe within 10 s: the watchdog's 30 s are a wide margin.
-  auto outcome = test::run_on(ctx, [](io_context& ctx) -> task<std::optional<std::system_error>> {
-    try {
-      (void)co_await resolve(ctx, "no-such-host.invalid", "80");
-    } catch (const std::system_error& e) {
-      co_return e;
-    }
-    co_return std::nullopt;
-  }, 30s);
+  auto outcome = test::run_on(
+      ctx,
+      [](io_context& ctx) -> task<std::optional<std::system_error>> {
+        try {
+          (void)co_await resolve(ctx, "no-such-host.invalid", "80");
+        } catch (const std::system_error& e) {
+          co_return e;
+        }
+        co_return std::nullopt;
+      },
+      30s);
   REQUIRE(outcome.has_value());
   const std::system_error& e = *outcome;
   CHECK(e.code().category() == resolve_category());
