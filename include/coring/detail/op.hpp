@@ -2,6 +2,7 @@
 // Description: io_op, the generic one-shot operation awaitable; each op adds prep and complete.
 #pragma once
 
+#include <coring/detail/awaitable.hpp>
 #include <coring/detail/completion.hpp>
 #include <coring/detail/ring_access.hpp>
 #include <coring/error.hpp>
@@ -396,7 +397,7 @@ result_awaiter<Op> as_result(Op&& op) noexcept { return result_awaiter<Op>(std::
 /// result<T> holding the std::system_error's code the task threw instead of throwing it.
 /// Other exceptions (std::bad_alloc, ...) still propagate. The task is moved into the wrapper.
 template <class T>
-[[nodiscard]] task<result<T>> as_result(task<T> t) {
+[[nodiscard]] CORING_NO_SANITIZE_FUNCTION task<result<T>> as_result(task<T> t) {
   try {
     if constexpr (std::is_void_v<T>) {
       co_await std::move(t);
