@@ -2,6 +2,8 @@
 // Description: acceptor: one multishot accept kept armed on a listening socket.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/multishot.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>

@@ -2,7 +2,7 @@
 // Description: address, a socket endpoint (IPv4, IPv6, Unix path or abstract) parsed from text.
 #pragma once
 
-#include <coring/detail/config.hpp>
+#include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <compare>
 #include <cstdint>

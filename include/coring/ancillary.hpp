@@ -3,6 +3,8 @@
 // (control_buffer, parse_control).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/address.hpp>
 #include <coring/unique_fd.hpp>
 

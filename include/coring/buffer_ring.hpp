@@ -3,6 +3,8 @@
 // a received buffer to its ring.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/io_context.hpp>
 
 #include <cstddef>

@@ -2,6 +2,8 @@
 // Description: umbrella header: everything a coring user needs.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/acceptor.hpp>
 #include <coring/address.hpp>
 #include <coring/ancillary.hpp>

@@ -2,6 +2,8 @@
 // Description: datagram and message_info: what recv_from and recv_msg return.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/address.hpp>
 
 #include <cstddef>

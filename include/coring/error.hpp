@@ -2,7 +2,7 @@
 // Description: coring's error model: errc + category, result<T>, and throw helpers.
 #pragma once
 
-#include <coring/detail/config.hpp>
+#include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <cassert>
 #include <string>

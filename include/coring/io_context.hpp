@@ -2,6 +2,8 @@
 // Description: io_context owns one io_uring and runs the coroutines whose I/O it carries.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/awaitable.hpp>
 #include <coring/detail/completion.hpp>
 #include <coring/detail/spawn.hpp>

@@ -3,6 +3,8 @@
 // a time, with backpressure and a fallback that never loses data.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/buffer_ring.hpp>
 #include <coring/detail/multishot.hpp>
 #include <coring/error.hpp>

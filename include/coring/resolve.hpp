@@ -2,6 +2,8 @@
 // Description: resolve, getaddrinfo on a small process-wide pool of lookup threads.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/address.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>

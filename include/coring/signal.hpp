@@ -2,6 +2,8 @@
 // Description: signal_set and wait_signal: receive POSIX signals as ring completions (signalfd).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/signal_op.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>

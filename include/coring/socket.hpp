@@ -2,6 +2,8 @@
 // Description: socket, Python's socket object as io_uring awaitables (one class, all methods).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/address.hpp>
 #include <coring/ancillary.hpp>
 #include <coring/datagram.hpp>

@@ -2,7 +2,7 @@
 // Description: sockopt: typed socket options for socket::set_option / get_option.
 #pragma once
 
-#include <coring/detail/config.hpp>
+#include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>

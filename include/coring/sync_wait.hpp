@@ -2,6 +2,8 @@
 // Description: sync_wait: run an io_context until one awaitable finishes (tests, main()).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/awaitable.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>

@@ -2,7 +2,7 @@
 // Description: task<T>, a lazy coroutine that resumes its awaiter without growing the stack.
 #pragma once
 
-#include <coring/detail/config.hpp>
+#include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <cassert>
 #include <coroutine>

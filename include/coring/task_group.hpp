@@ -2,6 +2,8 @@
 // Description: task_group, a nursery: spawn children, first failure stops the rest, join them all.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/awaitable.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>

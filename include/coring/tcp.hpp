@@ -2,6 +2,8 @@
 // Description: TCP in one call: tcp_listen, and tcp_connect with name lookup, timeout and stop.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/address.hpp>
 #include <coring/io_context.hpp>
 #include <coring/socket.hpp>

@@ -2,6 +2,8 @@
 // Description: crossing threads: resume_on moves a coroutine to another io_context's thread.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/ring_access.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>

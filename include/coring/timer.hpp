@@ -2,6 +2,8 @@
 // Description: sleep_for / sleep_until on the ring (IORING_OP_TIMEOUT, CLOCK_MONOTONIC).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/timer_op.hpp>
 #include <coring/io_context.hpp>
 

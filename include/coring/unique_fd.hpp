@@ -2,7 +2,7 @@
 // Description: unique_fd, an owned file descriptor of any kind.
 #pragma once
 
-#include <coring/detail/config.hpp>
+#include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <utility>
 

@@ -3,6 +3,8 @@
 // the call.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/awaitable.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>

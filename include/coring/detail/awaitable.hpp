@@ -3,6 +3,8 @@
 // when_any and task_group accept (a task, an operation, anything co_await takes).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <concepts>
 #include <coroutine>
 #include <functional>

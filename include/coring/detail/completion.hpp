@@ -2,7 +2,7 @@
 // Description: completion, the object whose address travels in sqe->user_data.
 #pragma once
 
-#include <coring/detail/config.hpp>
+#include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <cstdint>
 

@@ -4,6 +4,8 @@
 // machine it waits on is private (src/detail/multishot.hpp).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/op.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>

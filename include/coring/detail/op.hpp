@@ -2,6 +2,8 @@
 // Description: io_op, the generic one-shot operation awaitable; each op adds prep and complete.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/awaitable.hpp>
 #include <coring/detail/completion.hpp>
 #include <coring/detail/ring_access.hpp>

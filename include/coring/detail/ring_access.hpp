@@ -2,6 +2,8 @@
 // Description: ring_access, the door from coring's operation types to io_context's ring.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/completion.hpp>
 #include <coring/io_context.hpp>
 

@@ -2,6 +2,8 @@
 // Description: signal_wait_op, the operation behind signal_set::wait (src/signal.cpp).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/op.hpp>
 #include <coring/io_context.hpp>
 

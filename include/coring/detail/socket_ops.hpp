@@ -3,6 +3,8 @@
 // src/socket.cpp). docs/design.md, "Adding an operation", walks through one.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/address.hpp>
 #include <coring/datagram.hpp>
 #include <coring/detail/op.hpp>

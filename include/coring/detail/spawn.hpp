@@ -3,6 +3,8 @@
 // list of them (so that shutdown can destroy the unfinished ones).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/awaitable.hpp>
 
 #include <coroutine>

@@ -2,6 +2,8 @@
 // Description: sleep_op, the operation behind sleep_for / sleep_until (prep in src/timer.cpp).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/op.hpp>
 #include <coring/io_context.hpp>
 
