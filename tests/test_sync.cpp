@@ -46,6 +46,7 @@ task<> turns(io_context& ctx, int n = 2) {
 struct outcome {
   int resumed = 0;
   std::error_code error{};
+  event* finished = nullptr;  // set once it resumed, if given
 };
 
 task<> wait_event(event& ev, std::vector<int>& order, int id) {
@@ -69,6 +70,7 @@ task<> record(Op op, outcome& out) {
   auto r = co_await as_result(std::move(op));
   ++out.resumed;
   out.error = r.error();
+  if (out.finished) out.finished->set();
 }
 
 template <class Op>
@@ -76,6 +78,7 @@ task<> record_lock(Op op, outcome& out, bool& held) {
   auto r = co_await as_result(std::move(op));
   ++out.resumed;
   out.error = r.error();
+  if (out.finished) out.finished->set();
   if (r) held = r->owns_lock();  // the guard unlocks at the end of this scope
 }
 
@@ -84,7 +87,17 @@ task<> record_receive(Op op, outcome& out, std::optional<int>& got) {
   auto r = co_await as_result(std::move(op));
   ++out.resumed;
   out.error = r.error();
+  if (out.finished) out.finished->set();
   if (r) got = *r;
+}
+
+template <class Op, class T>
+task<> receive_into(Op op, outcome& out, std::optional<T>& got) {
+  auto r = co_await as_result(std::move(op));
+  ++out.resumed;
+  out.error = r.error();
+  if (out.finished) out.finished->set();
+  if (r) got = std::move(*r);
 }
 
 task<> wait_counted(event& ev, counted, int& resumed) {
@@ -330,6 +343,34 @@ TEST_SUITE("sync") {
     });
   }
 
+  TEST_CASE("a channel carries move-only items, handed over to a receiver with a deadline") {
+    io_context ctx;
+    test::run_on(ctx, [](io_context& ctx) -> task<> {
+      channel<std::unique_ptr<int>> ch(ctx, 1);
+      auto p = std::make_unique<int>(1);
+      CHECK(ch.try_send(std::move(p)));
+      auto q = std::make_unique<int>(2);
+      CHECK_FALSE(ch.try_send(std::move(q)));
+      CHECK(q != nullptr);  // not moved from when refused
+      std::optional<std::unique_ptr<int>> a = ch.try_receive();
+      REQUIRE(a.has_value());
+      CHECK(**a == 1);
+      event finished(ctx);
+      outcome r{.finished = &finished};
+      std::optional<std::unique_ptr<int>> got;
+      ctx.spawn(receive_into(ch.receive().with_timeout(1h), r, got));
+      co_await turns(ctx);
+      co_await ch.send(std::move(q));
+      co_await finished.wait().with_timeout(5s);  // its timer comes back from the kernel first
+      CHECK(r.resumed == 1);
+      CHECK_FALSE(r.error);
+      REQUIRE(got.has_value());
+      REQUIRE(*got != nullptr);
+      CHECK(**got == 2);
+      CHECK(ctx.in_flight() == 0);
+    });
+  }
+
   TEST_CASE("closing a channel wakes its waiters on both sides") {
     io_context ctx;
     test::run_on(ctx, [](io_context& ctx) -> task<> {
@@ -505,25 +546,27 @@ TEST_SUITE("sync") {
       m.unlock();
       CHECK_FALSE(m.is_locked());
       // A grant before the deadline: the wait succeeds, once its timer is back from the kernel.
-      outcome a;
+      event finished(ctx);
+      outcome a{.finished = &finished};
       ctx.spawn(record(ev.wait().with_timeout(1h), a));
       co_await turns(ctx);
       CHECK(ctx.in_flight() == 1);  // the timer
       ev.set();
-      for (int i = 0; i < 1000 && a.resumed == 0; ++i)
-        co_await sleep_for(ctx, 1ms);
+      CHECK(a.resumed == 0);
+      co_await finished.wait().with_timeout(5s);
       CHECK(a.resumed == 1);
       CHECK_FALSE(a.error);
       CHECK(ctx.in_flight() == 0);
       // A stop and a deadline on one wait: the stop ends it, after the timer came back.
       std::stop_source stop;
-      outcome b;
+      finished.reset();
+      outcome b{.finished = &finished};
       event never(ctx);
       ctx.spawn(record(never.wait().with_stop(stop.get_token()).with_timeout(1h), b));
       co_await turns(ctx);
       stop.request_stop();
-      for (int i = 0; i < 1000 && b.resumed == 0; ++i)
-        co_await sleep_for(ctx, 1ms);
+      co_await finished.wait().with_timeout(5s);
+      CHECK(b.resumed == 1);
       CHECK(b.error == std::errc::operation_canceled);
       CHECK(ctx.in_flight() == 0);
     });
@@ -540,7 +583,9 @@ TEST_SUITE("sync") {
       auto tx = std::make_unique<channel<int>>(ctx, 1);
       CHECK(m->try_lock());
       CHECK(tx->try_send(1));
+      event finished(ctx);
       std::vector<outcome> out(7);
+      out[1].finished = &finished;
       std::optional<int> got;
       ctx.spawn(record(ev->wait(), out[0]));
       ctx.spawn(record(sem->acquire().with_timeout(1h), out[1]));
@@ -556,8 +601,7 @@ TEST_SUITE("sync") {
       wg.reset();
       rx.reset();
       tx.reset();
-      for (int i = 0; i < 1000 && out[1].resumed == 0; ++i)
-        co_await sleep_for(ctx, 1ms);  // the semaphore's waiter has a timer to take back
+      co_await finished.wait().with_timeout(5s);  // the semaphore's waiter has a timer to take back
       co_await turns(ctx);
       for (const outcome& o : out) {
         CHECK(o.resumed == 1);
