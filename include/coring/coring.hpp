@@ -8,11 +8,15 @@
 #include <coring/address.hpp>
 #include <coring/ancillary.hpp>
 #include <coring/buffer_ring.hpp>
+#include <coring/channel.hpp>
 #include <coring/datagram.hpp>
 #include <coring/error.hpp>
+#include <coring/event.hpp>
 #include <coring/io_context.hpp>
+#include <coring/mutex.hpp>
 #include <coring/recv_stream.hpp>
 #include <coring/resolve.hpp>
+#include <coring/semaphore.hpp>
 #include <coring/signal.hpp>
 #include <coring/socket.hpp>
 #include <coring/sockopt.hpp>
@@ -23,4 +27,5 @@
 #include <coring/threads.hpp>
 #include <coring/timer.hpp>
 #include <coring/unique_fd.hpp>
+#include <coring/wait_group.hpp>
 #include <coring/when_all.hpp>
