@@ -6,6 +6,7 @@
 #include <coring/address.hpp>
 #include <coring/ancillary.hpp>
 #include <coring/buffer_ring.hpp>
+#include <coring/connection_scope.hpp>
 #include <coring/datagram.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
