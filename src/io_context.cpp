@@ -426,6 +426,7 @@ io_uring_sqe& io_context::acquire_sqe(unsigned n) {
 void io_context::attach(io_uring_sqe& sqe, detail::completion* c) noexcept {
   io_uring_sqe_set_data(&sqe, c);
   ++in_flight_;
+  if (sqe.opcode == IORING_OP_TIMEOUT) ++impl_->timeouts_submitted;
 }
 
 namespace {

@@ -143,7 +143,7 @@ void multishot_core::handle_cqe(int res, std::uint32_t flags) noexcept {
   // for a waiter that finds nothing queued, or to read ahead.
   const bool wanted = read_ahead_ ? (kind == cqe_kind::item || waiter_ != nullptr)
                                   : (waiter_ != nullptr && queue_.empty());
-  if (!armed_ && !ended() && queue_.size() < max_queued_ && wanted) rearm_or_fail();
+  if (!armed_ && !ended() && !paused() && queue_.size() < max_queued_ && wanted) rearm_or_fail();
   finish_turn();
 }
 
@@ -168,7 +168,7 @@ void multishot_core::released() noexcept {
     return;
   }
   if (ctx_->stopping()) return;
-  if (waiter_ && !armed_ && !ready()) rearm_or_fail();
+  if (waiter_ && !armed_ && !paused() && !ready()) rearm_or_fail();
   if (waiter_ && ready()) resume_waiter();
 }
 
@@ -277,7 +277,7 @@ bool multishot_core::suspend(multishot_wait& w, std::coroutine_handle<> h) {
     w.res = -ETIMEDOUT;
     return false;
   }
-  if (!armed_) arm();  // may throw: nothing is registered yet
+  if (!armed_ && !paused()) arm();  // may throw: nothing is registered yet
   w.handle = h;
   waiter_ = &w;
   try {

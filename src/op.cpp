@@ -2,6 +2,8 @@
 // Description: pieces of the generic operation that need liburing: linked timeouts, deadlines.
 #include <coring/detail/op.hpp>
 
+#include "detail/ring.hpp"
+
 #include <liburing.h>
 
 #if __has_include(<valgrind/memcheck.h>)
@@ -45,6 +47,7 @@ void link_timeout(io_context& ctx, io_uring_sqe& sqe, const kernel_timespec& dea
       &t, const_cast<__kernel_timespec*>(reinterpret_cast<const __kernel_timespec*>(&deadline)),
       IORING_TIMEOUT_ABS);
   io_uring_sqe_set_data64(&t, 0);  // its CQE (-ETIME or -ECANCELED) is ignored
+  ++ring_access::native(ctx).timeouts_submitted;
 }
 
 void kernel_wrote(const void* p, std::size_t n) noexcept {

@@ -9,6 +9,10 @@
 #include <coring/io_context.hpp>
 #include <coring/socket.hpp>
 
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <system_error>
 #include <utility>
 
 namespace coring {
@@ -31,13 +35,32 @@ struct acceptor_options {
   unsigned max_queued = 64;
   /// Use one multishot accept (Linux 5.19+; falls back to one accept per call without it).
   bool multishot = true;
+  /// Out of descriptors or memory (EMFILE, ENFILE, ENOMEM, ENOBUFS): wait this long (one
+  /// timer), then accept again, while the connections wait in the backlog; accept() does not
+  /// fail. Zero turns the back-off off: accept() then throws the error once and the next
+  /// accept() re-arms at once.
+  std::chrono::milliseconds back_off{100};
+  /// Called once when a back-off starts after a successful accept (or the first one), with
+  /// the error; not again while accepts keep failing. Null (the default): one line on stderr.
+  /// Note: runs inside the acceptor's completion: it must not throw (an exception is dropped)
+  /// nor destroy the acceptor.
+  std::function<void(std::error_code)> on_back_off{};
+};
+
+/// What an acceptor did so far (acceptor::stats).
+struct acceptor_stats {
+  std::uint64_t submissions = 0;  ///< accept SQEs submitted (one per multishot arm)
+  std::uint64_t back_offs = 0;    ///< back-offs started (EMFILE and friends)
+  std::uint64_t reported = 0;     ///< back-off episodes reported (on_back_off calls)
 };
 
 /// Accepts connections on a listening socket with one multishot accept: one SQE serves any
 /// number of connections. Accepted sockets are CLOEXEC.
-/// Running out of descriptors (EMFILE/ENFILE) ends the multishot; accept() then throws that
-/// error once, the connections stay queued in the backlog, and the next accept() re-arms: the
-/// caller decides how long to back off (examples/echo_server pauses 100 ms) instead of spinning.
+/// Running out of descriptors or memory (EMFILE/ENFILE/ENOMEM/ENOBUFS) ends the multishot; with
+/// the default options the acceptor then waits back_off (100 ms) and re-arms, the connections
+/// staying in the backlog meanwhile, and reports the error once (on_back_off) until an accept
+/// succeeds again: no spinning, and accept() does not fail. With back_off zero accept() throws
+/// that error once and the next accept() re-arms: the caller decides how long to back off.
 /// Note: the listening socket must outlive the acceptor, and the acceptor every accept()
 /// awaited on it; destroying the acceptor cancels the multishot and closes connections accepted
 /// but not yet handed out. Only one coroutine may await accept() at a time.
@@ -58,6 +81,8 @@ class acceptor {
   /// Throws: std::system_error (errno, e.g. EMFILE; operation_canceled after listener.cancel()
   /// or a stop request; timed_out after the deadline).
   [[nodiscard]] detail::accept_next_op accept() noexcept { return detail::accept_next_op(st_); }
+  /// What it did so far: accept submissions, back-offs.
+  acceptor_stats stats() const noexcept;
 
  private:
   detail::multishot_core* st_;

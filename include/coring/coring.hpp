@@ -9,6 +9,7 @@
 #include <coring/ancillary.hpp>
 #include <coring/buffer_ring.hpp>
 #include <coring/channel.hpp>
+#include <coring/connection_scope.hpp>
 #include <coring/datagram.hpp>
 #include <coring/error.hpp>
 #include <coring/event.hpp>

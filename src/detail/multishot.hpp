@@ -136,8 +136,12 @@ class multishot_core : public completion {
   /// Gives back what an item holds (closes a descriptor, returns a buffer) when it will never
   /// be handed out.
   virtual void dispose(multishot_item it) noexcept = 0;
-  /// True while something outside the kernel still refers to the state (a handed-out buffer).
+  /// True while something outside the kernel still refers to the state (a handed-out buffer,
+  /// the acceptor's back-off timer).
   virtual bool held() const noexcept { return false; }
+  /// True while the reception must not be re-armed (the acceptor backs off); call released()
+  /// when that ends.
+  virtual bool paused() const noexcept { return false; }
   /// The derived type's hold ended (held() changed to false).
   void released() noexcept;
 

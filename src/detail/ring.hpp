@@ -16,6 +16,9 @@ struct io_context::impl {
   int wake_fd = -1;                     // eventfd other threads write to wake the loop
   bool wake_armed = false;              // a poll on wake_fd is in the ring
   bool wake_multishot = true;           // false after the kernel refused multishot poll
+  /// Test seam: timer SQEs submitted (IORING_OP_TIMEOUT and linked timeouts), so that a test
+  /// can tell a wait woken by an event from one that polls a timer (tests/test_scope.cpp).
+  std::uint64_t timeouts_submitted = 0;
 };
 
 namespace detail {
