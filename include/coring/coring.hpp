@@ -11,6 +11,7 @@
 #include <coring/io_context.hpp>
 #include <coring/recv_stream.hpp>
 #include <coring/resolve.hpp>
+#include <coring/runner.hpp>
 #include <coring/signal.hpp>
 #include <coring/socket.hpp>
 #include <coring/sockopt.hpp>

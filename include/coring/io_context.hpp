@@ -43,6 +43,10 @@ struct io_context_options {
   bool single_issuer = true;  ///< ask for IORING_SETUP_SINGLE_ISSUER (6.0+), fall back if refused
   bool defer_taskrun = true;  ///< ask for IORING_SETUP_DEFER_TASKRUN (6.1+), else COOP_TASKRUN
   bool register_ring_fd = true;  ///< io_uring_register_ring_fd (5.18+): cheaper io_uring_enter
+  /// Wake other contexts (execute(), resume_on, stop() called while this one runs a loop turn
+  /// on its thread) with IORING_OP_MSG_RING from this ring, batched with its own submission,
+  /// instead of writing their eventfd. Also off if the environment has CORING_NO_MSG_RING=1.
+  bool msg_ring_wake = true;
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
@@ -63,6 +67,7 @@ struct ring_features {
   bool recv_multishot = false;      ///< multishot recv (6.0+)
   bool buf_ring = false;            ///< provided-buffer rings (5.19+)
   bool cancel_any = false;          ///< IORING_ASYNC_CANCEL_ANY / _FD (5.19+)
+  bool msg_ring = false;            ///< IORING_OP_MSG_RING (5.18+): wakes other rings with it
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };
@@ -238,6 +243,8 @@ class io_context {
   void on_wake(int res, std::uint32_t flags) noexcept;
   void arm_wake() noexcept;
   void run_remote(bool cancelled) noexcept;
+  bool send_wake(io_context& target) noexcept;
+  void on_wake_sent(std::uint64_t user_data, int res) noexcept;
 
   std::unique_ptr<impl> impl_;
   std::vector<std::coroutine_handle<>> ready_, running_;
@@ -263,8 +270,9 @@ class io_context {
   // Cross-thread requests: a lock-free LIFO pushed by any thread, drained by the context's
   // thread each loop turn and whenever the eventfd the ring polls is written (wake()).
   std::atomic<detail::remote_node*> remote_head_{nullptr};
-  std::atomic<bool> wake_pending_{false};  // an eventfd write is on its way: skip another
-  std::atomic<std::size_t> work_{0};       // live work_guards
+  // A wake-up (eventfd write or MSG_RING) is on its way: skip another.
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<std::size_t> work_{0};  // live work_guards
   // Other threads inside stop()/post_remote()/drop_work(): the destructor waits for them, as
   // the loop may see their request, return and destroy the context before they finish waking it.
   std::atomic<int> remote_callers_{0};
