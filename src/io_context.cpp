@@ -208,8 +208,10 @@ io_context::io_context(io_context_options o)
   if (o.register_ring_fd) f.registered_ring_fd = io_uring_register_ring_fd(&impl_->ring) == 1;
 
   owner_only_ = f.single_issuer || f.registered_ring_fd;
-  const char* no_msg = std::getenv("CORING_NO_MSG_RING");
-  impl_->msg_wake = o.msg_ring_wake && f.msg_ring && !(no_msg && std::strcmp(no_msg, "1") == 0);
+  bool msg_wake = o.msg_ring_wake;
+  if (const char* env = std::getenv("CORING_MSG_RING"); env && (*env == '0' || *env == '1'))
+    msg_wake = *env == '1';
+  impl_->msg_wake = msg_wake && f.msg_ring;
   impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int e = errno;
   if (impl_->wake_fd >= 0) {
@@ -417,7 +419,6 @@ bool io_context::run_once(bool block) {
       work_.load(std::memory_order_acquire) == 0)
     return false;
   io_uring& ring = impl_->ring;
-  impl_->msg_unsubmitted = false;  // submitted below
   if (!impl_->wake_armed) arm_wake();
   const bool wait = block && ready_.empty() && !stop_.load(std::memory_order_acquire) &&
                     remote_head_.load(std::memory_order_acquire) == nullptr;
@@ -442,6 +443,7 @@ bool io_context::run_once(bool block) {
   // -EAGAIN/-EBUSY are transient resource shortages: reap what is there and go round again.
   if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)
     throw_errno(-ret, "io_uring_enter");
+  if (ret >= 0 || ret == -ETIME) impl_->msg_unsubmitted = false;  // the SQ went in
   reap();
   // LIFETIME: wake-ups that coroutines resumed by reap() prepared leave with this turn: the
   // next turn may never come (sync_wait returns, run() stops).

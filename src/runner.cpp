@@ -10,9 +10,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
-#include <mutex>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -63,8 +63,7 @@ struct runner::signal_state {
 
 runner::runner(unsigned threads, io_context_options options)
     : threads_(threads ? threads : std::max(1u, std::thread::hardware_concurrency())),
-      options_(options),
-      slots_(std::make_unique<slot[]>(threads_)) {
+      options_(options), slots_(std::make_unique<slot[]>(threads_)) {
   for (unsigned i = 0; i < threads_; ++i)
     slots_[i].wake.fn = &no_op;
 }

@@ -43,10 +43,11 @@ struct io_context_options {
   bool single_issuer = true;  ///< ask for IORING_SETUP_SINGLE_ISSUER (6.0+), fall back if refused
   bool defer_taskrun = true;  ///< ask for IORING_SETUP_DEFER_TASKRUN (6.1+), else COOP_TASKRUN
   bool register_ring_fd = true;  ///< io_uring_register_ring_fd (5.18+): cheaper io_uring_enter
-  /// Wake other contexts (execute(), resume_on, stop() called while this one runs a loop turn
-  /// on its thread) with IORING_OP_MSG_RING from this ring, batched with its own submission,
-  /// instead of writing their eventfd. Also off if the environment has CORING_NO_MSG_RING=1.
-  bool msg_ring_wake = true;
+  /// Wake other contexts (execute(), resume_on, stop() called during this one's loop turn on
+  /// its thread) with IORING_OP_MSG_RING (5.18+) from this ring, sent with its own submission,
+  /// instead of writing their eventfd. Off by default: not faster on Linux 6.18 (README,
+  /// "Threads"). The environment variable CORING_MSG_RING=1 or =0 overrides this field.
+  bool msg_ring_wake = false;
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
@@ -268,7 +269,8 @@ class io_context {
   void submit_fd_cancel(int fd, unsigned attempt) noexcept;
   void on_fd_cancel(std::uint64_t user_data, int res) noexcept;
   // Cross-thread requests: a lock-free LIFO pushed by any thread, drained by the context's
-  // thread each loop turn and whenever the eventfd the ring polls is written (wake()).
+  // thread each loop turn and whenever a wake-up arrives (wake()): a write to the eventfd the
+  // ring polls, or a MSG_RING completion another ring sent (msg_ring_wake).
   std::atomic<detail::remote_node*> remote_head_{nullptr};
   // A wake-up (eventfd write or MSG_RING) is on its way: skip another.
   std::atomic<bool> wake_pending_{false};

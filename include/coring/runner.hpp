@@ -103,9 +103,9 @@ class runner {
   using function = std::function<task<>(io_context&, unsigned, std::stop_token)>;
   struct slot {
     std::thread thread;
-    io_context* ctx = nullptr;     // set (under mu_) while the context exists
-    std::exception_ptr error;      // why this worker could not start, or what it threw
-    detail::remote_node wake;      // posted once when stop is requested: a turn of the loop
+    io_context* ctx = nullptr;  // set (under mu_) while the context exists
+    std::exception_ptr error;   // why this worker could not start, or what it threw
+    detail::remote_node wake;   // posted once when stop is requested: a turn of the loop
   };
   void start_impl(function f);
   void worker_main(unsigned index) noexcept;
