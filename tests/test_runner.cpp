@@ -246,6 +246,12 @@ TEST_CASE("execute and resume_on across a runner's rings, on the MSG_RING and ev
     r.context(1).execute([&] { main_done.count_down(); });  // runs after the 100 (FIFO)
     hops_done.wait();
     main_done.wait();
+    if (!std::getenv("CORING_MSG_RING")) {
+      // The first MSG_RING wake-up to a ring dups its fd: the path taken shows there.
+      const bool expect = msg_ring && r.context(0).features().msg_ring;
+      for (unsigned i = 0; i < 2; ++i)
+        CHECK((detail::ring_access::native(r.context(i)).channel->ring_fd.load() >= 0) == expect);
+    }
     r.request_stop();
     r.join();
     CHECK(executed == 1000);
