@@ -10,12 +10,14 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -28,10 +30,17 @@ namespace coring {
 
 namespace detail {
 namespace {
-int injected_init_failure = 0;
+std::atomic<int> injected_init_failure{0};  // atomic: contexts may start on several threads
 }
 
 void inject_ring_init_failure(int errno_value) noexcept { injected_init_failure = errno_value; }
+
+void wake_channel::unref() noexcept {
+  if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  if (int fd = ring_fd.load(std::memory_order_acquire); fd >= 0) ::close(fd);
+  if (event_fd >= 0) ::close(event_fd);
+  delete this;
+}
 
 std::string explain_ring_failure(int e) {
   std::string msg = "io_uring_queue_init failed: ";
@@ -106,6 +115,12 @@ bool has_op(io_uring_probe* p, int op) { return p && io_uring_opcode_supported(p
 inline bool ignored_user_data(std::uint64_t ud) { return ud == 0 || ud == LIBURING_UDATA_TIMEOUT; }
 // user_data of the poll on the wake eventfd (never a completion's address: those are aligned).
 constexpr std::uint64_t wake_user_data = 1;
+// user_data of the CQE another ring's MSG_RING wake-up posts in this one.
+constexpr std::uint64_t msg_wake_user_data = 5;
+// user_data of a MSG_RING wake-up this ring sent: the wake_channel's address | msg_sent_tag.
+constexpr std::uint64_t msg_sent_tag = 4;
+// The context whose loop turn (run_once) this thread is in, if any: it sends the wake-ups.
+thread_local io_context* current_context = nullptr;
 // user_data of a cancel_fd request: (fd << 16) | (attempt << 3) | fd_cancel_tag. Completion
 // addresses are 8-byte aligned, so the low bits tell them apart.
 constexpr std::uint64_t fd_cancel_tag = 2;
@@ -128,13 +143,13 @@ std::string ring_features::describe() const {
      << " fast_poll=" << fast_poll << " op_socket=" << op_socket << " op_send_zc=" << op_send_zc
      << " op_link_timeout=" << op_link_timeout << " accept_multishot=" << accept_multishot
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
-     << " cancel_any=" << cancel_any;
+     << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring;
   return os.str();
 }
 
 io_context::io_context(io_context_options o)
     : impl_(std::make_unique<impl>()), on_exception_(&default_exception_handler) {
-  if (int e = std::exchange(detail::injected_init_failure, 0))
+  if (int e = detail::injected_init_failure.exchange(0, std::memory_order_relaxed))
     throw_error(errc::io_uring_unavailable, detail::explain_ring_failure(e));
 
   const unsigned cq = o.cq_entries ? o.cq_entries : o.sq_entries * 16;
@@ -182,6 +197,7 @@ io_context::io_context(io_context_options o)
     f.op_socket = has_op(p, IORING_OP_SOCKET);
     f.op_send_zc = has_op(p, IORING_OP_SEND_ZC);
     f.op_link_timeout = has_op(p, IORING_OP_LINK_TIMEOUT);
+    f.msg_ring = has_op(p, IORING_OP_MSG_RING);
     io_uring_free_probe(p);
   }
   // No opcode tells these apart; they arrived together with the opcodes above:
@@ -192,13 +208,23 @@ io_context::io_context(io_context_options o)
   if (o.register_ring_fd) f.registered_ring_fd = io_uring_register_ring_fd(&impl_->ring) == 1;
 
   owner_only_ = f.single_issuer || f.registered_ring_fd;
+  bool msg_wake = o.msg_ring_wake;
+  if (const char* env = std::getenv("CORING_MSG_RING"); env && (*env == '0' || *env == '1'))
+    msg_wake = *env == '1';
+  impl_->msg_wake = msg_wake && f.msg_ring;
   impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (impl_->wake_fd < 0) {
-    int e = errno;
+  int e = errno;
+  if (impl_->wake_fd >= 0) {
+    impl_->channel = new (std::nothrow) detail::wake_channel;
+    e = ENOMEM;
+  }
+  if (!impl_->channel) {
+    if (impl_->wake_fd >= 0) ::close(impl_->wake_fd);
     io_uring_queue_exit(&impl_->ring);
     impl_->ring_ok = false;
     throw_errno(e, "eventfd (io_context wakeup)");
   }
+  impl_->channel->event_fd = impl_->wake_fd;
   arm_wake();
 }
 
@@ -253,11 +279,53 @@ void io_context::drop_work() noexcept {
 }
 
 void io_context::wake() noexcept {
-  // One eventfd write per batch of requests: the flag is cleared by the loop before it drains.
+  io_context* from = current_context;
+  if (from == this) return;  // our own loop turn: it looks at the queue before it waits
+  // One wake-up per batch of requests: the flag is cleared by the loop before it drains.
   if (wake_pending_.exchange(true, std::memory_order_acq_rel)) return;
+  // From another ring's loop turn: a MSG_RING in that ring's coming submission.
+  if (from && from->send_wake(*this)) return;
   std::uint64_t one = 1;
   ssize_t r = ::write(impl_->wake_fd, &one, sizeof one);
   (void)r;  // cannot fail short of a counter overflow, which still leaves it readable
+}
+
+bool io_context::send_wake(io_context& target) noexcept {
+  // LIFETIME: target is alive here (its remote_call guard is held); the SQE names a dup of its
+  // ring fd that the channel reference below keeps open until the CQE (on_wake_sent).
+  if (!impl_->msg_wake || stopping_) return false;
+  detail::wake_channel* ch = target.impl_->channel;
+  int fd = ch->ring_fd.load(std::memory_order_acquire);
+  if (fd < 0) {
+    const int dup = ::fcntl(target.impl_->ring.ring_fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) return false;
+    if (ch->ring_fd.compare_exchange_strong(fd, dup, std::memory_order_acq_rel))
+      fd = dup;
+    else
+      ::close(dup);  // another waker's dup won; fd holds it now
+  }
+  io_uring_sqe* sqe = io_uring_get_sqe(&impl_->ring);
+  if (!sqe) return false;  // the SQ is full: the eventfd it is
+  ch->ref();
+  io_uring_prep_msg_ring(sqe, fd, 0, msg_wake_user_data, 0);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uintptr_t>(ch) | msg_sent_tag);
+  ++impl_->msgs_in_flight;
+  impl_->msg_unsubmitted = true;
+  return true;
+}
+
+void io_context::on_wake_sent(std::uint64_t user_data, int res) noexcept {
+  auto* ch = reinterpret_cast<detail::wake_channel*>(
+      static_cast<std::uintptr_t>(user_data & ~std::uint64_t{7}));
+  --impl_->msgs_in_flight;
+  if (res < 0) {
+    // The target's flag is still set: its eventfd carries this wake-up instead.
+    std::uint64_t one = 1;
+    ssize_t r = ::write(ch->event_fd, &one, sizeof one);
+    (void)r;
+    if (res == -EINVAL || res == -EOPNOTSUPP || res == -EBADFD) impl_->msg_wake = false;
+  }
+  ch->unref();
 }
 
 void io_context::arm_wake() noexcept {
@@ -293,6 +361,17 @@ void io_context::on_wake(int res, std::uint32_t flags) noexcept {
   run_remote(stopping_);
   if (!impl_->wake_armed && !stopping_) arm_wake();
 }
+
+namespace {
+// Makes ctx the thread's current context for one loop turn (nested turns restore the outer).
+struct current_scope {
+  explicit current_scope(io_context* ctx) noexcept : saved(current_context) {
+    current_context = ctx;
+  }
+  ~current_scope() { current_context = saved; }
+  io_context* saved;
+};
+}  // namespace
 
 void io_context::run_remote(bool cancelled) noexcept {
   if (remote_head_.load(std::memory_order_relaxed) == nullptr) return;
@@ -333,9 +412,12 @@ bool io_context::run_once(bool block) {
         "io_context run on another thread than the one that created it: with SINGLE_ISSUER and "
         "the registered ring fd the ring belongs to its creating thread (create the context on "
         "the thread that runs it, or turn both off in io_context_options)");
+  current_scope scope(this);
   run_remote(false);
   run_ready();
-  if (in_flight_ == 0 && ready_.empty() && work_.load(std::memory_order_acquire) == 0) return false;
+  if (in_flight_ == 0 && impl_->msgs_in_flight == 0 && ready_.empty() &&
+      work_.load(std::memory_order_acquire) == 0)
+    return false;
   io_uring& ring = impl_->ring;
   if (!impl_->wake_armed) arm_wake();
   const bool wait = block && ready_.empty() && !stop_.load(std::memory_order_acquire) &&
@@ -361,7 +443,14 @@ bool io_context::run_once(bool block) {
   // -EAGAIN/-EBUSY are transient resource shortages: reap what is there and go round again.
   if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)
     throw_errno(-ret, "io_uring_enter");
+  if (ret >= 0 || ret == -ETIME) impl_->msg_unsubmitted = false;  // the SQ went in
   reap();
+  // LIFETIME: wake-ups that coroutines resumed by reap() prepared leave with this turn: the
+  // next turn may never come (sync_wait returns, run() stops).
+  if (impl_->msg_unsubmitted) {
+    impl_->msg_unsubmitted = false;
+    io_uring_submit(&ring);
+  }
   return true;
 }
 
@@ -400,6 +489,16 @@ void io_context::reap() {
       }
       if (e.user_data == wake_user_data) {
         on_wake(e.res, e.flags);
+        continue;
+      }
+      if (e.user_data == msg_wake_user_data) {
+        // Order as in on_wake: clear the flag, then drain.
+        wake_pending_.exchange(false, std::memory_order_acq_rel);
+        run_remote(stopping_);
+        continue;
+      }
+      if ((e.user_data & 7) == msg_sent_tag) {
+        on_wake_sent(e.user_data, e.res);
         continue;
       }
       if (!detail::cqe_more(e.flags)) --in_flight_;
@@ -540,7 +639,7 @@ void io_context::shutdown() noexcept {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   try {
     run_remote(true);  // resume_on awaiters resume with context_stopping; functions are dropped
-    while (in_flight_ > 0 && std::chrono::steady_clock::now() < give_up) {
+    while (in_flight_ + impl_->msgs_in_flight > 0 && std::chrono::steady_clock::now() < give_up) {
       if (io_uring_sqe* sqe = sqe_for_cancel(ring)) {
         if (impl_->features.cancel_any)
           io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
@@ -574,10 +673,11 @@ void io_context::shutdown() noexcept {
 }
 
 void io_context::exit_ring() noexcept {
-  if (!impl_ || !impl_->ring_ok || in_flight_ > 0) return;  // in flight: leaked (shutdown)
+  if (!impl_ || !impl_->ring_ok || in_flight_ + impl_->msgs_in_flight > 0)
+    return;  // in flight: leaked (shutdown)
   io_uring_queue_exit(&impl_->ring);
   impl_->ring_ok = false;
-  ::close(impl_->wake_fd);
+  impl_->channel->unref();  // closes the eventfd once no wake-up in flight refers to it
 }
 
 }  // namespace coring

@@ -9,8 +9,8 @@
 #include <array>
 #include <chrono>
 #include <csignal>
-#include <cstdio>
 #include <cstddef>
+#include <cstdio>
 #include <stdexcept>
 #include <stop_token>
 #include <string>
@@ -179,9 +179,8 @@ TEST_CASE(
   test::run_on(ctx, [](io_context& ctx) -> task<> {
     gate replying(1);
     int reported = 0;
-    connection_scope scope(ctx, {.on_error = [&](const coring::socket&, std::exception_ptr) {
-                                   ++reported;
-                                 }});
+    connection_scope scope(
+        ctx, {.on_error = [&](const coring::socket&, std::exception_ptr) { ++reported; }});
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     const address at = listener.sock_name();
     gate* g = &replying;
@@ -241,13 +240,14 @@ TEST_CASE(
         just_bytes = *r;
       else
         just_read = r.error();
-      slow = coring::socket{};  // let the drain end: the slow client goes (its server side is reset)
+      slow =
+          coring::socket{};  // let the drain end: the slow client goes (its server side is reset)
     });
     co_await group.join();
-    const bool refused = late_connect == std::errc::connection_refused ||
-                         late_read == std::errc::connection_reset;
-    CHECK_MESSAGE(refused, "connect: " << late_connect.message()
-                                       << ", recv: " << late_read.message());
+    const bool refused =
+        late_connect == std::errc::connection_refused || late_read == std::errc::connection_reset;
+    CHECK_MESSAGE(refused,
+                  "connect: " << late_connect.message() << ", recv: " << late_read.message());
     // Served (its handler saw EOF and closed: 0 bytes) or reset.
     CHECK((just_bytes == 0 && (!just_read || just_read == std::errc::connection_reset)));
     CHECK(d.ended);
@@ -260,13 +260,13 @@ TEST_CASE("a handler that throws ends only its connection, and the scope reports
     std::vector<std::string> errors;
     std::vector<std::string> peers;
     connection_scope scope(ctx, {.on_error = [&](const coring::socket& s, std::exception_ptr e) {
-                                   try {
-                                     std::rethrow_exception(e);
-                                   } catch (const std::exception& x) {
-                                     errors.push_back(x.what());
-                                   }
-                                   peers.push_back(s.peer_name().to_string());
-                                 }});
+                             try {
+                               std::rethrow_exception(e);
+                             } catch (const std::exception& x) {
+                               errors.push_back(x.what());
+                             }
+                             peers.push_back(s.peer_name().to_string());
+                           }});
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
     const address at = listener.sock_name();
     scope.serve(std::move(listener), [](coring::socket& s) -> task<> {
@@ -313,9 +313,9 @@ TEST_CASE(
     int reports = 0;
     int last_error = 0;
     acceptor acc(listener, {.on_back_off = [&](std::error_code ec) {
-                              ++reports;
-                              last_error = ec.value();
-                            }});
+                   ++reports;
+                   last_error = ec.value();
+                 }});
     std::vector<coring::socket> served;
     fd_limit_guard guard;
     {

@@ -174,8 +174,8 @@ class connection_scope {
   connection_scope_options opts_;
   detail::scope_slot* head_ = nullptr;
   std::size_t connections_ = 0, loops_ = 0;
-  std::stop_source listen_;      // drain started: accept loops stop waiting
-  std::stop_source cancel_;      // token(): the grace is over
+  std::stop_source listen_;  // drain started: accept loops stop waiting
+  std::stop_source cancel_;  // token(): the grace is over
   struct drain_waiter;
   drain_waiter* wake_ = nullptr;  // a drain waiting for the last one out
   bool draining_ = false;

@@ -17,6 +17,7 @@
 #include <coring/mutex.hpp>
 #include <coring/recv_stream.hpp>
 #include <coring/resolve.hpp>
+#include <coring/runner.hpp>
 #include <coring/semaphore.hpp>
 #include <coring/signal.hpp>
 #include <coring/socket.hpp>

@@ -45,6 +45,11 @@ struct io_context_options {
   bool single_issuer = true;  ///< ask for IORING_SETUP_SINGLE_ISSUER (6.0+), fall back if refused
   bool defer_taskrun = true;  ///< ask for IORING_SETUP_DEFER_TASKRUN (6.1+), else COOP_TASKRUN
   bool register_ring_fd = true;  ///< io_uring_register_ring_fd (5.18+): cheaper io_uring_enter
+  /// Wake other contexts (execute(), resume_on, stop() called during this one's loop turn on
+  /// its thread) with IORING_OP_MSG_RING (5.18+) from this ring, sent with its own submission,
+  /// instead of writing their eventfd. Off by default: not faster on Linux 6.18 (README,
+  /// "Threads"). The environment variable CORING_MSG_RING=1 or =0 overrides this field.
+  bool msg_ring_wake = false;
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
@@ -65,6 +70,7 @@ struct ring_features {
   bool recv_multishot = false;      ///< multishot recv (6.0+)
   bool buf_ring = false;            ///< provided-buffer rings (5.19+)
   bool cancel_any = false;          ///< IORING_ASYNC_CANCEL_ANY / _FD (5.19+)
+  bool msg_ring = false;            ///< IORING_OP_MSG_RING (5.18+): wakes other rings with it
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };
@@ -240,6 +246,8 @@ class io_context {
   void on_wake(int res, std::uint32_t flags) noexcept;
   void arm_wake() noexcept;
   void run_remote(bool cancelled) noexcept;
+  bool send_wake(io_context& target) noexcept;
+  void on_wake_sent(std::uint64_t user_data, int res) noexcept;
 
   std::unique_ptr<impl> impl_;
   std::vector<std::coroutine_handle<>> ready_, running_;
@@ -263,10 +271,12 @@ class io_context {
   void submit_fd_cancel(int fd, unsigned attempt) noexcept;
   void on_fd_cancel(std::uint64_t user_data, int res) noexcept;
   // Cross-thread requests: a lock-free LIFO pushed by any thread, drained by the context's
-  // thread each loop turn and whenever the eventfd the ring polls is written (wake()).
+  // thread each loop turn and whenever a wake-up arrives (wake()): a write to the eventfd the
+  // ring polls, or a MSG_RING completion another ring sent (msg_ring_wake).
   std::atomic<detail::remote_node*> remote_head_{nullptr};
-  std::atomic<bool> wake_pending_{false};  // an eventfd write is on its way: skip another
-  std::atomic<std::size_t> work_{0};       // live work_guards
+  // A wake-up (eventfd write or MSG_RING) is on its way: skip another.
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<std::size_t> work_{0};  // live work_guards
   // Other threads inside stop()/post_remote()/drop_work(): the destructor waits for them, as
   // the loop may see their request, return and destroy the context before they finish waking it.
   std::atomic<int> remote_callers_{0};

@@ -6,16 +6,37 @@
 
 #include <liburing.h>
 
+#include <atomic>
+
 namespace coring {
+
+namespace detail {
+/// What a MSG_RING wake-up in another ring refers to: a dup of the target ring's fd (made by
+/// the first such waker) and the target's eventfd (the fallback if the message fails).
+/// LIFETIME: shared by the context (one reference, dropped when its ring closes) and each
+/// wake-up in flight to it (dropped when the sender reaps its CQE), so a target destroyed
+/// meanwhile leaves neither descriptor to be reused under an SQE that names it.
+struct wake_channel {
+  std::atomic<unsigned> refs{1};
+  std::atomic<int> ring_fd{-1};
+  int event_fd = -1;
+  void ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
+  void unref() noexcept;
+};
+}  // namespace detail
 
 struct io_context::impl {
   io_uring ring{};
   ring_features features{};
   bool ring_ok = false;
-  std::uint16_t next_buffer_group = 0;  // buffer_ring group ids handed out so far
-  int wake_fd = -1;                     // eventfd other threads write to wake the loop
-  bool wake_armed = false;              // a poll on wake_fd is in the ring
-  bool wake_multishot = true;           // false after the kernel refused multishot poll
+  std::uint16_t next_buffer_group = 0;      // buffer_ring group ids handed out so far
+  int wake_fd = -1;                         // eventfd other threads write to wake the loop
+  bool wake_armed = false;                  // a poll on wake_fd is in the ring
+  bool wake_multishot = true;               // false after the kernel refused multishot poll
+  detail::wake_channel* channel = nullptr;  // owns wake_fd; other rings' MSG_RING target
+  bool msg_wake = false;                    // wake other rings with MSG_RING (send_wake)
+  bool msg_unsubmitted = false;             // a MSG_RING SQE waits for this turn's submit
+  std::size_t msgs_in_flight = 0;           // MSG_RING wake-ups sent, CQE not reaped yet
   /// Test seam: timer SQEs submitted (IORING_OP_TIMEOUT and linked timeouts), so that a test
   /// can tell a wait woken by an event from one that polls a timer (tests/test_scope.cpp).
   std::uint64_t timeouts_submitted = 0;
