@@ -4,7 +4,7 @@
 
 #include <coring/detail/config.hpp>  // first: the C++20 check
 
-#include <coring/detail/multishot.hpp>
+#include <coring/detail/stream_ops.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 #include <coring/socket.hpp>
@@ -16,17 +16,6 @@
 #include <utility>
 
 namespace coring {
-
-namespace detail {
-/// co_await acceptor.accept(); takes .with_timeout(d) and .with_stop(tok).
-class accept_next_op : public multishot_op<accept_next_op, socket> {
- public:
-  static constexpr const char* name = "accept";
-  using multishot_op::multishot_op;
-  /// The non-throwing form of await_resume (used by coring::as_result).
-  result<socket> await_resume_result() noexcept;
-};
-}  // namespace detail
 
 /// How an acceptor accepts.
 struct acceptor_options {

@@ -6,7 +6,7 @@
 #include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <coring/buffer_ring.hpp>
-#include <coring/detail/multishot.hpp>
+#include <coring/detail/stream_ops.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 
@@ -16,17 +16,6 @@
 namespace coring {
 
 class socket;
-
-namespace detail {
-/// co_await stream.next(); takes .with_timeout(d) and .with_stop(tok).
-class recv_next_op : public multishot_op<recv_next_op, buffer> {
- public:
-  static constexpr const char* name = "recv_stream";
-  using multishot_op::multishot_op;
-  /// The non-throwing form of await_resume (used by coring::as_result).
-  result<buffer> await_resume_result() noexcept;
-};
-}  // namespace detail
 
 /// How a recv_stream receives.
 struct recv_stream_options {
