@@ -9,6 +9,7 @@
 #include <coring/datagram.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
+#include <coring/reader.hpp>
 #include <coring/recv_stream.hpp>
 #include <coring/resolve.hpp>
 #include <coring/signal.hpp>
