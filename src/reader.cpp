@@ -35,9 +35,9 @@ struct reader_loop {
 // co_await reader_park{st, waiter}: the read is answered; suspends the loop. Called from a read's
 // await_suspend (inline), it returns there (which then does not suspend the reader); from a
 // completion, it resumes the waiter.
-// TRICKY: g++ 12 does not make symmetric transfer a tail call (docs/design.md, "g++ 12"), so
-// reads answered without waiting must go back through a bool await_suspend, never through a
-// transfer: else a run of them would grow the stack.
+// TRICKY: reads answered without waiting go back through a bool await_suspend, not through a
+// transfer: g++ 12 may not make symmetric transfer a tail call (docs/design.md, "g++ 12"), and
+// a run of such reads would then grow the stack.
 struct reader_park {
   const bool& inline_call;
   std::coroutine_handle<> waiter;
@@ -206,49 +206,53 @@ struct reader_state {
 
   // Serves one read after another: receives until the buffer answers the read (or the receive
   // fails), then resumes the read's waiter and waits for the next read.
-  static reader_loop receive_loop(reader_state& st) {
-    for (;;) {
-      reader_op_base& o = *st.op;
-      try {
-        while (!st.settle(o)) {
-          if (st.sock) {
-            st.compact();
-            auto recv = bounded(st.sock->recv(std::as_writable_bytes(
-                                    std::span(st.data() + st.end, st.capacity - st.end))),
-                                o);
-            result<std::size_t> r = co_await recv;
-            if (!r) {
-              o.error_ = r.error();
-              break;
-            }
-            if (*r == 0)
-              st.eof = true;
-            else
-              st.end += *r;
+  // Note: defined out of the class: clang 14 with -fsanitize=function cannot build an inline
+  // coroutine (include/coring/detail/awaitable.hpp).
+  static reader_loop receive_loop(reader_state& st);
+};
+
+reader_loop reader_state::receive_loop(reader_state& st) {
+  for (;;) {
+    reader_op_base& o = *st.op;
+    try {
+      while (!st.settle(o)) {
+        if (st.sock) {
+          st.compact();
+          auto recv = bounded(st.sock->recv(std::as_writable_bytes(
+                                  std::span(st.data() + st.end, st.capacity - st.end))),
+                              o);
+          result<std::size_t> r = co_await recv;
+          if (!r) {
+            o.error_ = r.error();
+            break;
+          }
+          if (*r == 0)
+            st.eof = true;
+          else
+            st.end += *r;
+        } else {
+          auto next = bounded(st.stream->next(), o);
+          result<buffer> r = co_await next;
+          if (!r) {
+            o.error_ = r.error();
+            break;
+          }
+          if (!*r) {
+            st.eof = true;
           } else {
-            auto next = bounded(st.stream->next(), o);
-            result<buffer> r = co_await next;
-            if (!r) {
-              o.error_ = r.error();
-              break;
-            }
-            if (!*r) {
-              st.eof = true;
-            } else {
-              st.append(r->data());
-              if (st.pending_used < r->size()) st.pending = std::move(*r);  // gives it back later
-            }
+            st.append(r->data());
+            if (st.pending_used < r->size()) st.pending = std::move(*r);  // gives it back later
           }
         }
-      } catch (...) {
-        o.exception_ = std::current_exception();
       }
-      st.op = nullptr;
-      st.served = true;
-      co_await reader_park{st.inline_call, o.waiter_};
+    } catch (...) {
+      o.exception_ = std::current_exception();
     }
+    st.op = nullptr;
+    st.served = true;
+    co_await reader_park{st.inline_call, o.waiter_};
   }
-};
+}
 
 namespace {
 
