@@ -25,6 +25,10 @@ class category final : public std::error_category {
         return "io_context is being destroyed";
       case errc::message_truncated:
         return "message truncated";
+      case errc::line_too_long:
+        return "line too long";
+      case errc::unexpected_eof:
+        return "peer closed the connection early";
     }
     return "unknown coring error";
   }
@@ -40,6 +44,7 @@ class category final : public std::error_category {
       case errc::context_stopping:
         return std::errc::operation_canceled;
       case errc::message_truncated:
+      case errc::line_too_long:
         return std::errc::message_size;
       default:
         return {v, *this};

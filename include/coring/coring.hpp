@@ -15,6 +15,7 @@
 #include <coring/event.hpp>
 #include <coring/io_context.hpp>
 #include <coring/mutex.hpp>
+#include <coring/reader.hpp>
 #include <coring/recv_stream.hpp>
 #include <coring/resolve.hpp>
 #include <coring/runner.hpp>

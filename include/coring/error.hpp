@@ -21,6 +21,8 @@ enum class errc {
   io_uring_unavailable,  ///< io_uring could not be set up (see the message for cause and fix)
   context_stopping,      ///< the io_context is being destroyed; no new operations are accepted
   message_truncated,     ///< a datagram or control message did not fit the buffer
+  line_too_long,         ///< reader: no delimiter within the maximum (condition: message_size)
+  unexpected_eof,        ///< reader: the peer closed before the bytes asked for arrived
 };
 
 /// The category of coring::errc values; name() is "coring".
