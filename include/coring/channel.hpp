@@ -3,6 +3,8 @@
 // when full, receive waits when empty, close ends both sides).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/wait_list.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>

@@ -3,6 +3,8 @@
 // ending one connection, and the graceful drain (refuse, stop hook, grace, cancel).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/acceptor.hpp>
 #include <coring/detail/awaitable.hpp>
 #include <coring/detail/op.hpp>

@@ -3,6 +3,8 @@
 // makefile().readline(), Asio's async_read_until): read_exact, read_until, read_line.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
 

@@ -2,6 +2,8 @@
 // Description: runner: thread per core, one io_context per thread, one stop, one join.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/awaitable.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>

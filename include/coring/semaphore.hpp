@@ -2,6 +2,8 @@
 // Description: semaphore, a counting semaphore for coroutines on one io_context.
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/wait_list.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>

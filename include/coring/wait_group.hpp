@@ -2,6 +2,8 @@
 // Description: wait_group, "wait until these N things finished" (Go's WaitGroup, Seastar's gate).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/wait_list.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>

@@ -4,6 +4,8 @@
 // (with .with_timeout and .with_stop like an I/O operation).
 #pragma once
 
+#include <coring/detail/config.hpp>  // first: the C++20 check
+
 #include <coring/detail/completion.hpp>
 #include <coring/detail/op.hpp>
 #include <coring/error.hpp>
