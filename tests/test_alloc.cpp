@@ -7,20 +7,7 @@
 #include <cstdlib>
 #include <new>
 
-namespace {
-std::atomic<long> allocations{0};
-}
-
-void* operator new(std::size_t n) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "count_allocations.hpp"  // this program counts operator new calls
 
 using namespace coring;
 
@@ -45,7 +32,7 @@ task<long> client(coring::socket& c) {
   std::array<std::byte, 64> out{}, in{};
   long before = 0;
   for (int i = 0; i < warmup + measured; ++i) {
-    if (i == warmup) before = allocations.load();
+    if (i == warmup) before = coring::test::allocations();
     out[0] = static_cast<std::byte>(i);
     co_await c.send_all(out);
     std::size_t got = 0;
@@ -53,7 +40,7 @@ task<long> client(coring::socket& c) {
       got += co_await c.recv(std::span(in).subspan(got));
     if (in[0] != out[0]) co_return -1;
   }
-  co_return allocations.load() - before;
+  co_return coring::test::allocations() - before;
 }
 
 task<long> run(io_context& ctx, bool fast) {

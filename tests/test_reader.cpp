@@ -16,20 +16,7 @@
 
 #include <sys/socket.h>
 
-namespace {
-std::atomic<long> allocations{0};
-}
-
-void* operator new(std::size_t n) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "count_allocations.hpp"  // this program counts operator new calls
 
 using namespace coring;
 using namespace std::chrono_literals;
@@ -282,13 +269,13 @@ task<> no_allocations(io_context& ctx, bool use_ring) {
   long before = 0;
   int bad = 0;
   for (int i = 0; i < warmup + measured; ++i) {
-    if (i == warmup) before = allocations.load();
+    if (i == warmup) before = coring::test::allocations();
     std::optional<std::string_view> line = co_await in.read_line();
     char want[32];
     int n = std::snprintf(want, sizeof want, "line %d", i);
     if (!line || *line != std::string_view(want, static_cast<std::size_t>(n))) ++bad;
   }
-  long counted = allocations.load() - before;
+  long counted = coring::test::allocations() - before;
   CHECK(bad == 0);
   CHECK(counted == 0);
   std::optional<std::string_view> end = co_await in.read_line();

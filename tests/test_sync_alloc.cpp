@@ -7,20 +7,7 @@
 #include <cstdlib>
 #include <new>
 
-namespace {
-std::atomic<long> allocations{0};
-}
-
-void* operator new(std::size_t n) {
-  allocations.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+#include "count_allocations.hpp"  // this program counts operator new calls
 
 using namespace coring;
 
@@ -49,12 +36,12 @@ TEST_CASE("channel ping-pong makes no allocation per item in steady state") {
     ctx.spawn(ponger(ping, pong));
     long before = 0;
     for (int i = 0; i < warmup + measured; ++i) {
-      if (i == warmup) before = allocations.load();
+      if (i == warmup) before = coring::test::allocations();
       co_await ping.send(i);
       std::optional<int> v = co_await pong.receive();
       if (!v || *v != i + 1) ++bad;
     }
-    counted = allocations.load() - before;
+    counted = coring::test::allocations() - before;
     ping.close();
     std::optional<int> end = co_await pong.receive();
     CHECK_FALSE(end.has_value());
