@@ -40,7 +40,10 @@ struct connect_options {
 /// Throws: std::system_error: errc::invalid_address (no port), resolve_category() (lookup
 /// failed), timed_out / operation_canceled (opts), or the errno of the last address tried
 /// (e.g. ECONNREFUSED).
-/// Note: host_port is copied before the first suspension; it need not outlive the call.
+/// Note: host_port is copied before the first suspension; it need not outlive the call. With
+/// g++ 12, build options that hold a stop token before the co_await (`connect_options o{.stop =
+/// tok}; co_await tcp_connect(ctx, hp, std::move(o));`): g++ 12 may destroy a non-trivial
+/// temporary of a co_await expression twice (docs/design.md, "g++ 12").
 [[nodiscard]] task<socket> tcp_connect(io_context& ctx, std::string_view host_port,
                                        connect_options opts = {});
 /// As above, for an address.
