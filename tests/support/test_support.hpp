@@ -172,6 +172,11 @@ task<bool> wait_until(event& changed, const Pred& pred, std::chrono::millisecond
   co_return true;
 }
 
+/// Waits until ctx has no operation in flight, checking once a millisecond, for at most limit.
+/// The one timer wait the tests keep: the kernel's final completion of a cancelled multishot or
+/// timer resumes nobody, so nothing can signal it. Returns: whether in_flight() reached 0.
+task<bool> kernel_idle(io_context& ctx, std::chrono::milliseconds limit = std::chrono::seconds(1));
+
 /// A fresh unique abstract AF_UNIX name for this test run.
 std::string unique_abstract_name(std::string_view tag);
 
