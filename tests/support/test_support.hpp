@@ -173,7 +173,7 @@ task<bool> wait_until(event& changed, const Pred& pred, std::chrono::millisecond
 }
 
 /// Waits until ctx has no operation in flight, checking once a millisecond, for at most limit.
-/// The one timer wait the tests keep: the kernel's final completion of a cancelled multishot or
+/// A timer wait kept on purpose: the kernel's final completion of a cancelled multishot or
 /// timer resumes nobody, so nothing can signal it. Returns: whether in_flight() reached 0.
 task<bool> kernel_idle(io_context& ctx, std::chrono::milliseconds limit = std::chrono::seconds(1));
 
