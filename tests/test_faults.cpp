@@ -39,7 +39,8 @@ long self_rss_kib() {
 
 struct echo_server {
   echo_server(io_context& c, buffer_ring& r)
-      : ctx(c), ring(r), listener(tcp_listen(c, "127.0.0.1:0")), addr(listener.sock_name()) {}
+      : ctx(c), ring(r), listener(tcp_listen(c, "127.0.0.1:0")), addr(listener.sock_name()),
+        changed(c) {}
   io_context& ctx;
   buffer_ring& ring;
   coring::socket listener;
@@ -49,10 +50,12 @@ struct echo_server {
   std::size_t received = 0;             // bytes taken from all sockets
   std::vector<std::error_code> errors;  // one per connection that ended with an error
   bool accepting = false;
+  coring::event changed;  // set after every change above, and by the clients' tallies
 };
 
 task<> serve(echo_server& srv, coring::socket s) {
   ++srv.live;
+  srv.changed.set();
   try {
     recv_stream rx(s, srv.ring);
     while (buffer b = co_await rx.next()) {
@@ -64,6 +67,7 @@ task<> serve(echo_server& srv, coring::socket s) {
   }
   --srv.live;
   ++srv.ended;
+  srv.changed.set();
 }
 
 task<> accept_loop(echo_server& srv) {
@@ -76,22 +80,29 @@ task<> accept_loop(echo_server& srv) {
     srv.ctx.spawn(serve(srv, std::move(*c)));
   }
   srv.accepting = false;
+  srv.changed.set();
 }
 
 // Stops accepting and waits until every connection ended and the kernel let go of everything
 // (LIFETIME: the ring must outlive the streams' final completions).
 task<> shut_down(echo_server& srv) {
   srv.listener.cancel();
-  for (int i = 0; i < 10000 && (srv.accepting || srv.live > 0 || srv.ctx.in_flight() > 0); ++i)
-    co_await sleep_for(srv.ctx, 1ms);
+  auto all_ended = [&srv] { return !srv.accepting && srv.live == 0; };
+  const bool all_ended_ok = co_await test::wait_until(srv.changed, all_ended, 10s);
+  CHECK(all_ended_ok);
   CHECK(srv.live == 0);
   CHECK_FALSE(srv.accepting);
+  // A stream that ended on an error leaves its multishot's cancel to the kernel.
+  const bool idle = co_await test::kernel_idle(srv.ctx);
+  CHECK(idle);
 }
 
 // ---- clients ----
 
 struct tally {
+  explicit tally(coring::event& e) : changed(&e) {}
   int ok = 0, failed = 0;
+  coring::event* changed;  // set when ok or failed grows
   int done() const { return ok + failed; }
 };
 
@@ -120,12 +131,14 @@ task<> normal_client(io_context& ctx, address to, std::size_t id, std::size_t co
     std::array<std::byte, 1> extra;
     if (good && co_await s.recv(extra).with_timeout(20s) == 0) {
       ++t.ok;
+      t.changed->set();
       co_return;
     }
   } catch (const std::system_error& e) {
     MESSAGE("normal client " << id << ": " << e.what());
   }
   ++t.failed;
+  t.changed->set();
 }
 
 bool is_peer_gone(std::error_code ec) {
@@ -146,7 +159,7 @@ TEST_CASE(
         buffer_ring ring(ctx, 256, 4096);
         echo_server srv(ctx, ring);
         ctx.spawn(accept_loop(srv));
-        tally t;
+        tally t(srv.changed);
         for (std::size_t i = 0; i < 10; ++i)
           ctx.spawn(normal_client(ctx, srv.addr, i, 200, 1000, t));
         {
@@ -160,15 +173,18 @@ TEST_CASE(
           CHECK(co_await rst.recv(one).with_timeout(10s) == 1);
           rst.set_option(sockopt::linger{true, 0});
         }  // closed with RST
-        for (int i = 0; i < 20000 && (t.done() < 10 || srv.errors.empty()); ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto served_and_reset = [&] { return t.done() >= 10 && !srv.errors.empty(); };
+        const bool served_and_reset_ok =
+            co_await test::wait_until(srv.changed, served_and_reset, 20s);
+        CHECK(served_and_reset_ok);
         CHECK(t.ok == 10);
         REQUIRE(srv.errors.size() == 1);
         CHECK_MESSAGE(is_peer_gone(srv.errors[0]), srv.errors[0].message());
-        tally after;
+        tally after(srv.changed);
         ctx.spawn(normal_client(ctx, srv.addr, 99, 10, 1000, after));
-        for (int i = 0; i < 10000 && after.done() < 1; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto after_done = [&] { return after.done() >= 1; };
+        const bool after_done_ok = co_await test::wait_until(srv.changed, after_done, 10s);
+        CHECK(after_done_ok);
         CHECK(after.ok == 1);
         co_await shut_down(srv);
         CHECK(ring.available() == ring.count());
@@ -183,11 +199,13 @@ namespace {
 
 // Sends 1 MiB and never reads (SO_RCVBUF 4096: its echoes back up into the server at once).
 task<> slow_client(io_context& ctx, address to, std::span<const std::byte> data,
-                   std::stop_token stop, int& connected, int& finished_sending) {
+                   std::stop_token stop, int& connected, int& finished_sending,
+                   coring::event& changed) {
   coring::socket s(ctx, AF_INET, SOCK_STREAM);
   s.set_option(sockopt::recv_buffer_size{4096});
   co_await s.connect(to);
   ++connected;
+  changed.set();
   auto op = s.send_all(data).with_stop(std::move(stop));
   auto aw = as_result(std::move(op));
   auto r = co_await aw;
@@ -233,18 +251,20 @@ TEST_CASE(
         std::stop_source stop_slow;
         int connected = 0, finished_sending = 0;
         for (int i = 0; i < slow; ++i)
-          ctx.spawn(
-              slow_client(ctx, srv.addr, mib, stop_slow.get_token(), connected, finished_sending));
-        for (int i = 0; i < 20000 && connected < slow; ++i)
-          co_await sleep_for(ctx, 1ms);
+          ctx.spawn(slow_client(ctx, srv.addr, mib, stop_slow.get_token(), connected,
+                                finished_sending, srv.changed));
+        auto all_connected = [&] { return connected == slow; };
+        const bool all_connected_ok = co_await test::wait_until(srv.changed, all_connected, 20s);
+        REQUIRE(all_connected_ok);
         co_await sleep_for(ctx, 100ms);  // let the slow clients fill every buffer they can
         const std::size_t taken_from_slow = srv.received;
-        tally t;
+        tally t(srv.changed);
         auto t0 = std::chrono::steady_clock::now();
         for (std::size_t i = 0; i < normal; ++i)
           ctx.spawn(normal_client(ctx, srv.addr, i, 100, 16 * 1024, t));
-        for (int i = 0; i < 30000 && t.done() < normal; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto normal_done = [&] { return t.done() == normal; };
+        const bool normal_done_ok = co_await test::wait_until(srv.changed, normal_done, 30s);
+        CHECK(normal_done_ok);
         double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         stop_sampling = true;
         CHECK(t.ok == normal);
@@ -259,8 +279,9 @@ TEST_CASE(
                                  << "blocked: " << slow - finished_sending << " of " << slow
                                  << "; RSS growth " << max_rss - rss_before << " KiB");
         stop_slow.request_stop();
-        for (int i = 0; i < 10000 && srv.ended < slow + normal; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto all_ended = [&] { return srv.ended == slow + normal; };
+        const bool all_ended_ok = co_await test::wait_until(srv.changed, all_ended, 10s);
+        CHECK(all_ended_ok);
         co_await shut_down(srv);
         CHECK(ring.available() == ring.count());
       },
@@ -284,20 +305,23 @@ TEST_CASE("50 clients that connect and send nothing hold no buffer and block nob
           coring::socket s = co_await tcp_connect(ctx, srv.addr);
           silent.push_back(std::move(s));
         }
-        for (int i = 0; i < 10000 && srv.live < 50; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto all_live = [&] { return srv.live == 50; };
+        const bool all_live_ok = co_await test::wait_until(srv.changed, all_live, 10s);
+        CHECK(all_live_ok);
         CHECK(srv.live == 50);
         CHECK(ring.available() == ring.count());  // idle connections hold no buffer
-        tally t;
+        tally t(srv.changed);
         for (std::size_t i = 0; i < 5; ++i)
           ctx.spawn(normal_client(ctx, srv.addr, i, 100, 4096, t));
-        for (int i = 0; i < 20000 && t.done() < 5; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto five_done = [&] { return t.done() == 5; };
+        const bool five_done_ok = co_await test::wait_until(srv.changed, five_done, 20s);
+        CHECK(five_done_ok);
         CHECK(t.ok == 5);
         CHECK(srv.live == 50);  // the silent ones are still there, still waiting
         silent.clear();
-        for (int i = 0; i < 10000 && srv.live > 0; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto none_live = [&] { return srv.live == 0; };
+        const bool none_live_ok = co_await test::wait_until(srv.changed, none_live, 10s);
+        CHECK(none_live_ok);
         CHECK(srv.errors.empty());
         co_await shut_down(srv);
       },
@@ -313,6 +337,7 @@ struct cancel_stats {
   std::size_t echoed = 0;       // bytes whose send_all completed
   bool stopped = false;         // an operation ended with operation_canceled
   bool other_error = false;
+  coring::event* ended = nullptr;  // set as the echo loop returns
 };
 
 task<> request_stop_later(std::stop_source src) {  // a copy shares the stop state
@@ -361,12 +386,14 @@ task<> stoppable_echo(io_context& ctx, coring::socket& s, std::stop_source& src,
     }
     st.echoed += *r;
   }
+  st.ended->set();
 }
 
-task<> plain_echo(coring::socket& s) {
+task<> plain_echo(coring::socket& s, coring::event& ended) {
   std::array<std::byte, 4096> buf;
   while (std::size_t n = co_await s.recv(buf))
     co_await s.send_all(std::span(buf).first(n));
+  ended.set();
 }
 
 // One scenario: the client sends `total` bytes, then reads its echo to EOF and checks it is an
@@ -377,6 +404,8 @@ task<bool> one_cancellation(io_context& ctx, std::size_t k, bool in_flight, cori
   auto pair = co_await test::make_tcp_pair(ctx);
   std::stop_source src;
   cancel_stats st;
+  coring::event echo_ended(ctx);
+  st.ended = &echo_ended;
   ctx.spawn(stoppable_echo(ctx, pair.server, src, k, in_flight, st));
   std::vector<std::byte> out(total);
   for (std::size_t i = 0; i < total; ++i)
@@ -387,8 +416,9 @@ task<bool> one_cancellation(io_context& ctx, std::size_t k, bool in_flight, cori
   }
   pair.client.shutdown(SHUT_WR);
   // Wait for the echo loop to end (stopped, or EOF after everything), then end our side.
-  for (int i = 0; i < 5000 && test::counted::live > 0; ++i)
-    co_await sleep_for(ctx, 1ms);
+  auto ended = as_result(echo_ended.wait().with_timeout(5s));
+  auto e = co_await ended;
+  CHECK(e);
   CHECK(test::counted::live == 0);  // the loop's frame is gone: nothing leaked, nothing hangs
   pair.server.shutdown(SHUT_WR);
   std::vector<std::byte> got;
@@ -430,7 +460,8 @@ TEST_CASE(
       ctx,
       [](io_context& ctx) -> task<std::size_t> {
         auto byst = co_await test::make_tcp_pair(ctx);
-        ctx.spawn(plain_echo(byst.server));
+        coring::event byst_ended(ctx);
+        ctx.spawn(plain_echo(byst.server, byst_ended));
         std::size_t checks = 0, points = 0;
         for (bool in_flight : {false, true}) {
           for (std::size_t k = 0; k < 500; ++k) {
@@ -442,8 +473,9 @@ TEST_CASE(
           }
         }
         byst.client.shutdown(SHUT_WR);
-        for (int i = 0; i < 1000 && ctx.in_flight() > 0; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto ended = as_result(byst_ended.wait().with_timeout(1s));
+        auto e = co_await ended;
+        CHECK(e);
         MESSAGE("cancellation: " << checks << " scenarios, stop injected after each of up to "
                                  << points << " completions, before and during the next operation");
         co_return checks;
@@ -479,11 +511,12 @@ TEST_CASE("F10 a signal storm (SIGALRM every 1 ms, SA_RESTART) during heavy echo
         buffer_ring ring(ctx, 1024, 4096);
         echo_server srv(ctx, ring);
         ctx.spawn(accept_loop(srv));
-        tally t;
+        tally t(srv.changed);
         for (std::size_t i = 0; i < 50; ++i)
           ctx.spawn(normal_client(ctx, srv.addr, i, 1000, 4096, t));
-        for (int i = 0; i < 60000 && t.done() < 50; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto all_done = [&] { return t.done() == 50; };
+        const bool all_done_ok = co_await test::wait_until(srv.changed, all_done, 60s);
+        CHECK(all_done_ok);
         CHECK(t.ok == 50);
         CHECK(t.failed == 0);
         CHECK(srv.errors.empty());
@@ -513,11 +546,12 @@ TEST_CASE(
         buffer_ring ring(ctx, 1024, 4096);
         echo_server srv(ctx, ring);
         ctx.spawn(accept_loop(srv));
-        tally t;
+        tally t(srv.changed);
         for (std::size_t i = 0; i < 200; ++i)
           ctx.spawn(normal_client(ctx, srv.addr, i, 20, 1000, t));
-        for (int i = 0; i < 60000 && t.done() < 200; ++i)
-          co_await sleep_for(ctx, 1ms);
+        auto all_done = [&] { return t.done() == 200; };
+        const bool all_done_ok = co_await test::wait_until(srv.changed, all_done, 60s);
+        CHECK(all_done_ok);
         CHECK(t.ok == 200);
         CHECK(srv.errors.empty());
         co_await shut_down(srv);

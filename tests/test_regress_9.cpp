@@ -45,16 +45,16 @@ TEST_CASE("regress #9: socket::cancel ends a send_all that already sent part of 
     client.set_option(coring::sockopt::recv_buffer_size{4096});
     std::vector<std::byte> big(std::size_t(4) << 20, std::byte{'x'});
     std::string error;
-    bool done = false;
+    coring::event done(ctx);
     auto sender = [](coring::socket& s, std::span<const std::byte> data, std::string& error,
-                     bool& done) -> task<> {
+                     coring::event& done) -> task<> {
       try {
         co_await s.send_all(data);
       } catch (const std::system_error& e) {
         CHECK(e.code() == std::errc::operation_canceled);  // not EINTR from an io-wq worker
         error = e.what();
       }
-      done = true;
+      done.set();
     };
     auto t = sender(server, big, error, done);
     ctx.spawn(std::move(t));
@@ -63,10 +63,11 @@ TEST_CASE("regress #9: socket::cancel ends a send_all that already sent part of 
     REQUIRE(co_await client.recv(one).with_timeout(10s) == 1);
     server.cancel();
     // The client does not read, so a send_all that lost the cancel would never end; the
-    // watchdog of test::run would fail the test.
-    for (int i = 0; i < 10'000 && !done; ++i)
-      co_await coring::sleep_for(ctx, 1ms);
-    REQUIRE(done);
+    // watchdog of test::run would fail the test; the bound here fails it sooner.
+    auto ended = coring::as_result(done.wait().with_timeout(10s));
+    auto r = co_await ended;
+    REQUIRE(r);
+    REQUIRE(done.is_set());
     REQUIRE_FALSE(error.empty());
     const std::size_t sent = sent_from_message(error);
     CHECK(sent > 0);
@@ -227,12 +228,12 @@ task<> cancel_after_wakeup(io_context& ctx, bool by_stop_token) {
   auto& [client, server] = pair;
   server.set_option(coring::sockopt::send_buffer_size{4096});
   std::stop_source stop;
-  bool done = false;
-  auto sender = [](coring::socket& s, std::stop_token tok, bool& done) -> task<> {
+  coring::event done(ctx);
+  auto sender = [](coring::socket& s, std::stop_token tok, coring::event& done) -> task<> {
     std::vector<std::byte> big(std::size_t(4) << 20);
     auto r = co_await coring::as_result(s.send_all(big).with_stop(tok));
     CHECK(r.error() == std::errc::operation_canceled);
-    done = true;
+    done.set();
   };
   auto t = sender(server, stop.get_token(), done);
   ctx.spawn(std::move(t));
@@ -244,9 +245,10 @@ task<> cancel_after_wakeup(io_context& ctx, bool by_stop_token) {
     stop.request_stop();
   else
     server.cancel();
-  for (int i = 0; i < 2000 && !done; ++i)
-    co_await coring::sleep_for(ctx, 1ms);
-  CHECK(done);
+  auto ended = coring::as_result(done.wait().with_timeout(2s));
+  auto r = co_await ended;
+  CHECK(r);
+  CHECK(done.is_set());
   CHECK(ctx.in_flight() == 0);
 }
 }  // namespace

@@ -212,6 +212,12 @@ task<std::string> read_all(socket& s, std::size_t max) {
   co_return out;
 }
 
+task<bool> kernel_idle(io_context& ctx, std::chrono::milliseconds limit) {
+  for (auto waited = std::chrono::milliseconds(0); ctx.in_flight() > 0 && waited < limit; ++waited)
+    co_await sleep_for(ctx, std::chrono::milliseconds(1));
+  co_return ctx.in_flight() == 0;
+}
+
 int open_fds() {
   int n = 0;
   if (DIR* d = opendir("/proc/self/fd")) {

@@ -153,6 +153,30 @@ class skip_unless {
 /// fails the program if any.
 const std::vector<std::string>& missing_required_features();
 
+/// Waits until pred() holds, re-checking it each time `changed` is set (the test's own coroutines
+/// set it after every change pred() reads), for at most limit: no polling on a timer.
+/// Returns: pred() at the end (false if limit passed first).
+/// Note: pred and changed must outlive the co_await; changed is reset while waiting.
+template <class Pred>
+task<bool> wait_until(event& changed, const Pred& pred, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left <= std::chrono::milliseconds(0)) co_return false;
+    changed.reset();
+    auto w = as_result(changed.wait().with_timeout(left));
+    auto r = co_await w;
+    if (!r) co_return pred();
+  }
+  co_return true;
+}
+
+/// Waits until ctx has no operation in flight, checking once a millisecond, for at most limit.
+/// A timer wait kept on purpose: the kernel's final completion of a cancelled multishot or
+/// timer resumes nobody, so nothing can signal it. Returns: whether in_flight() reached 0.
+task<bool> kernel_idle(io_context& ctx, std::chrono::milliseconds limit = std::chrono::seconds(1));
+
 /// A fresh unique abstract AF_UNIX name for this test run.
 std::string unique_abstract_name(std::string_view tag);
 
