@@ -3,14 +3,14 @@
 // once.
 //
 // Message rule: a message is one line (up to '\n'; a '\r' before it is dropped, for telnet and
-// netcat). The last unterminated piece is also a message when the client shuts down (EOF), or
-// when it goes quiet for idle_flush while a partial line is pending: that is what lets clients
-// that send without a newline and wait for the answer (Python's tutorial client: sendall(b"hello"),
-// recv(1024)) get their ack. The cost: a line whose halves arrive more than idle_flush apart
-// counts as two messages, which is harmless for a chat.
-// A pending line longer than max_line is an error for that client only: it gets
-// "error: line too long\n" and is disconnected, so no client can make the server buffer without
-// bound.
+// netcat), read with coring::reader::read_line. The last unterminated piece is also a message
+// when the client shuts down (EOF), or when the rest of its line has not come idle_flush after
+// the read began: that is what lets clients that send without a newline and wait for the
+// answer (Python's tutorial client: sendall(b"hello"), recv(1024)) get their ack. The cost: a
+// line that takes longer than idle_flush to arrive counts as two messages, which is harmless
+// for a chat. A line longer than max_line is an error for that client only (the reader's
+// errc::line_too_long): it gets "error: line too long\n" and is disconnected, so no client can
+// make the server buffer without bound.
 #include <coring/coring.hpp>
 
 #include "example_util.hpp"
@@ -70,78 +70,64 @@ coring::task<> acknowledge(coring::socket& s, std::string_view peer, std::string
     co_await s.send_all(reply);
 }
 
-// Serves one client until EOF. idle > 0: a client silent for longer than idle (counted from
-// the last bytes it sent) is dropped. Returns: why it ended ("" for an orderly EOF).
+// Serves one client until EOF, reading lines with a coring::reader (one max_line buffer per
+// client, allocated once). idle > 0: a client silent for longer than idle (counted from the
+// last bytes it sent) is dropped. Returns: why it ended ("" for an orderly EOF).
 coring::task<std::string> chat(coring::socket& s, std::string_view peer,
                                std::chrono::nanoseconds idle) {
   using clock = std::chrono::steady_clock;
-  std::string pending;  // received bytes after the last '\n'
-  std::array<std::byte, 4096> buf;
+  coring::reader in(s, max_line);
+  // How long a partial line may wait for the rest (see the rule above).
+  const std::chrono::nanoseconds flush_after =
+      idle.count() > 0 && idle < idle_flush ? idle : std::chrono::nanoseconds(idle_flush);
   auto last_heard = clock::now();
-  bool idle_too_long = false;
   for (;;) {
-    // How long this recv may wait, and what its timeout means: the partial-line flush (see the
-    // rule above) or the client's idle limit, whichever comes first. No limit: wait for ever.
-    std::optional<std::chrono::nanoseconds> limit;
-    bool flush = false;
-    if (idle.count() > 0) {
-      limit = last_heard + idle - clock::now();
-      idle_too_long = limit->count() <= 0;
-      if (idle_too_long) break;
-    }
-    if (!pending.empty() && (!limit || idle_flush < *limit)) {
-      limit = idle_flush;
-      flush = true;
-    }
-    std::size_t n = 0;
-    if (!limit) {
-      n = co_await s.recv(buf);
-    } else {
-      auto r = co_await coring::as_result(s.recv(buf).with_timeout(*limit));
-      if (!r && r.error() == std::errc::timed_out) {
-        idle_too_long = !flush;
-        if (idle_too_long) break;
-        co_await acknowledge(s, peer, pending, idle);
-        pending.clear();
-        continue;
+    if (in.buffered().empty()) {
+      // Nothing pending: wait for the client's next bytes without taking them (MSG_PEEK), at
+      // most what is left of its idle limit. No limit: wait for ever.
+      std::array<std::byte, 1> probe;
+      std::size_t n = 0;
+      if (idle.count() > 0) {
+        const auto left = last_heard + idle - clock::now();
+        if (left.count() <= 0) co_return "idle for too long";
+        auto r = co_await coring::as_result(s.recv(probe, MSG_PEEK).with_timeout(left));
+        if (!r && r.error() == std::errc::timed_out) co_return "idle for too long";
+        if (!r) throw std::system_error(r.error(), "recv");
+        n = *r;
+      } else {
+        n = co_await s.recv(probe, MSG_PEEK);
       }
-      if (!r) throw std::system_error(r.error(), "recv");
-      n = *r;
+      if (n == 0) co_return "";  // EOF (or the drain's SHUT_RD) with nothing pending
+      last_heard = clock::now();
     }
-    if (n == 0) break;
-    last_heard = clock::now();
-    pending.append(reinterpret_cast<const char*>(buf.data()), n);
-    std::size_t start = 0;
-    for (std::size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
-      std::string_view line(pending.data() + start, nl - start);
-      if (line.size() > max_line) break;  // caught below: pending keeps it
-      co_await acknowledge(s, peer, line, idle);
+    // A line ("\n" or "\r\n"), or what is pending once the client went quiet for flush_after.
+    auto line = co_await coring::as_result(in.read_line().with_timeout(flush_after));
+    if (line) {
+      if (!*line) co_return "";  // EOF
+      co_await acknowledge(s, peer, **line, idle);
+      last_heard = clock::now();
+      continue;
     }
-    pending.erase(0, start);
-    if (pending.size() > max_line) {
+    if (line.error() == coring::errc::line_too_long) {
       co_await s.send_all(std::string_view("error: line too long\n"));
       co_return "line too long";
     }
+    if (line.error() != std::errc::timed_out) throw std::system_error(line.error(), "recv");
+    // The partial line is a message: take what is buffered (no receive) and acknowledge it.
+    if (in.buffered().empty()) continue;
+    auto part = co_await in.read_exact(in.buffered().size());
+    co_await acknowledge(
+        s, peer, std::string_view(reinterpret_cast<const char*>(part.data()), part.size()), idle);
   }
-  // The unterminated last line (before EOF, or before dropping an idle client) is a message too.
-  if (!pending.empty()) co_await acknowledge(s, peer, pending, idle);
-  co_return idle_too_long ? "idle for too long" : "";
 }
 
-struct server {
-  coring::io_context& ctx;
-  std::chrono::nanoseconds idle;  // 0: no idle timeout
-  example::client_list clients;   // the live clients (and the accept loop), for shutdown
-};
-
 // Errors (a reset, a broken pipe, garbage) end this client only; the others go on.
-coring::task<> serve_client(server& srv, coring::socket s) {
-  example::client_list::node me(srv.clients, &s);  // on the list while this client is served
+coring::task<> serve_client(coring::socket& s, std::chrono::nanoseconds idle) {
   const std::string peer = example::peer_name(s);  // "?" if the client is already gone
   std::string why;
   try {
     say(peer + " connected");
-    why = co_await chat(s, peer, srv.idle);
+    why = co_await chat(s, peer, idle);
   } catch (const std::system_error& e) {
     // timed_out from a send: the client did not read its acks for --idle-timeout.
     why = e.code() == std::errc::timed_out ? "idle for too long" : e.code().message();
@@ -149,35 +135,18 @@ coring::task<> serve_client(server& srv, coring::socket s) {
   say(peer + " disconnected" + (why.empty() ? "" : ": " + why));
 }
 
-coring::task<> accept_loop(server& srv, coring::socket& listener) {
-  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
-  while (!srv.clients.closing) {
-    auto client = co_await coring::as_result(listener.accept());
-    if (client) {
-      srv.ctx.spawn(serve_client(srv, std::move(*client)));  // a coroutine per client
-    } else {
-      // Out of descriptors or memory: back off instead of spinning; cancelled: shutting down.
-      auto next = example::after_accept_error(client.error());
-      if (next == example::accept_action::stop) break;
-      if (next == example::accept_action::back_off)
-        co_await coring::sleep_for(srv.ctx, example::accept_back_off);
-    }
-  }
-}
-
-// Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text): each client
-// sees EOF on its reading side, so its pending partial line is acked before it is closed.
-coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
-                   std::chrono::nanoseconds grace) {
-  srv.ctx.spawn(accept_loop(srv, listener));
+// Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text): the drain
+// shuts each client's reading side, so its pending partial line is acked before it is closed.
+// Clients that keep sending never see EOF after SHUT_RD: the drain cancels them at the grace
+// limit, and the cancel holds.
+coring::task<> run(coring::io_context& ctx, coring::socket listener, coring::signal_set& signals,
+                   std::chrono::nanoseconds idle, std::chrono::nanoseconds grace) {
+  coring::connection_scope scope(ctx);
+  scope.serve(std::move(listener), [idle](coring::socket& s) { return serve_client(s, idle); });
   int sig = co_await signals.wait();
   example::log::err().line(std::string("chat_server: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
                            ", shutting down");
-  listener.cancel();  // a pending accept fails with operation_canceled (and later ones too)
-  // Clients that keep sending never see EOF after SHUT_RD: the drain cancels them at the
-  // grace limit, and the cancel holds.
-  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
-  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+  const bool ended = co_await scope.drain(grace);  // named: see docs/design.md, "g++ 12"
   if (!ended) example::log::err().line("chat_server: some clients did not end; destroying them");
 }
 
@@ -198,9 +167,8 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("chat_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    server srv{ctx, example::seconds(idle_s), {}};
-    example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
-    coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
+    coring::sync_wait(ctx, run(ctx, std::move(listener), signals, example::seconds(idle_s),
+                               example::seconds(grace_s)));
   } catch (const std::exception& e) {
     example::log::err().line(std::string("chat_server: ") + e.what());
     example::log::flush_all();

@@ -6,12 +6,10 @@
 #include "example_util.hpp"
 
 #include <array>
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
+#include <latch>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <stop_token>
@@ -63,18 +61,35 @@ coring::task<> echo(coring::socket& s, coring::buffer_ring& ring, std::chrono::n
   }
 }
 
+struct options {
+  std::chrono::nanoseconds idle, grace;
+  bool plain, multishot, coop;
+  unsigned ring_buffers = 4096;  // per thread: 4096 / threads, at least 256
+};
+
+// What one thread's connections share. LIFETIME: every connection holds a shared_ptr to it (in
+// its copy of the handler), so the buffer ring outlives any connection, even one that did not
+// end at the grace limit and is destroyed by io_context::shutdown later.
 struct server {
-  coring::io_context& ctx;
-  coring::buffer_ring* ring;  // null: --plain, or the kernel has no buffer rings
-  std::chrono::nanoseconds idle;
-  bool multishot;
-  example::client_list clients;  // the live clients (and the accept loop), for shutdown
+  std::optional<coring::buffer_ring> ring;  // empty: --plain, or the kernel has no buffer rings
+  std::chrono::nanoseconds idle{};
+  bool multishot = true;
   std::size_t accepted = 0;
 };
 
+// The shared buffer ring (ring_buffers x 4 KiB), unless --plain or the kernel has none. Its
+// memory is taken from the system only as the kernel first fills each buffer.
+std::shared_ptr<server> make_server(coring::io_context& ctx, const options& o) {
+  auto srv = std::make_shared<server>();
+  srv->idle = o.idle;
+  srv->multishot = o.multishot;
+  if (!o.plain && ctx.features().buf_ring) srv->ring.emplace(ctx, o.ring_buffers, 4096);
+  return srv;
+}
+
 // One client's error (a reset, a broken pipe, the idle timeout) ends that client only.
-coring::task<> serve_client(server& srv, coring::socket s) {
-  example::client_list::node me(srv.clients, &s);
+coring::task<> serve_client(server& srv, coring::socket& s) {
+  ++srv.accepted;
   // "?" if the client already left (an RST before we got here): not an error of the server.
   const std::string peer = example::peer_name(s);
   try {
@@ -88,71 +103,28 @@ coring::task<> serve_client(server& srv, coring::socket s) {
   } catch (const std::system_error& e) {
     if (e.code() == std::errc::timed_out)
       example::log::err().line("client " + peer + ": idle for too long, disconnected");
-    else if (e.code() != std::errc::operation_canceled)  // shutdown's cancel: not news
+    else if (e.code() != std::errc::operation_canceled)  // the drain's cancel: not news
       example::log::err().line("client " + peer + ": " + e.what());
   }
 }
 
-coring::task<> accept_loop(server& srv, coring::socket& listener) {
-  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
-  coring::acceptor acc(listener);
-  for (;;) {
-    auto client = co_await coring::as_result(acc.accept());
-    if (client) {
-      ++srv.accepted;
-      srv.ctx.spawn(serve_client(srv, std::move(*client)));
-    } else {
-      // Out of descriptors or memory: back off instead of spinning; cancelled: shutting down.
-      auto next = example::after_accept_error(client.error());
-      if (next == example::accept_action::stop) break;
-      if (next == example::accept_action::back_off)
-        co_await coring::sleep_for(srv.ctx, example::accept_back_off);
-    }
-  }
-}
-
-// Shutdown of one server: stop accepting (the listener's cancel sticks, also for an accept
-// loop that is backing off); end every client's reading side: its pending recv sees EOF, a
-// reply being sent still goes out, then the client's loop ends and closes the connection.
-// After the grace period, cancel what is left (for good: a client that keeps sending or never
-// reads ends too). What still runs after that is ended by main's shutdown_guard.
-coring::task<> shut_down(server& srv, coring::socket& listener, std::chrono::nanoseconds grace) {
-  listener.cancel();
-  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
-  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+// Accepts on listener (backing off when out of descriptors) and serves each client in its own
+// coroutine, until stopped() returns; then drains (see the usage text).
+template <class Wait>
+coring::task<> serve(coring::io_context& ctx, coring::socket listener, const options& o,
+                     std::shared_ptr<server> srv, Wait stopped) {
+  coring::connection_scope scope(ctx);
+  scope.serve(std::move(listener), [srv](coring::socket& s) { return serve_client(*srv, s); });
+  auto why = stopped(scope);  // named: no temporary around the co_await (g++ 12)
+  co_await std::move(why);
+  const bool ended = co_await scope.drain(o.grace);  // named: see docs/design.md, "g++ 12"
   if (!ended)
-    example::log::err().line(
-        "echo_server: " + std::to_string(srv.clients.count) + " tasks (" +
-        std::to_string(srv.clients.tasks_without_socket()) +
-        " without a connection) did not end after the cancel; destroying them");
+    example::log::err().line("echo_server: " + std::to_string(scope.size()) +
+                             " clients did not end after the cancel; destroying them");
 }
-
-coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
-                   std::chrono::nanoseconds grace) {
-  srv.ctx.spawn(accept_loop(srv, listener));
-  int sig = co_await signals.wait();
-  example::log::err().line(std::string("echo_server: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
-                           ", shutting down (" + std::to_string(srv.clients.count - 1) +
-                           " clients)");
-  co_await shut_down(srv, listener, grace);
-}
-
-struct options {
-  std::chrono::nanoseconds idle, grace;
-  bool plain, multishot, coop;
-  unsigned ring_buffers = 4096;  // per thread: 4096 / threads, at least 256
-};
 
 coring::io_context_options ring_options(const options& o) {
   return coring::io_context_options{.defer_taskrun = !o.coop};
-}
-
-// The shared buffer ring (ring_buffers x 4 KiB), unless --plain or the kernel has none. Its
-// memory is taken from the system only as the kernel first fills each buffer.
-coring::buffer_ring* make_ring(coring::io_context& ctx, const options& o,
-                               std::optional<coring::buffer_ring>& ring) {
-  if (!o.plain && ctx.features().buf_ring) ring.emplace(ctx, o.ring_buffers, 4096);
-  return ring ? &*ring : nullptr;
 }
 
 // --threads: one listener per thread on the same address (SO_REUSEPORT: the kernel spreads new
@@ -165,99 +137,81 @@ coring::socket reuse_port_socket(coring::io_context& ctx, const coring::address&
   return s;
 }
 
-// One worker of --threads: its own io_context (created on its thread: the ring belongs to it),
-// buffer ring and listener; serves until the main thread requests stop through its stop_source.
-class worker {
- public:
-  /// Starts the thread and waits until it listens. Throws: std::runtime_error naming the
-  /// worker and why it could not start (the thread has ended then).
-  worker(int index, const coring::address& at, const options& o) : index_(index) {
-    thread_ = std::thread([this, at, o] {
-      try {
-        coring::io_context ctx(ring_options(o));
-        std::optional<coring::buffer_ring> ring;
-        server srv{ctx, make_ring(ctx, o, ring), o.idle, o.multishot, {}};
-        example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv and ring go
-        coring::socket listener = reuse_port_socket(ctx, at);
-        listener.listen();
-        started(nullptr);
-        coring::sync_wait(ctx, serve(srv, std::move(listener), o.grace));
-        accepted_ = srv.accepted;
-      } catch (const std::exception& e) {
-        if (!started(e.what()))
-          example::log::err().line("echo_server: thread " + std::to_string(index_) +
-                                   " failed: " + e.what());
-      }
-    });
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return state_ != state::starting; });
-    if (state_ == state::failed) {
-      lock.unlock();
-      thread_.join();
-      throw std::runtime_error("thread " + std::to_string(index_) + " could not start: " + why_);
-    }
-  }
-  worker(const worker&) = delete;
-  worker& operator=(const worker&) = delete;
-  /// Stops and joins a worker that is still running (a later worker failed to start, say).
-  ~worker() {
-    if (thread_.joinable()) stop_and_join();
-  }
-  /// Asks the worker to shut down gracefully and waits for it. Returns: how many connections
-  /// it accepted. LIFETIME: only the stop source is touched, never the worker's io_context, which
-  /// is gone if the worker ended early; a stop request reaches its sleep on the worker's thread.
-  std::size_t stop_and_join() {
-    stop_.request_stop();
-    thread_.join();
-    return accepted_;
-  }
-
- private:
-  enum class state { starting, running, failed };
-  // Reports the start (why == nullptr) or a failure. Returns: false if the worker had already
-  // started (the failure is then the worker's to report).
-  bool started(const char* why) {
-    std::lock_guard lock(mu_);
-    if (state_ != state::starting) return false;
-    state_ = why ? state::failed : state::running;
-    if (why) why_ = why;
-    cv_.notify_one();
-    return true;
-  }
-
-  coring::task<> serve(server& srv, coring::socket listener, std::chrono::nanoseconds grace) {
-    srv.ctx.spawn(accept_loop(srv, listener));
-    // Wait for the stop request (a sleep the request cancels), then shut down like main does.
-    auto tok = stop_.get_token();
-    while (!tok.stop_requested())
-      (void)co_await coring::as_result(
-          coring::sleep_for(srv.ctx, std::chrono::hours(1)).with_stop(tok));
-    co_await shut_down(srv, listener, grace);
-  }
-
-  int index_;
-  std::stop_source stop_;  // requested by the main thread, seen by the worker's sleep
-  std::mutex mu_;
-  std::condition_variable cv_;
-  state state_ = state::starting;
-  std::string why_;           // why it failed to start
-  std::size_t accepted_ = 0;  // set when the worker ends (read after join)
-  std::thread thread_;
-};
-
 // The address every worker binds. A plain bind first (no SO_REUSEPORT): it fails with
 // "Address already in use" if anything listens there, as a single-thread server would, instead
 // of silently joining (and splitting the connections with) another process's SO_REUSEPORT
-// group; with port 0 it picks the port. Then a bound SO_REUSEPORT socket holds the port while
-// the workers bind it (bound, not listening: it takes no connections).
+// group; with port 0 it picks the port.
 coring::address claim_address(coring::io_context& ctx, coring::address at) {
-  {
-    coring::socket probe(ctx, at.family(), SOCK_STREAM);
-    probe.set_option(coring::sockopt::reuse_address{true});
-    probe.bind(at);
-    at = probe.sock_name();
+  coring::socket probe(ctx, at.family(), SOCK_STREAM);
+  probe.set_option(coring::sockopt::reuse_address{true});
+  probe.bind(at);
+  return probe.sock_name();
+}
+
+// What the --threads workers share with main: written before start(), or by one worker each.
+struct pool {
+  options o;
+  coring::address at;
+  std::latch listening;               // every worker listens, or failed to
+  std::vector<std::size_t> accepted;  // per worker, set when it ends (read after join)
+};
+
+// One worker of --threads, on its own thread and io_context (coring::runner): its own buffer
+// ring and SO_REUSEPORT listener; serves until the runner's stop (a signal, or a failure).
+coring::task<> worker(coring::io_context& ctx, unsigned index, std::stop_token stop, pool& p) {
+  std::shared_ptr<server> srv;
+  std::optional<coring::socket> listener;
+  try {
+    srv = make_server(ctx, p.o);
+    listener.emplace(reuse_port_socket(ctx, p.at));
+    listener->listen();
+  } catch (const std::exception& e) {
+    p.listening.count_down();
+    throw std::runtime_error("thread " + std::to_string(index + 1) +
+                             " could not start: " + e.what());
   }
-  return at;
+  p.listening.count_down();
+  auto until_stop = [&ctx, stop, index, &p](coring::connection_scope&) -> coring::task<> {
+    while (!stop.stop_requested())  // request_stop() ends the sleep (it wakes every ring)
+      (void)co_await coring::as_result(
+          coring::sleep_for(ctx, std::chrono::hours(1)).with_stop(stop));
+    if (index == 0)
+      example::log::err().line("echo_server: shutting down " + std::to_string(p.accepted.size()) +
+                               " threads");
+  };
+  co_await serve(ctx, std::move(*listener), p.o, srv, until_stop);
+  p.accepted[index] = srv->accepted;
+}
+
+// Thread per core: with --port 0, the first bind picks the port all workers share.
+void run_threads(const std::string& host, std::uint16_t port, const options& o, unsigned threads) {
+  coring::address at = [&] {
+    coring::io_context ctx(ring_options(o));
+    return claim_address(ctx, coring::address::ip(host, port));
+  }();
+  pool p{o, at, std::latch(threads), std::vector<std::size_t>(threads)};
+  coring::runner r(threads, ring_options(o));
+  r.stop_on_signals({SIGINT, SIGTERM});
+  try {
+    r.start([&p](coring::io_context& ctx, unsigned i, std::stop_token stop) {
+      return worker(ctx, i, std::move(stop), p);
+    });
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("could not start ") + std::to_string(threads) +
+                             " threads: " + e.what());
+  }
+  p.listening.wait();
+  if (!r.stop_requested()) {  // else a worker failed (join says why) or a signal came
+    std::printf("echo_server listening on %s (%u threads)\n", at.to_string().c_str(), threads);
+    std::fflush(stdout);
+  }
+  r.join();  // rethrows the first worker failure
+  std::string per_thread;
+  for (std::size_t n : p.accepted) {
+    per_thread += ' ';
+    per_thread += std::to_string(n);
+  }
+  std::printf("echo_server: connections accepted per thread:%s\n", per_thread.c_str());
 }
 
 }  // namespace
@@ -274,47 +228,31 @@ int main(int argc, char** argv) {
   o.multishot = !args.flag("--oneshot");
   // For benchmarks: the ring's task-run mode (DEFER_TASKRUN costs CPU at some loads).
   o.coop = args.flag("--coop-taskrun");
-  int threads = static_cast<int>(args.get_int("--threads", 1, 1, 256));
+  auto threads = static_cast<unsigned>(args.get_int("--threads", 1, 1, 256));
   args.done();
   // Ring buffers per thread: 4,096 in all (16 MiB, touched only as used), at least 256 each.
   o.ring_buffers = 4096;
-  while (o.ring_buffers > 256 && o.ring_buffers * static_cast<unsigned>(threads) > 4096)
+  while (o.ring_buffers > 256 && o.ring_buffers * threads > 4096)
     o.ring_buffers /= 2;
   example::raise_fd_limit();
   int status = 0;
   try {
-    coring::io_context ctx(ring_options(o));
-    // Created before any worker starts: the signals stay blocked in every thread (workers
-    // inherit the mask) and arrive only through this signalfd.
-    coring::signal_set signals(ctx, {SIGINT, SIGTERM});
     if (threads == 1) {
-      std::optional<coring::buffer_ring> ring;
-      coring::buffer_ring* shared = make_ring(ctx, o, ring);
+      coring::io_context ctx(ring_options(o));
+      coring::signal_set signals(ctx, {SIGINT, SIGTERM});
+      auto srv = make_server(ctx, o);
       coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
       std::printf("echo_server listening on %s\n", listener.sock_name().to_string().c_str());
       std::fflush(stdout);
-      server srv{ctx, shared, o.idle, o.multishot, {}};
-      example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv and ring go
-      coring::sync_wait(ctx, run(srv, std::move(listener), signals, o.grace));
+      auto until_signal = [&signals](coring::connection_scope& scope) -> coring::task<> {
+        int sig = co_await signals.wait();
+        example::log::err().line(std::string("echo_server: ") +
+                                 (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down (" +
+                                 std::to_string(scope.size()) + " clients)");
+      };
+      coring::sync_wait(ctx, serve(ctx, std::move(listener), o, srv, until_signal));
     } else {
-      // Thread per core: with --port 0, the first bind picks the port all workers share.
-      coring::address at = claim_address(ctx, coring::address::ip(host, port));
-      std::vector<std::unique_ptr<worker>> workers;  // a failed start stops the others
-      {
-        coring::socket holder = reuse_port_socket(ctx, at);
-        for (int i = 0; i < threads; ++i)
-          workers.push_back(std::make_unique<worker>(i + 1, at, o));
-      }
-      std::printf("echo_server listening on %s (%d threads)\n", at.to_string().c_str(), threads);
-      std::fflush(stdout);
-      int sig = coring::sync_wait(ctx, signals.wait());
-      example::log::err().line(std::string("echo_server: ") +
-                               (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down " +
-                               std::to_string(threads) + " threads");
-      std::string per_thread;
-      for (auto& w : workers)
-        per_thread += " " + std::to_string(w->stop_and_join());
-      std::printf("echo_server: connections accepted per thread:%s\n", per_thread.c_str());
+      run_threads(host, port, o, threads);
     }
   } catch (const std::exception& e) {
     example::log::err().line(std::string("echo_server: ") + e.what());

@@ -5,8 +5,8 @@
 // client to the end before it accepts the next, so one slow or idle client blocks everyone
 // else. Their connections complete in the kernel's backlog, their bytes wait unread, and they
 // get no answer until every client before them has left. The fix costs one line: spawn a
-// coroutine per client (ctx.spawn(serve_client(...)), as upper_server does) instead of awaiting
-// it in the accept loop.
+// coroutine per client (scope.serve(listener, handler), as upper_server does) instead of
+// awaiting each client in the accept loop.
 #include <coring/coring.hpp>
 
 #include "example_util.hpp"
@@ -31,15 +31,10 @@ const char* usage =
 // A log line on stdout, written off the serving thread (a dead or slow stdout cannot block it).
 void say(const std::string& text) { example::log::out().line(text); }
 
-struct server {
-  coring::io_context& ctx;
-  std::chrono::nanoseconds idle;  // 0: no idle timeout
-  example::client_list clients;   // the accept loop and the current client, for shutdown
-};
-
-// Serves one client until EOF. Errors (and the idle timeout) end this client only.
-coring::task<> serve_one(server& srv, coring::socket& s) {
-  example::client_list::node me(srv.clients, &s);  // on the list while this client is served
+// Serves one client until EOF, then lets the accept loop take the next one (turn.done()).
+// Errors (and the idle timeout) end this client only.
+coring::task<> serve_one(coring::socket& s, std::chrono::nanoseconds idle,
+                         coring::wait_group& turn) {
   const std::string peer = example::peer_name(s);  // "?" if the client is already gone
   std::string why;
   try {
@@ -47,54 +42,61 @@ coring::task<> serve_one(server& srv, coring::socket& s) {
     std::array<std::byte, 4096> buf;
     for (;;) {
       std::size_t n = 0;
-      if (srv.idle.count() == 0)
+      if (idle.count() == 0)
         n = co_await s.recv(buf);
       else
-        n = co_await s.recv(buf).with_timeout(srv.idle);
+        n = co_await s.recv(buf).with_timeout(idle);
       if (n == 0) break;
       auto chunk = std::span(buf).first(n);
       for (std::byte& b : chunk)
         if (b >= std::byte{'a'} && b <= std::byte{'z'}) b &= std::byte{0xdf};
-      if (srv.idle.count() == 0)
+      if (idle.count() == 0)
         co_await s.send_all(chunk);
       else  // a client that does not read its replies is idle too
-        co_await s.send_all(chunk).with_timeout(srv.idle);
+        co_await s.send_all(chunk).with_timeout(idle);
     }
   } catch (const std::system_error& e) {
     why = e.code() == std::errc::timed_out ? "idle for too long" : e.code().message();
   }
   say(peer + " disconnected" + (why.empty() ? "" : ": " + why));
+  turn.done();
 }
 
-coring::task<> accept_loop(server& srv, coring::socket& listener) {
-  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
-  while (!srv.clients.closing) {
-    auto client = co_await coring::as_result(listener.accept());
-    if (client) {
-      coring::socket conn = std::move(*client);
-      co_await serve_one(srv, conn);  // the whole difference: awaited here, not spawned
-    } else {
-      // The examples' one policy: back off on EMFILE and friends, stop when cancelled.
-      auto next = example::after_accept_error(client.error());
-      if (next == example::accept_action::stop) break;
-      if (next == example::accept_action::back_off)
-        co_await coring::sleep_for(srv.ctx, example::accept_back_off);
+// The accept loop: one of the scope's tasks (it owns the listener, so the drain reaches it). It
+// accepts one client (one accept at a time, none ahead: the others wait in the kernel's
+// backlog; it backs off when out of descriptors), hands it to the scope and waits until it
+// ended before it accepts the next.
+coring::task<> accept_loop(coring::connection_scope& scope, coring::socket& listener,
+                           std::chrono::nanoseconds idle) {
+  coring::acceptor acc(listener, {.max_queued = 1, .multishot = false});
+  coring::wait_group turn(scope.context());
+  while (!scope.draining()) {
+    auto client = co_await coring::as_result(acc.accept());
+    if (scope.draining()) break;  // the drain shut the listener down (a client is reset)
+    if (!client) {
+      example::log::err().line("serial_server: accept: " + client.error().message());
+      if (client.error() == std::errc::connection_aborted) continue;
+      break;
     }
+    turn.add(1);
+    scope.spawn(std::move(*client),
+                [idle, &turn](coring::socket& s) { return serve_one(s, idle, turn); });
+    co_await turn.wait();  // the whole difference: the next accept waits for this client
   }
 }
 
 // Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text). The accept
-// loop is usually busy with a client then, not accepting: drain() ends that client's reading
-// side, and the loop, seeing clients.closing, accepts no one else.
-coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
-                   std::chrono::nanoseconds grace) {
-  srv.ctx.spawn(accept_loop(srv, listener));
+// loop is usually busy with a client then, not accepting: the drain ends that client's reading
+// side and the listener's, and the loop accepts no one else.
+coring::task<> run(coring::io_context& ctx, coring::socket listener, coring::signal_set& signals,
+                   std::chrono::nanoseconds idle, std::chrono::nanoseconds grace) {
+  coring::connection_scope scope(ctx);
+  scope.spawn(std::move(listener),
+              [&scope, idle](coring::socket& l) { return accept_loop(scope, l, idle); });
   int sig = co_await signals.wait();
   example::log::err().line(std::string("serial_server: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
                            ", shutting down");
-  listener.cancel();  // a pending accept fails with operation_canceled (and later ones too)
-  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
-  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+  const bool ended = co_await scope.drain(grace);  // named: see docs/design.md, "g++ 12"
   if (!ended) example::log::err().line("serial_server: the client did not end; destroying it");
 }
 
@@ -114,9 +116,8 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("serial_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    server srv{ctx, example::seconds(idle_s), {}};
-    example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
-    coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
+    coring::sync_wait(ctx, run(ctx, std::move(listener), signals, example::seconds(idle_s),
+                               example::seconds(grace_s)));
   } catch (const std::exception& e) {
     example::log::err().line(std::string("serial_server: ") + e.what());
     example::log::flush_all();

@@ -51,7 +51,6 @@ struct server {
   coring::socket& sock;
   std::size_t buffer_size;
   coring::address self;  // the address we are bound to
-  bool running = false;  // the echo loop has not returned yet
   // Dropped datagrams (bogus_source): counted, logged at most once a second.
   std::size_t dropped = 0, dropped_unlogged = 0;
   std::chrono::steady_clock::time_point next_drop_log{};
@@ -122,7 +121,6 @@ void note_drop(server& srv, const coring::address& from, const char* why) {
 // Receives and answers datagrams until the socket is cancelled. One sender's trouble (a send
 // that fails) is logged and the loop goes on: UDP has no connection to close.
 coring::task<> echo_loop(server& srv) {
-  srv.running = true;
   std::vector<std::byte> buf(srv.buffer_size);
   for (;;) {
     // MSG_TRUNC: size is the datagram's full length, even when only buf.size() bytes were kept.
@@ -150,11 +148,11 @@ coring::task<> echo_loop(server& srv) {
                    sent.error().message().c_str());
     }
   }
-  srv.running = false;
 }
 
-coring::task<> run(coring::io_context& ctx, server& srv, coring::signal_set& signals) {
-  ctx.spawn(echo_loop(srv));
+// On SIGINT or SIGTERM, cancels the socket: the cancel is for good, so the echo loop ends at
+// its pending operation.
+coring::task<> stop_on_signal(server& srv, coring::signal_set& signals) {
   int sig = co_await signals.wait();
   std::fprintf(stderr, "udp_echo_server: %s, shutting down\n",
                sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -162,9 +160,12 @@ coring::task<> run(coring::io_context& ctx, server& srv, coring::signal_set& sig
   if (srv.dropped > 0)
     std::fprintf(stderr, "udp_echo_server: %zu datagrams from bogus sources were not answered\n",
                  srv.dropped);
-  // The cancel sticks, so the loop ends at its next operation; whatever is left when run()
-  // returns is ended by main's shutdown_guard before srv goes (LIFETIME: the loop's buffer is in
-  // its frame and srv in main's).
+}
+
+// Serves until a signal; returns once the echo loop ended (when_all: neither task outlives it).
+coring::task<> run(server& srv, coring::signal_set& signals) {
+  auto both = coring::when_all(echo_loop(srv), stop_on_signal(srv, signals));  // named: g++ 12
+  co_await std::move(both);
 }
 
 }  // namespace
@@ -196,8 +197,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "udp_echo_server: stdout: %s; listening on %s\n", std::strerror(errno),
                    self.to_string().c_str());
     server srv{sock, buffer_size, self};
-    example::shutdown_guard guard{ctx};  // LIFETIME: the loop ends before srv goes
-    coring::sync_wait(ctx, run(ctx, srv, signals));
+    coring::sync_wait(ctx, run(srv, signals));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "udp_echo_server: %s\n", e.what());
     return 1;

@@ -96,15 +96,7 @@ coring::task<> echo_messages(coring::socket& s, std::chrono::nanoseconds idle) {
   }
 }
 
-struct server {
-  coring::io_context& ctx;
-  bool seqpacket;
-  std::chrono::nanoseconds idle;
-  example::client_list clients;  // the live clients (and the accept loop), for shutdown
-};
-
-coring::task<> serve_client(server& srv, coring::socket s) {
-  example::client_list::node me(srv.clients, &s);
+coring::task<> serve_client(coring::socket& s, bool seqpacket, std::chrono::nanoseconds idle) {
   coring::credentials who;
   try {
     who = s.peer_credentials();
@@ -115,10 +107,10 @@ coring::task<> serve_client(server& srv, coring::socket s) {
               static_cast<unsigned>(who.uid), static_cast<unsigned>(who.gid));
   std::fflush(stdout);
   try {
-    if (srv.seqpacket)
-      co_await echo_messages(s, srv.idle);
+    if (seqpacket)
+      co_await echo_messages(s, idle);
     else
-      co_await echo_stream(s, srv.idle);
+      co_await echo_stream(s, idle);
   } catch (const std::system_error& e) {
     if (e.code() == std::errc::timed_out)
       std::fprintf(stderr, "client pid=%d: idle for too long, disconnected\n",
@@ -131,35 +123,20 @@ coring::task<> serve_client(server& srv, coring::socket s) {
   std::fflush(stdout);
 }
 
-coring::task<> accept_loop(server& srv, coring::socket& listener) {
-  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
-  coring::acceptor acc(listener);
-  for (;;) {
-    auto client = co_await coring::as_result(acc.accept());
-    if (client) {
-      srv.ctx.spawn(serve_client(srv, std::move(*client)));
-    } else {
-      // Out of descriptors or memory: back off instead of spinning; cancelled: shutting down.
-      auto next = example::after_accept_error(client.error());
-      if (next == example::accept_action::stop) break;
-      if (next == example::accept_action::back_off)
-        co_await coring::sleep_for(srv.ctx, example::accept_back_off);
-    }
-  }
-}
-
-coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
-                   std::chrono::nanoseconds grace) {
-  srv.ctx.spawn(accept_loop(srv, listener));
+// Serves until SIGINT, SIGTERM or SIGHUP, then drains: the scope stops accepting, shuts every
+// client's reading side, and cancels what is left after grace.
+coring::task<> run(coring::io_context& ctx, coring::socket listener, coring::signal_set& signals,
+                   bool seqpacket, std::chrono::nanoseconds idle, std::chrono::nanoseconds grace) {
+  coring::connection_scope scope(ctx);
+  scope.serve(std::move(listener),
+              [seqpacket, idle](coring::socket& s) { return serve_client(s, seqpacket, idle); });
   int sig = co_await signals.wait();
   std::fprintf(stderr, "unix_echo_server: %s, shutting down (%zu clients)\n",
                sig == SIGINT   ? "SIGINT"
                : sig == SIGHUP ? "SIGHUP"
                                : "SIGTERM",
-               srv.clients.count);
-  listener.cancel();  // sticks: an accept loop backing off stops too
-  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
-  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+               scope.size());
+  const bool ended = co_await scope.drain(grace);  // named: see docs/design.md, "g++ 12"
   if (!ended) std::fprintf(stderr, "unix_echo_server: some clients did not end; destroying them\n");
 }
 
@@ -306,9 +283,8 @@ int main(int argc, char** argv) {
     if (std::fflush(stdout) != 0)  // stdout is gone: say where we listen on stderr instead
       std::fprintf(stderr, "unix_echo_server: stdout: %s; listening on %s\n", std::strerror(errno),
                    listening.c_str());
-    server srv{ctx, type == SOCK_SEQPACKET, example::seconds(idle_s), {}};
-    example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
-    coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
+    coring::sync_wait(ctx, run(ctx, std::move(listener), signals, type == SOCK_SEQPACKET,
+                               example::seconds(idle_s), example::seconds(grace_s)));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "unix_echo_server: %s\n", e.what());
     return 1;

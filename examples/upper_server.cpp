@@ -53,53 +53,29 @@ coring::task<> upper(coring::socket& s, std::chrono::nanoseconds idle) {
   }
 }
 
-struct server {
-  coring::io_context& ctx;
-  std::chrono::nanoseconds idle;  // 0: no idle timeout
-  example::client_list clients;   // the live clients (and the accept loop), for shutdown
-};
-
 // One client's errors (a reset, a broken pipe, the idle timeout) end that client only.
-coring::task<> serve_client(server& srv, coring::socket s) {
-  example::client_list::node me(srv.clients, &s);  // on the list while this client is served
+coring::task<> serve_client(coring::socket& s, std::chrono::nanoseconds idle) {
   try {
-    // By reference: no socket temporary inside the co_await (docs/design.md, "g++ 12").
-    co_await upper(s, srv.idle);
+    co_await upper(s, idle);
   } catch (const std::system_error& e) {
     if (e.code() == std::errc::timed_out)
       example::log::err().line("client " + example::peer_name(s) +
                                ": idle for too long, disconnected");
-    else if (e.code() != std::errc::operation_canceled)  // shutdown's cancel: not news
+    else if (e.code() != std::errc::operation_canceled)  // the drain's cancel: not news
       example::log::err().line(std::string("client: ") + e.what());
   }
 }
 
-coring::task<> accept_loop(server& srv, coring::socket& listener) {
-  example::client_list::node me(srv.clients, nullptr);  // shutdown waits for this loop too
-  while (!srv.clients.closing) {
-    auto client = co_await coring::as_result(listener.accept());
-    if (client) {
-      srv.ctx.spawn(serve_client(srv, std::move(*client)));  // a coroutine per client: nobody waits
-    } else {
-      // Out of descriptors or memory: back off instead of spinning; cancelled: shutting down.
-      auto next = example::after_accept_error(client.error());
-      if (next == example::accept_action::stop) break;
-      if (next == example::accept_action::back_off)
-        co_await coring::sleep_for(srv.ctx, example::accept_back_off);
-    }
-  }
-}
-
-// Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text).
-coring::task<> run(server& srv, coring::socket listener, coring::signal_set& signals,
-                   std::chrono::nanoseconds grace) {
-  srv.ctx.spawn(accept_loop(srv, listener));
+// Serves until SIGINT or SIGTERM, then shuts down gracefully (see the usage text): the scope
+// accepts (backing off when out of descriptors), runs a coroutine per client, and drains.
+coring::task<> run(coring::io_context& ctx, coring::socket listener, coring::signal_set& signals,
+                   std::chrono::nanoseconds idle, std::chrono::nanoseconds grace) {
+  coring::connection_scope scope(ctx);
+  scope.serve(std::move(listener), [idle](coring::socket& s) { return serve_client(s, idle); });
   int sig = co_await signals.wait();
   example::log::err().line(std::string("upper_server: ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") +
                            ", shutting down");
-  listener.cancel();  // a pending accept fails with operation_canceled (and later ones too)
-  // Named: g++ 12 miscompiles a co_await of a task inside an if condition (see drain()).
-  const bool ended = co_await example::drain(srv.ctx, srv.clients, grace);
+  const bool ended = co_await scope.drain(grace);  // named: see docs/design.md, "g++ 12"
   if (!ended) example::log::err().line("upper_server: some clients did not end; destroying them");
 }
 
@@ -120,9 +96,8 @@ int main(int argc, char** argv) {
     coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
     std::printf("upper_server listening on %s\n", listener.sock_name().to_string().c_str());
     std::fflush(stdout);
-    server srv{ctx, example::seconds(idle_s), {}};
-    example::shutdown_guard guard{ctx};  // LIFETIME: tasks end before srv goes
-    coring::sync_wait(ctx, run(srv, std::move(listener), signals, example::seconds(grace_s)));
+    coring::sync_wait(ctx, run(ctx, std::move(listener), signals, example::seconds(idle_s),
+                               example::seconds(grace_s)));
   } catch (const std::exception& e) {
     example::log::err().line(std::string("upper_server: ") + e.what());
     example::log::flush_all();
