@@ -103,11 +103,13 @@ task<> connect_all(io_context& ctx, address to, std::vector<coring::socket>& soc
   std::size_t done = 0;
   for (std::size_t first = 0; first < socks.size(); first += 1000) {
     std::size_t last = std::min(socks.size(), first + 1000);
+    std::vector<task<>> batch;
     for (std::size_t i = first; i < last; ++i)
-      ctx.spawn(connect_one(ctx, to, socks[i], done, failed));
-    while (done < last)
-      co_await sleep_for(ctx, 1ms);
+      batch.push_back(connect_one(ctx, to, socks[i], done, failed));
+    auto all = coring::when_all(std::move(batch));  // named first (g++ 12)
+    co_await std::move(all);
   }
+  CHECK(done == socks.size());
 }
 
 task<> ping_one(coring::socket& s, std::size_t id, std::size_t& ok, std::size_t& done) {
@@ -128,12 +130,14 @@ task<> ping_one(coring::socket& s, std::size_t id, std::size_t& ok, std::size_t&
   ++done;
 }
 
-task<> ping_all(io_context& ctx, std::vector<coring::socket>& socks, std::size_t& ok) {
+task<> ping_all(std::vector<coring::socket>& socks, std::size_t& ok) {
   std::size_t done = 0;
+  std::vector<task<>> pings;
   for (std::size_t i = 0; i < socks.size(); ++i)
-    ctx.spawn(ping_one(socks[i], i, ok, done));
-  while (done < socks.size())
-    co_await sleep_for(ctx, 1ms);
+    pings.push_back(ping_one(socks[i], i, ok, done));
+  auto all = coring::when_all(std::move(pings));  // named first (g++ 12)
+  co_await std::move(all);
+  CHECK(done == socks.size());
 }
 
 }  // namespace
@@ -215,7 +219,7 @@ TEST_CASE(
 
     // Each held connection is live: one round trip on every one of them.
     std::size_t ok = 0;
-    sync_wait(ctx, ping_all(ctx, socks, ok));
+    sync_wait(ctx, ping_all(socks, ok));
     CHECK(ok == n);
     MESSAGE("idle: all " << ok << " of " << n << " answered; server RSS after one echo each "
                          << rss_kib(server.pid()) << " KiB; total " << seconds_since(t0) << " s");
