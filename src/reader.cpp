@@ -194,14 +194,10 @@ struct reader_state {
     }
   }
 
-  // Bounds op by what is left of o's deadline and by o's stop token (src/tcp.cpp's bounds).
+  // Bounds op by what is left of o's deadline and by o's stop token.
   template <class Op>
   static auto bounded(Op&& op, const reader_op_base& o) noexcept {
-    if (o.deadline_ != clock::time_point::max()) {
-      auto left = std::max(o.deadline_ - clock::now(), clock::duration::zero());
-      std::move(op).with_timeout(left);
-    }
-    return as_result(std::move(op).with_stop(o.stop_));
+    return as_result(detail::bound_by(std::move(op), o.deadline_, o.stop_));
   }
 
   // Serves one read after another: receives until the buffer answers the read (or the receive

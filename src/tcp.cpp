@@ -35,21 +35,12 @@ struct bounds {
   explicit bounds(const connect_options& o) : stop(o.stop) {
     if (o.timeout.count() > 0) deadline = clock::now() + o.timeout;
   }
-  // Bounds op by what is left of the deadline (already past: it times out at once) and by stop.
-  template <class Op>
-  detail::stop_op<Op> apply(Op&& op) const noexcept {
-    if (deadline != clock::time_point::max()) {
-      auto left = std::max(deadline - clock::now(), clock::duration::zero());
-      std::move(op).with_timeout(left);
-    }
-    return std::move(op).with_stop(stop);
-  }
 };
 
 task<socket> connect_one(io_context& ctx, address addr, const bounds& b) {
   socket s(ctx, addr.family(), SOCK_STREAM);
   s.set_option(sockopt::no_delay{true});
-  co_await b.apply(s.connect(addr));
+  co_await detail::bound_by(s.connect(addr), b.deadline, b.stop);
   co_return s;
 }
 

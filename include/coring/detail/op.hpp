@@ -371,6 +371,19 @@ class [[nodiscard]] stop_op {
   remote_cancel* remote_ = nullptr;  // a forwarded request not yet run on the ring's thread
 };
 
+/// Bounds op by what is left until an absolute deadline (time_point::max(): none; one already
+/// past times out at once) and by stop: the pieces of a longer bounded job (a connect over
+/// several addresses, a read over several receives) share one deadline and one token.
+template <class Op>
+stop_op<Op> bound_by(Op&& op, std::chrono::steady_clock::time_point deadline,
+                     const std::stop_token& stop) noexcept {
+  if (deadline != std::chrono::steady_clock::time_point::max()) {
+    std::move(op).with_timeout(std::max(deadline - std::chrono::steady_clock::now(),
+                                        std::chrono::steady_clock::duration::zero()));
+  }
+  return std::move(op).with_stop(stop);
+}
+
 }  // namespace coring::detail
 
 namespace coring {
