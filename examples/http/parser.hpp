@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: MIT
+// Description: HTTP/1.1 request parser (RFC 9112) for the http_server example: no allocation,
+// views into the caller's buffer, strict about what must be rejected.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+namespace http {
+
+/// Limits: a request line or a header block longer than these is rejected (414, 431).
+inline constexpr std::size_t max_target_bytes = 8192;
+inline constexpr std::size_t max_header_block_bytes = 8192;
+inline constexpr std::size_t max_headers = 64;
+
+/// The methods the server knows; anything else that is a valid token is `unknown` (501).
+enum class method { get, head, post, put, delete_, options, patch, trace, connect, unknown };
+
+/// One header field; views into the parsed buffer (value without surrounding whitespace).
+struct header {
+  std::string_view name;
+  std::string_view value;
+};
+
+/// How the request's body is framed (RFC 9112 section 6.3).
+enum class body_framing { none, content_length, chunked };
+
+/// A parsed request. Every view points into the buffer given to parse_request and is valid
+/// only as long as that buffer's bytes are (until the caller consumes or moves them).
+struct request {
+  method verb = method::unknown;
+  std::string_view method_text;
+  std::string_view target;  // as sent (origin-form, absolute-form, ...), not decoded
+  int minor_version = 1;    // HTTP/1.x
+  std::array<header, max_headers> header_storage{};
+  std::size_t header_count = 0;
+  body_framing framing = body_framing::none;
+  std::uint64_t content_length = 0;  // when framing == content_length
+  bool keep_alive = true;            // HTTP/1.1 unless "Connection: close"; 1.0 only with keep-alive
+  bool expect_continue = false;      // "Expect: 100-continue"
+  std::string_view host;             // the Host field's value, or empty
+  std::string_view range;            // the Range field's value, or empty
+  std::string_view if_modified_since;
+
+  /// The header fields in order of arrival.
+  std::span<const header> headers() const noexcept { return {header_storage.data(), header_count}; }
+};
+
+/// What parse_request found.
+struct parse_result {
+  enum class status { complete, incomplete, error };
+  status state = status::incomplete;
+  std::size_t consumed = 0;  // complete: bytes of request line + header block (incl. blank line)
+  int error_status = 0;      // error: the response status (400, 414, 431, 501, 505)
+  const char* reason = "";   // error: why, in a few words (for logs and tests)
+};
+
+/// Parses one request head (request line + header block) from the start of in.
+/// Returns: complete (with consumed), incomplete (send more; nothing is kept between calls, the
+/// caller calls again with the longer buffer), or error with the status to answer before closing:
+/// 400 (bad syntax: bare CR, obs-fold, both Content-Length and Transfer-Encoding, differing
+/// Content-Lengths, a Transfer-Encoding other than chunked last, missing Host in 1.1, ...),
+/// 414 (target over max_target_bytes), 431 (header block over max_header_block_bytes or more than
+/// max_headers fields), 501 (unknown method), 505 (HTTP version other than 1.0/1.1).
+parse_result parse_request(std::string_view in, request& out) noexcept;
+
+/// Decodes a chunked body (RFC 9112 section 7.1) incrementally, trailers included (skipped).
+class chunked_decoder {
+ public:
+  /// One call's outcome: bytes of input used, the body bytes found (a view into the input),
+  /// done after the last chunk and its trailers, error on a malformed chunk (answer 400, close).
+  struct step {
+    std::size_t consumed = 0;
+    std::string_view data;
+    bool done = false;
+    bool error = false;
+  };
+  /// Feeds the next input bytes; returns at most one run of body data per call (call again with
+  /// the rest of the input while consumed > 0 and not done). Chunk sizes over 2^60 are errors.
+  step feed(std::string_view in) noexcept;
+
+ private:
+  enum class state { size, size_ext, size_lf, data, data_cr, data_lf, trailer, trailer_lf, done };
+  state state_ = state::size;
+  std::uint64_t remaining_ = 0;
+  int size_digits_ = 0;
+  std::size_t trailer_bytes_ = 0;  // bounded by max_header_block_bytes
+  bool trailer_line_empty_ = true;
+};
+
+}  // namespace http
