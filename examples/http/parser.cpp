@@ -103,6 +103,11 @@ const char* find_ctl(const char* b, const char* e, const char* readable) noexcep
 // any the server implements may be answered 501 without reading the rest).
 constexpr std::size_t max_method_bytes = 32;
 
+/// c in lowercase if it is an ASCII letter.
+constexpr char lower(char c) noexcept {
+  return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c;
+}
+
 /// True if s equals lower (all lowercase letters, digits and '-'), ignoring ASCII case.
 /// For token characters `c | 0x20` maps only 'A'-'Z' onto 'a'-'z' among the bytes a lower
 /// literal holds, so this never matches a different token.
@@ -301,6 +306,17 @@ void reset(request& out) noexcept {
 }
 
 }  // namespace
+
+const header* request::find_header(std::string_view name) const noexcept {
+  for (const header& h : headers()) {
+    if (h.name.size() != name.size()) continue;
+    std::size_t i = 0;
+    while (i < name.size() && lower(h.name[i]) == lower(name[i]))
+      ++i;
+    if (i == name.size()) return &h;
+  }
+  return nullptr;
+}
 
 parse_result parse_request(std::string_view in, request& out) noexcept {
   reset(out);

@@ -47,6 +47,9 @@ struct request {
 
   /// The header fields in order of arrival.
   std::span<const header> headers() const noexcept { return {header_storage.data(), header_count}; }
+  /// The first field named `name` (ASCII case ignored), or nullptr.
+  /// Note: points into header_storage (valid while this request is, and not re-parsed).
+  const header* find_header(std::string_view name) const noexcept;
 };
 
 /// What parse_request found.
