@@ -496,6 +496,9 @@ TEST_CASE("a bad chunk size, a missing CRLF, an overflow or huge trailers are er
   CHECK(decode_all_ways("5;\x01\r\nhello\r\n").error);
   CHECK(decode_all_ways("1000000000000001\r\n").error);  // over 2^60
   CHECK(decode_all_ways("FFFFFFFFFFFFFFFFF\r\n").error);
+  // 2^64 would wrap to 0 (a last chunk, and the rest a smuggled request) if not caught first.
+  CHECK(decode_all_ways("10000000000000000\r\nGET / HTTP/1.1\r\n\r\n").error);
+  CHECK(decode_all_ways("100000000000000000\r\n").error);
   CHECK_FALSE(decode_all_ways("1000000000000000\r\n").error);  // 2^60 itself
   CHECK(decode_all_ways("1;" + std::string(8192, 'e') + "\r\n").error);
   CHECK(decode_all_ways("0\r\nT: " + std::string(http::max_header_block_bytes, 'v') + "\r\n\r\n")

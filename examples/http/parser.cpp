@@ -495,6 +495,7 @@ chunked_decoder::step chunked_decoder::feed(std::string_view in) noexcept {
         else if (c >= 'A' && c <= 'F')
           d = c - 'A' + 10;
         if (d >= 0) {
+          if (remaining_ > max_chunk_size / 16) return fail();  // before the shift can wrap
           remaining_ = remaining_ * 16 + static_cast<std::uint64_t>(d);
           if (remaining_ > max_chunk_size) return fail();
           ++size_digits_;
