@@ -14,9 +14,12 @@
 // - a prefix of the input gives "incomplete" or exactly the whole input's result (the parser
 //   keeps no state, so nothing it decides may depend on bytes it has not seen);
 // - the chunked decoder gives the same body, end and error for the bytes after the head fed
-//   whole and fed in pieces whose sizes are taken from the input.
+//   whole and fed in pieces whose sizes are taken from the input, and the same as a plain
+//   second reading of the grammar (reference_decode) on the whole input;
+// - a complete request's fields are well formed and its framing matches its fields.
 #include "parser.hpp"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -32,6 +35,18 @@ void check(bool ok) {
 
 bool inside(std::string_view v, std::string_view in) {
   return v.empty() || (v.data() >= in.data() && v.data() + v.size() <= in.data() + in.size());
+}
+
+enum class header_name { other, host, content_length, transfer_encoding };
+
+header_name classify(std::string_view name) {
+  std::string lower(name);
+  for (char& c : lower)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  if (lower == "host") return header_name::host;
+  if (lower == "content-length") return header_name::content_length;
+  if (lower == "transfer-encoding") return header_name::transfer_encoding;
+  return header_name::other;
 }
 
 bool same(const http::parse_result& a, const http::parse_result& b) {
@@ -50,8 +65,33 @@ void check_request(std::string_view in, const http::parse_result& res, const htt
       check(res.reason != nullptr && res.reason[0] != '\0');
       break;
     }
-    case http::parse_result::status::complete:
-      check(res.consumed > 0);
+    case http::parse_result::status::complete: {
+      check(res.consumed >= 2 && in[res.consumed - 1] == '\n');
+      check(in[res.consumed - 2] == '\n' ||
+            (in[res.consumed - 2] == '\r' && res.consumed >= 3 && in[res.consumed - 3] == '\n'));
+      for (char c : r.target)
+        check(c > ' ' && c < 0x7F);
+      bool has_length = false, has_te = false;
+      int hosts = 0;
+      for (const http::header& h : r.headers()) {
+        for (char c : h.name)
+          check(c > ' ' && c < 0x7F && c != ':');
+        for (char c : h.value)
+          check(c == '\t' || (static_cast<unsigned char>(c) >= ' ' && c != 0x7F));
+        check(h.value.empty() || (h.value.front() != ' ' && h.value.front() != '\t' &&
+                                  h.value.back() != ' ' && h.value.back() != '\t'));
+        const header_name name = classify(h.name);
+        has_length = has_length || name == header_name::content_length;
+        has_te = has_te || name == header_name::transfer_encoding;
+        if (name == header_name::host) {
+          ++hosts;
+          check(r.host.data() == h.value.data() && r.host.size() == h.value.size());
+        }
+      }
+      check(hosts <= 1 && (hosts == 1 || r.minor_version == 0));
+      check(!(has_length && has_te));
+      check((r.framing == http::body_framing::chunked) == has_te);
+      check((r.framing == http::body_framing::content_length) == has_length);
       check(r.verb != http::method::unknown);
       check(!r.target.empty() && r.target.size() <= http::max_target_bytes);
       check(r.minor_version == 0 || r.minor_version == 1);
@@ -62,6 +102,7 @@ void check_request(std::string_view in, const http::parse_result& res, const htt
         check(!h.name.empty() && inside(h.name, in) && inside(h.value, in));
       check(r.framing != http::body_framing::chunked || r.minor_version == 1);
       break;
+    }
   }
 }
 
@@ -125,12 +166,104 @@ decoded decode(std::string_view body, std::string_view sizes) {
   return out;
 }
 
+/// A second, plain reading of RFC 9112 section 7.1 with the decoder's limits, on the whole
+/// input at once: what the incremental decoder must agree with.
+decoded reference_decode(std::string_view in) {
+  decoded out;
+  std::size_t p = 0;
+  const auto fail = [&] {
+    out.error = true;
+    out.consumed = 0;  // not compared: the decoders may stop at different bytes
+    return out;
+  };
+  const auto more = [&] {
+    out.consumed = in.size();
+    return out;
+  };
+  const auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  const auto ctl = [](char c) {
+    return (static_cast<unsigned char>(c) < ' ' && c != '\t') || c == 0x7F;
+  };
+  for (;;) {
+    // chunk-size [ BWS ";" ext ] CR LF, at most 4096 bytes up to and including the CR.
+    const std::size_t line = p;
+    unsigned __int128 size = 0;
+    std::size_t digits = 0;
+    while (p < in.size() && hex(in[p]) >= 0) {
+      size = size * 16 + static_cast<unsigned>(hex(in[p]));
+      if (size > (std::uint64_t{1} << 60)) return fail();
+      ++digits;
+      ++p;
+      if (p - line > 4096) return fail();
+    }
+    if (p == in.size()) return more();
+    if (digits == 0) return fail();
+    while (p < in.size() && (in[p] == ' ' || in[p] == '\t')) {
+      ++p;
+      if (p - line > 4096) return fail();
+    }
+    if (p == in.size()) return more();
+    if (in[p] == ';') {
+      while (p < in.size() && in[p] != '\r') {
+        if (in[p] != ';' && ctl(in[p])) return fail();
+        ++p;
+        if (p - line > 4096) return fail();
+      }
+      if (p == in.size()) return more();
+    } else if (in[p] != '\r' || p > line + digits) {  // whitespace must lead to ';'
+      return fail();
+    }
+    if (++p - line > 4096) return fail();  // the CR
+    if (p == in.size()) return more();
+    if (in[p++] != '\n') return fail();
+    if (size == 0) break;
+    const std::size_t take = std::min<std::size_t>(static_cast<std::size_t>(size), in.size() - p);
+    out.body.append(in.substr(p, take));
+    p += take;
+    if (take < size) return more();
+    if (p == in.size()) return more();
+    if (in[p++] != '\r') return fail();
+    if (p == in.size()) return more();
+    if (in[p++] != '\n') return fail();
+  }
+  // Trailer lines, each CR LF, up to an empty one; at most 8192 bytes in all.
+  const std::size_t trailers = p;
+  bool empty_line = true;
+  for (;;) {
+    if (p == in.size()) return more();
+    if (p - trailers >= http::max_header_block_bytes) return fail();
+    const char c = in[p++];
+    if (c == '\r') {
+      if (p == in.size()) return more();
+      if (p - trailers >= http::max_header_block_bytes) return fail();
+      if (in[p++] != '\n') return fail();
+      if (empty_line) break;
+      empty_line = true;
+    } else if (ctl(c)) {
+      return fail();
+    } else {
+      empty_line = false;
+    }
+  }
+  out.done = true;
+  out.consumed = p;
+  return out;
+}
+
 void check_decoder(std::string_view body, std::string_view sizes) {
   const decoded whole = decode(body, {});
   const decoded pieces = decode(body, sizes);
   check(whole.body == pieces.body && whole.done == pieces.done && whole.error == pieces.error &&
         whole.consumed == pieces.consumed);
   check(whole.body.size() <= body.size());
+  const decoded ref = reference_decode(body);
+  check(ref.done == whole.done && ref.error == whole.error);
+  if (!ref.error) check(ref.body == whole.body && ref.consumed == whole.consumed);
 }
 
 }  // namespace
