@@ -3,7 +3,7 @@
 // allocation, views into the caller's buffer.
 //
 // parse_request works in four steps, each of which stops at the first error:
-//   1. leading empty lines are skipped (RFC 9112 section 2.2), at most max_header_block_bytes;
+//   1. leading empty lines are skipped (RFC 9112 section 2.2), at most max_leading_empty_bytes;
 //   2. the request line is parsed byte by byte as far as the input goes, so a method, target
 //      or version that is wrong or too long is reported before the line is complete;
 //   3. a quick scan (memchr per line) looks for the empty line that ends the header block,
@@ -98,10 +98,6 @@ const char* find_ctl(const char* b, const char* e, const char* readable) noexcep
   }
   return nullptr;
 }
-
-// The longest method we look at before answering 501 (RFC 9112 section 3: a method longer than
-// any the server implements may be answered 501 without reading the rest).
-constexpr std::size_t max_method_bytes = 32;
 
 /// c in lowercase if it is an ASCII letter.
 constexpr char lower(char c) noexcept {
@@ -332,7 +328,7 @@ parse_result parse_request(std::string_view in, request& out) noexcept {
       ++p;
     }
     ++p;
-    if (p > max_header_block_bytes) return fail(400, "too many empty lines");
+    if (p > max_leading_empty_bytes) return fail(400, "too many empty lines");
   }
 
   // 2. Request line: method SP request-target SP HTTP-version CRLF.
