@@ -394,6 +394,28 @@ TEST_CASE("the longest request head that can still be incomplete fits max_reques
   CHECK(status_of(head + "v") == 431);
 }
 
+TEST_CASE("each request gives the same result fed byte by byte as fed whole") {
+  // parse() (used by every test above) compares the two; these are the cases of issue 12's
+  // list of rejections plus valid requests, with the status each must get.
+  const std::pair<std::string, int> cases[] = {
+      {hello, 0},
+      {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+       400},
+      {"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\rA: b\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\nHost: x\r\nBig: " + std::string(9000, 'v') + "\r\n\r\n", 431},
+      {"GET /" + std::string(9000, 't') + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
+      {"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", 501},
+      {"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+      {"GET / HTTP/1.0\nConnection: keep-alive\n\n", 0},
+  };
+  for (const auto& [text, expected] : cases) {
+    CAPTURE(text.substr(0, 60));
+    CHECK(status_of(text) == expected);
+  }
+}
+
 TEST_CASE("every prefix of a valid request is incomplete") {
   for (std::size_t k = 0; k < hello.size(); ++k) {
     http::request r;
