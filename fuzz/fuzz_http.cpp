@@ -127,7 +127,7 @@ void check_semantics(const http::request& r) {
     check(std::count(codings.begin(), codings.end(), "chunked") == 1);
   }
   check(r.keep_alive == (!close && (r.minor_version == 1 || keep_alive)));
-  check(r.expect_continue == expect);
+  check(r.expect_continue == (expect && r.minor_version == 1));
 }
 
 bool same(const http::parse_result& a, const http::parse_result& b) {

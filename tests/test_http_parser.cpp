@@ -345,6 +345,7 @@ TEST_CASE("Expect: 100-continue, Range and If-Modified-Since are picked out") {
   CHECK(parsed(with_fields("Expect: 100-continue\r\n")).expect_continue);
   CHECK(parsed(with_fields("expect: 100-Continue\r\n")).expect_continue);
   CHECK_FALSE(parsed(with_fields("Expect: 200-ok\r\n")).expect_continue);
+  CHECK_FALSE(parsed("POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n"s).expect_continue);
   const http::request r = parsed(
       with_fields("Range: bytes=0-99\r\nIf-Modified-Since: Sat, 05 Dec 2026 00:00:00 GMT\r\n"));
   CHECK(r.range == "bytes=0-99");

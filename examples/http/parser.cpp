@@ -492,6 +492,7 @@ parse_result parse_request(std::string_view in, request& out) noexcept {
     out.framing = body_framing::content_length;
   }
   out.keep_alive = !facts.connection_close && (minor == 1 || facts.connection_keep_alive);
+  out.expect_continue = out.expect_continue && minor == 1;  // RFC 9110 10.1.1: 1.0 ignores it
 
   parse_result r;
   r.state = parse_result::status::complete;

@@ -48,7 +48,7 @@ struct request {
   body_framing framing = body_framing::none;
   std::uint64_t content_length = 0;  // when framing == content_length
   bool keep_alive = true;        // HTTP/1.1 unless "Connection: close"; 1.0 only with keep-alive
-  bool expect_continue = false;  // "Expect: 100-continue"
+  bool expect_continue = false;  // "Expect: 100-continue" in HTTP/1.1 (1.0: ignored)
   std::string_view host;         // the Host field's value, or empty
   std::string_view range;        // the Range field's value, or empty
   std::string_view if_modified_since;
