@@ -107,7 +107,8 @@ void parse_head(std::string_view head, http::request& r) {
     line = head.substr(0, line_end);
     const auto colon = line.find(':');
     http::header h{line.substr(0, colon), line.substr(colon + 1)};
-    while (!h.value.empty() && h.value.front() == ' ') h.value.remove_prefix(1);
+    while (!h.value.empty() && h.value.front() == ' ')
+      h.value.remove_prefix(1);
     r.header_storage[r.header_count++] = h;
     if (h.name == "Range") r.range = h.value;
     if (h.name == "If-Modified-Since") r.if_modified_since = h.value;
@@ -290,7 +291,7 @@ TEST_CASE("nothing outside the root is ever served, whatever the spelling") {
   for (const char* target : {"/a.txt%00.html", "/%zz", "/%2", "/%", "*"}) {
     CAPTURE(target);
     auto x = talk(s.root, std::string("GET ") + target + " HTTP/1.1\r\nHost: t\r\n\r\n" +
-                                  "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+                              "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
     auto rs = split(x.raw);
     REQUIRE(rs.size() == 1);
     CHECK(rs[0].status == 400);
@@ -359,11 +360,11 @@ TEST_CASE("a large file arrives whole; HEAD sends the head only; If-Modified-Sin
 TEST_CASE("keep-alive: several requests on one connection, in order; Connection: close ends it") {
   site s;
   auto x = talk(s.root,
-                    "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n"
-                    "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n"
-                    "GET /missing HTTP/1.1\r\nHost: t\r\n\r\n"
-                    "GET /sub/x.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-                    "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /missing HTTP/1.1\r\nHost: t\r\n\r\n"
+                "GET /sub/x.json HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n");
   auto rs = split(x.raw);
   REQUIRE(rs.size() == 4);
   CHECK(rs[0].body == "0123456789");

@@ -46,16 +46,26 @@ bool parse_u64(std::string_view s, std::uint64_t& out) noexcept {
 
 std::string_view reason_of(int status) noexcept {
   switch (status) {
-    case 200: return "OK";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 416: return "Range Not Satisfiable";
-    default: return "Internal Server Error";
+    case 200:
+      return "OK";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 416:
+      return "Range Not Satisfiable";
+    default:
+      return "Internal Server Error";
   }
 }
 
@@ -121,8 +131,8 @@ std::optional<std::chrono::system_clock::time_point> parse_http_date(
   };
   int day = 0, year = 0, hour = 0, min = 0, sec = 0;
   if (!num(5, 2, day) || !num(12, 4, year) || !num(17, 2, hour) || !num(20, 2, min) ||
-      !num(23, 2, sec) || text[7] != ' ' || text[11] != ' ' || text[16] != ' ' ||
-      text[19] != ':' || text[22] != ':')
+      !num(23, 2, sec) || text[7] != ' ' || text[11] != ' ' || text[16] != ' ' || text[19] != ':' ||
+      text[22] != ':')
     return {};
   const auto m = months.find(text.substr(8, 3));
   if (m == std::string_view::npos || m % 3 != 0) return {};
@@ -163,8 +173,10 @@ range_kind parse_range(std::string_view value, std::uint64_t size, byte_range& o
   if (value.size() < unit.size() || !iequals(value.substr(0, unit.size()), unit))
     return range_kind::none;
   std::string_view spec = value.substr(unit.size());
-  while (!spec.empty() && (spec.front() == ' ' || spec.front() == '\t')) spec.remove_prefix(1);
-  while (!spec.empty() && (spec.back() == ' ' || spec.back() == '\t')) spec.remove_suffix(1);
+  while (!spec.empty() && (spec.front() == ' ' || spec.front() == '\t'))
+    spec.remove_prefix(1);
+  while (!spec.empty() && (spec.back() == ' ' || spec.back() == '\t'))
+    spec.remove_suffix(1);
   if (spec.find(',') != std::string_view::npos) return range_kind::none;  // several: send all
   const auto dash = spec.find('-');
   if (dash == std::string_view::npos) return range_kind::none;
@@ -246,7 +258,7 @@ coring::task<bool> send_simple(coring::socket& s, const request& r, std::string_
     }
   }
   const bool sent = co_await send_bounded(s, h, o);
-  co_return sent && r.keep_alive && !close;
+  co_return sent&& r.keep_alive && !close;
 }
 
 }  // namespace
@@ -337,7 +349,7 @@ coring::task<bool> static_files::serve(coring::socket& s, const request& r,
   h.append("\r\n");
   if (r.verb == method::head || count == 0) {
     const bool sent = co_await send_bounded(s, h, o);
-    co_return sent && r.keep_alive;
+    co_return sent&& r.keep_alive;
   }
 
   const auto deadline = std::chrono::steady_clock::now() + o.send_timeout;
@@ -357,9 +369,9 @@ coring::task<bool> static_files::serve(coring::socket& s, const request& r,
         co_return false;  // out of descriptors: the response is cut, the connection closed
       }
     }
-    auto body = coring::send_file(s, f, offset, count, c.pipe_,
-                                  {.timeout = std::max(left(), std::chrono::milliseconds(1)),
-                                   .stop = o.stop});
+    auto body = coring::send_file(
+        s, f, offset, count, c.pipe_,
+        {.timeout = std::max(left(), std::chrono::milliseconds(1)), .stop = o.stop});
     auto sent = co_await coring::as_result(std::move(body));
     co_return static_cast<bool>(sent) && r.keep_alive;
   }
@@ -381,7 +393,8 @@ coring::task<bool> static_files::serve(coring::socket& s, const request& r,
   std::size_t filled = head_size;
   std::uint64_t done = 0;
   while (done < count) {
-    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size() - filled, count - done));
+    const auto want =
+        static_cast<std::size_t>(std::min<std::uint64_t>(buf.size() - filled, count - done));
     auto n = co_await coring::as_result(f.read(buf.subspan(filled, want), offset + done));
     // A read error or a file cut short: nothing more can be framed right; close.
     if (!n || *n == 0) co_return false;

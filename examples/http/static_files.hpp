@@ -81,7 +81,8 @@ std::string_view content_type_for(std::string_view name) noexcept;
 std::string http_date(std::chrono::system_clock::time_point t);
 
 /// Parses an IMF-fixdate. Returns: the time, or nothing if text is not one.
-std::optional<std::chrono::system_clock::time_point> parse_http_date(std::string_view text) noexcept;
+std::optional<std::chrono::system_clock::time_point> parse_http_date(
+    std::string_view text) noexcept;
 
 /// Percent-decodes the path of a request target (origin-form or absolute-form; the query and
 /// fragment are dropped) into out. Returns: false for an invalid escape, an encoded or raw NUL
