@@ -66,7 +66,14 @@ pid_t start_reader(const coring::address& to, int connections, bool read) {
   _exit(0);
 }
 
-enum class method { splice_64k, splice_1m, splice_overlap, read_send, read_send_128k, read_send_64k };
+enum class method {
+  splice_64k,
+  splice_1m,
+  splice_overlap,
+  read_send,
+  read_send_128k,
+  read_send_64k
+};
 const char* name_of(method m) {
   switch (m) {
     case method::splice_64k:
@@ -114,11 +121,11 @@ struct cost {
 
 // Sends the file `times` times with method m. Returns: sender CPU and wall seconds.
 coring::task<cost> run(coring::io_context& ctx, coring::socket& s, const coring::file& f,
-                         std::uint64_t size, int times, method m) {
+                       std::uint64_t size, int times, method m) {
   coring::pipe p = coring::pipe::open(m == method::splice_64k ? 0 : 1 << 20);
   const std::uint64_t chunk = m == method::read_send_64k    ? 64 << 10
-                             : m == method::read_send_128k ? 128 << 10
-                                                           : 256 << 10;
+                              : m == method::read_send_128k ? 128 << 10
+                                                            : 256 << 10;
   std::vector<std::byte> buf(std::min<std::uint64_t>(size, chunk));
   const double t0 = cpu_seconds();
   const auto w0 = std::chrono::steady_clock::now();
@@ -177,8 +184,9 @@ coring::task<> bench(coring::io_context& ctx, const std::string& dir, int rounds
         rate[mi].push_back(mib * 1.048576 / c.wall);
       }
     }
-    std::printf("%7llu B file, %d rounds, medians: sender CPU per MiB, per file, vs the first; MB/s\n",
-                static_cast<unsigned long long>(size), rounds);
+    std::printf(
+        "%7llu B file, %d rounds, medians: sender CPU per MiB, per file, vs the first; MB/s\n",
+        static_cast<unsigned long long>(size), rounds);
     const double base = median(cpu[0]);
     for (std::size_t k = 0; k < std::size(methods); ++k) {
       const double m = median(cpu[k]);
