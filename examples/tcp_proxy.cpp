@@ -99,7 +99,8 @@ coring::task<> proxy_client(const options& o, coring::connection_scope& scope,
   auto connecting = o.target_addr
                         ? coring::tcp_connect(scope.context(), *o.target_addr, std::move(co))
                         : coring::tcp_connect(scope.context(), o.target, std::move(co));
-  auto r = co_await coring::as_result(std::move(connecting));
+  auto attempt = coring::as_result(std::move(connecting));  // named: see docs/design.md, "g++ 12"
+  auto r = co_await std::move(attempt);
   if (!r) {
     if (r.error() != std::errc::operation_canceled)  // the drain's cancel: not news
       example::log::err().line("tcp_proxy: client " + example::peer_name(client) +
