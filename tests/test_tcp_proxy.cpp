@@ -10,6 +10,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <optional>
@@ -62,6 +63,11 @@ struct proxy {
   static std::vector<std::string> argv(std::uint16_t target_port, std::vector<std::string> extra) {
     std::vector<std::string> a{test::example_path("TCP_PROXY"), "--listen", "127.0.0.1:0", "--to",
                                "127.0.0.1:" + std::to_string(target_port)};
+    // meson runs this program once per copy strategy (TCP_PROXY_COPY: recv, stream, ...).
+    if (const char* copy = std::getenv("TCP_PROXY_COPY"); copy && *copy) {
+      a.push_back("--copy");
+      a.push_back(copy);
+    }
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   }
