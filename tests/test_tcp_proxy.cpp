@@ -416,3 +416,27 @@ TEST_CASE("SIGTERM with connections open ends tcp_proxy promptly with status 0")
     }
   });
 }
+
+TEST_CASE("SIGTERM with clients that send and never read ends tcp_proxy at --grace") {
+  echo_server target;
+  proxy px(target.port, {"--grace", "0.5"});
+  io_context ctx;
+  constexpr int n = 20;
+  std::vector<coring::socket> clients;
+  test::run_on(ctx, [&](io_context& ctx) -> task<> {
+    for (int i = 0; i < n; ++i)
+      clients.push_back(co_await tcp_connect(ctx, px.at()));
+  });
+  // Each client sends until its socket buffer is full (MSG_DONTWAIT) and never reads: the
+  // echoes pile up toward it, and the proxy's sends to it block.
+  std::vector<char> chunk(64 * 1024, 'x');
+  for (coring::socket& c : clients)
+    for (int k = 0; k < 1000; ++k)
+      if (::send(c.fileno(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) break;
+  const auto t0 = std::chrono::steady_clock::now();
+  px.proc.signal(SIGTERM);
+  CHECK(px.proc.wait(10s) == 0);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(seconds < 2.5);  // --grace 0.5, then the cancel: at most 1 s more
+}
