@@ -8,12 +8,12 @@
 #include <array>
 #include <chrono>
 #include <csignal>
-#include <optional>
-#include <system_error>
-#include <tuple>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <tuple>
 #include <vector>
 
 using namespace coring;
