@@ -37,7 +37,7 @@ namespace {
 
 const char* usage =
     "usage: http_server [--host ADDR] [--port N] [--threads N] [--header-timeout S]\n"
-    "                   [--idle-timeout S] [--send-timeout S] [--grace S]\n"
+    "                   [--idle-timeout S] [--send-timeout S] [--grace S] [--plain]\n"
     "  An HTTP/1.1 server. Every GET or HEAD is answered 200 \"Hello, world!\\n\" (text/plain);\n"
     "  other methods get 405 (their bodies are read and discarded), unknown ones 501.\n"
     "  Keep-alive and pipelining (the answers to every request received at once go out in\n"
@@ -50,6 +50,9 @@ const char* usage =
     "  connection with no request for that long is closed; --send-timeout (default 30 s): a\n"
     "  client that does not take its answers for that long is closed.\n"
     "  --threads N (default 1): N threads, each with its own ring and SO_REUSEPORT listener.\n"
+    "  Requests are received by one multishot recv per connection into buffers of a ring shared\n"
+    "  by the thread's connections (4,096 x 4 KiB in all, taken only as used); --plain receives\n"
+    "  with one recv per reception into the connection's own buffer instead.\n"
     "  On SIGINT or SIGTERM it stops accepting, finishes the answers in flight (at most --grace\n"
     "  seconds, default 2), closes idle connections and exits 0.\n";
 
@@ -69,6 +72,8 @@ constexpr std::size_t out_reserve = 1024;  // room one answer needs (else flush 
 struct settings {
   std::chrono::nanoseconds header_timeout, idle_timeout, send_timeout, grace;
   bool coop = false;
+  bool plain = false;            // a recv per reception into the connection's buffer
+  unsigned ring_buffers = 4096;  // per thread: 4,096 x 4 KiB in all, at least 256 each
 };
 
 struct server;
@@ -102,6 +107,7 @@ struct server {
   std::time_t date_second = -1;
   bool draining = false;  // answers carry Connection: close
   std::size_t accepted = 0;
+  std::optional<coring::buffer_ring> ring;  // empty: --plain, or the kernel has none
 
   // Formats the Date header (IMF-fixdate) when the second changed.
   void update_date(std::time_t now) {
@@ -246,6 +252,12 @@ enum class reply : unsigned char { none, hello, not_allowed };
 coring::task<> connection(server& srv, coring::socket& s) {
   conn_entry self(srv, s);
   std::array<char, in_capacity> in;
+  // With a buffer ring: one multishot recv stays armed (no SQE per request); the bytes of a
+  // ring buffer are copied into in, and what did not fit waits in held.
+  std::optional<coring::recv_stream> rx;
+  if (srv.ring) rx.emplace(s, *srv.ring, coring::recv_stream_options{.multishot = true});
+  coring::buffer held;
+  std::size_t held_at = 0;
   out_buffer out;
   http::request req;
   http::chunked_decoder chunks;
@@ -384,9 +396,25 @@ coring::task<> connection(server& srv, coring::socket& s) {
       } else {
         self.deadline = now + srv.cfg.idle_timeout;
       }
-      const std::size_t n = co_await s.recv(std::as_writable_bytes(std::span(in)).subspan(tail));
-      if (n == 0) break;  // the client is done (or the drain's SHUT_RD)
-      tail += n;
+      if (rx) {  // from the ring: copy what fits, keep the rest of the buffer for later
+        if (held_at == held.size()) {
+          held = co_await rx->next();
+          held_at = 0;
+          if (held.size() == 0) break;  // the client is done (or the drain's SHUT_RD)
+        }
+        const std::size_t n = std::min(held.size() - held_at, in.size() - tail);
+        std::memcpy(in.data() + tail, held.data().data() + held_at, n);
+        held_at += n;
+        tail += n;
+        if (held_at == held.size()) {
+          held = coring::buffer{};  // back to the ring at once
+          held_at = 0;
+        }
+      } else {
+        const std::size_t n = co_await s.recv(std::as_writable_bytes(std::span(in)).subspan(tail));
+        if (n == 0) break;  // the client is done (or the drain's SHUT_RD)
+        tail += n;
+      }
     }
   } catch (const std::system_error& e) {
     // A reset, a broken pipe, a deadline (expired), the drain's cancel: the connection ends.
@@ -403,13 +431,28 @@ coring::task<> connection(server& srv, coring::socket& s) {
     self.deadline = clock_type::now() + linger_time;
     std::size_t drained = 0;
     while (drained < linger_bytes) {
-      const std::size_t n = co_await s.recv(std::as_writable_bytes(std::span(in)));
+      std::size_t n = 0;
+      if (rx) {
+        held = co_await rx->next();
+        n = held.size();
+        held = coring::buffer{};
+      } else {
+        n = co_await s.recv(std::as_writable_bytes(std::span(in)));
+      }
       if (n == 0) break;
       drained += n;
     }
   } catch (const std::system_error&) {
     // the client reset or did not close in time: nothing more to do
   }
+}
+
+// A thread's server: its buffer ring (unless --plain or the kernel has none) is taken from
+// the system only as the kernel first fills each buffer.
+std::shared_ptr<server> make_server(coring::io_context& ctx, const settings& cfg) {
+  auto srv = std::make_shared<server>(cfg);
+  if (!cfg.plain && ctx.features().buf_ring) srv->ring.emplace(ctx, cfg.ring_buffers, 4096);
+  return srv;
 }
 
 // One client: counted, served; errors end it alone (connection() reports what is news).
@@ -471,7 +514,7 @@ coring::task<> worker(coring::io_context& ctx, unsigned index, std::stop_token s
   std::shared_ptr<server> srv;
   std::optional<coring::socket> listener;
   try {
-    srv = std::make_shared<server>(p.cfg);
+    srv = make_server(ctx, p.cfg);
     listener.emplace(reuse_port_socket(ctx, p.at));
     listener->listen();
   } catch (const std::exception& e) {
@@ -531,15 +574,18 @@ int main(int argc, char** argv) {
   cfg.grace = example::seconds(args.get_double("--grace", 2, 0, 3600));
   // For benchmarks: the ring's task-run mode (DEFER_TASKRUN costs CPU at some loads).
   cfg.coop = args.flag("--coop-taskrun");
+  cfg.plain = args.flag("--plain");
   auto threads = static_cast<unsigned>(args.get_int("--threads", 1, 1, 256));
   args.done();
+  while (cfg.ring_buffers > 256 && cfg.ring_buffers * threads > 4096)
+    cfg.ring_buffers /= 2;
   example::raise_fd_limit();
   int status = 0;
   try {
     if (threads == 1) {
       coring::io_context ctx(ring_options(cfg));
       coring::signal_set signals(ctx, {SIGINT, SIGTERM});
-      auto srv = std::make_shared<server>(cfg);
+      auto srv = make_server(ctx, cfg);
       coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
       std::printf("http_server listening on %s\n", listener.sock_name().to_string().c_str());
       std::fflush(stdout);
