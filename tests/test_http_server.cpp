@@ -543,7 +543,7 @@ TEST_CASE("a slowloris is closed at --header-timeout while another client is ser
   };
   const double closed_at = test::run_on(ctx, both);
   MESSAGE("slowloris closed after " << closed_at << " s");
-  CHECK(closed_at >= 0.9);
+  CHECK(closed_at >= 0.75);  // not earlier (the client may be scheduled late)
   CHECK(closed_at < 2.5);
   CHECK(fast_done > 0);
   CHECK(fast_done < closed_at);
@@ -563,7 +563,7 @@ TEST_CASE("an idle keep-alive connection is closed at --idle-timeout") {
   CHECK(test::run(ctx, closed_by_peer(s)));
   const double secs = std::chrono::duration<double>(steady::now() - start).count();
   MESSAGE("idle connection closed after " << secs << " s");
-  CHECK(secs >= 0.9);
+  CHECK(secs >= 0.75);
   CHECK(secs < 2.5);
   stop_server(server);
 }
