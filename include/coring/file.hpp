@@ -70,7 +70,8 @@ class file {
   /// Reads up to buf.size() bytes at offset (current_position: at the file position).
   /// Returns: bytes read; 0 at end of file. Throws: std::system_error (errno, "read").
   /// Note: buf must stay valid until the co_await completes.
-  [[nodiscard]] detail::read_op read(std::span<std::byte> buf, std::uint64_t offset) noexcept {
+  [[nodiscard]] detail::read_op read(std::span<std::byte> buf,
+                                     std::uint64_t offset) const noexcept {
     return {*ctx_, fd_, buf, offset};
   }
   /// Writes up to buf.size() bytes at offset (current_position: at the file position).
