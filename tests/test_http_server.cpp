@@ -497,11 +497,11 @@ void check_bodies(std::vector<std::string> args) {
 }  // namespace
 
 TEST_CASE("bodies are framed and discarded: Content-Length, chunked, 100-continue, pieces") {
-  check_bodies({});  // the multishot recv from the thread's buffer ring
+  check_bodies({});  // a recv per reception into the connection's buffer
 }
 
-TEST_CASE("bodies are framed and discarded with --plain (a recv per reception)") {
-  check_bodies({"--plain"});
+TEST_CASE("bodies are framed and discarded with --multishot (receptions from a buffer ring)") {
+  check_bodies({"--multishot"});
 }
 
 TEST_CASE("1,000 concurrent keep-alive clients each get every answer right") {
@@ -634,8 +634,8 @@ TEST_CASE("http_server --help prints the usage and bad arguments exit 2") {
   CHECK(test::exit_status_of({test::example_path("HTTP_SERVER"), "--bogus"}) == 2);
 }
 
-TEST_CASE("http_server --threads 2 serves on one port and drains on SIGTERM") {
-  test::child server(server_argv({"--threads", "2"}));
+TEST_CASE("http_server --threads 2 --multishot serves on one port and drains on SIGTERM") {
+  test::child server(server_argv({"--threads", "2", "--multishot"}));
   auto line = server.read_line(10s);
   REQUIRE(line);
   CHECK(line->find("http_server listening on 127.0.0.1:") == 0);
