@@ -68,9 +68,10 @@ constexpr auto tick = std::chrono::milliseconds(100);  // the deadlines' resolut
 constexpr auto linger_time = std::chrono::seconds(1);  // reading what follows a final answer
 constexpr std::size_t linger_bytes = 1 << 20;
 
-// A request head may be a request line with an 8 KiB target plus an 8 KiB header block: the
-// receive buffer holds one whole, with slack; a head that fills it is answered 431.
-constexpr std::size_t in_capacity = http::max_target_bytes + http::max_header_block_bytes + 1024;
+// The parser decides within max_request_head_bytes (an 8 KiB target plus an 8 KiB header
+// block, ~16.2 KiB): the receive buffer holds the largest head, with slack for the start of
+// the next pipelined request; it never grows (a head that filled it would get 431).
+constexpr std::size_t in_capacity = http::max_request_head_bytes + 1024;
 constexpr std::size_t out_capacity = 8192;
 constexpr std::size_t out_reserve = 1024;  // room one answer needs (else flush first)
 
