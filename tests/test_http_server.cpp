@@ -816,3 +816,34 @@ TEST_CASE(
   CHECK(d.body == "hello from a file\n");
   stop_server(server);
 }
+
+TEST_CASE("--root: a client that stops reading a large file is dropped at --send-timeout") {
+  web_root root(std::uintmax_t{32} << 20);
+  test::child server(server_argv({"--root", root.dir.string(), "--send-timeout", "1"}));
+  const int port = start_server(server);
+  io_context ctx;
+  std::size_t received = 0;
+  std::error_code ended;
+  auto client = [port, &received, &ended](io_context& ctx) -> task<> {
+    coring::socket s(ctx, AF_INET, SOCK_STREAM);
+    s.set_option(sockopt::recv_buffer_size{4096});
+    co_await s.connect(address::ip("127.0.0.1", static_cast<std::uint16_t>(port)));
+    co_await s.send_all(std::string_view("GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"));
+    co_await sleep_for(ctx, 2500ms);  // the behaviour under test: not reading, past the timeout
+    std::array<std::byte, 65536> buf;
+    for (std::size_t i = 0; i < 100000; ++i) {
+      auto got = co_await as_result(s.recv(buf).with_timeout(5s));
+      if (!got) {
+        ended = got.error();
+        break;
+      }
+      if (*got == 0) break;
+      received += *got;
+    }
+  };
+  test::run_on(ctx, client, 60s);
+  MESSAGE("the stalled client got " << received << " bytes of 32 MiB; " << ended.message());
+  CHECK(received < (std::size_t{32} << 20));
+  CHECK(ended != std::errc::timed_out);  // the server ended the response, it did not hang
+  stop_server(server);
+}
