@@ -114,16 +114,20 @@ struct server {
   std::time_t date_second = -1;
   bool draining = false;  // answers carry Connection: close
   std::size_t accepted = 0;
+  time_point now = clock_type::now();  // as of the last tick: no clock read per request
+
+  // A deadline d from now, never early (now may be a tick old), at most two ticks late.
+  time_point after(std::chrono::nanoseconds d) const noexcept { return now + d + tick; }
   std::optional<coring::buffer_ring> ring;   // --multishot (and the kernel has buffer rings)
   std::optional<http::static_files> files;   // --root
   http::static_files::options file_options;  // its send timeout, and the drain's stop
 
   // Formats the Date header (IMF-fixdate) when the second changed.
-  void update_date(std::time_t now) {
-    if (now == date_second) return;
-    date_second = now;
+  void update_date(std::time_t t) {
+    if (t == date_second) return;
+    date_second = t;
     std::tm tm{};
-    gmtime_r(&now, &tm);
+    gmtime_r(&t, &tm);
     char date[64];
     std::size_t n = std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     common.assign("Date: ");
@@ -132,10 +136,10 @@ struct server {
   }
 
   // Cancels the connections whose deadline passed.
-  void expire(time_point now) noexcept {
+  void expire(time_point t) noexcept {
     for (conn_entry* e = head; e;) {
       conn_entry* next = e->next;
-      if (e->deadline <= now) {
+      if (e->deadline <= t) {
         e->deadline = no_deadline;
         e->expired = true;
         e->s.cancel();
@@ -166,7 +170,8 @@ coring::task<> ticker(coring::io_context& ctx, std::shared_ptr<server> srv, std:
     auto r = co_await std::move(op);
     (void)r;
     srv->update_date(std::time(nullptr));
-    srv->expire(clock_type::now());
+    srv->now = clock_type::now();
+    srv->expire(srv->now);
   }
 }
 
@@ -317,7 +322,7 @@ coring::task<> connection(server& srv, coring::socket& s) {
         }
         if (pending != reply::none) {
           if (out.space() < out_reserve) {
-            self.deadline = clock_type::now() + srv.cfg.send_timeout;
+            self.deadline = srv.after(srv.cfg.send_timeout);
             co_await s.send_all(out.bytes());
             out.size = 0;
           }
@@ -350,7 +355,7 @@ coring::task<> connection(server& srv, coring::socket& s) {
           // --root: the file goes out now, after the answers before it (its body, if any, is
           // discarded after it: the request's views point into in until then).
           if (out.size > 0) {
-            self.deadline = clock_type::now() + srv.cfg.send_timeout;
+            self.deadline = srv.after(srv.cfg.send_timeout);
             co_await s.send_all(out.bytes());
             out.size = 0;
           }
@@ -372,7 +377,7 @@ coring::task<> connection(server& srv, coring::socket& s) {
         if (body != http::body_framing::none && req.expect_continue && req.minor_version >= 1 &&
             head == tail && !served) {
           if (out.space() < out_reserve) {
-            self.deadline = clock_type::now() + srv.cfg.send_timeout;
+            self.deadline = srv.after(srv.cfg.send_timeout);
             co_await s.send_all(out.bytes());
             out.size = 0;
           }
@@ -384,12 +389,10 @@ coring::task<> connection(server& srv, coring::socket& s) {
         keep = false;
         body = http::body_framing::none;
       }
-      time_point now = clock_type::now();
       if (out.size > 0) {
-        self.deadline = now + srv.cfg.send_timeout;
+        self.deadline = srv.after(srv.cfg.send_timeout);
         co_await s.send_all(out.bytes());
         out.size = 0;
-        now = clock_type::now();
       }
       if (!keep && body == http::body_framing::none) {
         linger = true;
@@ -405,22 +408,22 @@ coring::task<> connection(server& srv, coring::socket& s) {
       }
       if (tail == in.size()) {  // a chunk line the decoder could not take
         put_error(out, srv, 400);
-        self.deadline = now + srv.cfg.send_timeout;
+        self.deadline = srv.after(srv.cfg.send_timeout);
         co_await s.send_all(out.bytes());
         out.size = 0;
         linger = true;
         break;
       }
       if (body != http::body_framing::none) {
-        self.deadline = now + srv.cfg.idle_timeout;
+        self.deadline = srv.after(srv.cfg.idle_timeout);
       } else if (tail > 0) {
         if (!head_started) {
           head_started = true;
-          head_deadline = now + srv.cfg.header_timeout;
+          head_deadline = srv.after(srv.cfg.header_timeout);
         }
         self.deadline = head_deadline;
       } else {
-        self.deadline = now + srv.cfg.idle_timeout;
+        self.deadline = srv.after(srv.cfg.idle_timeout);
       }
       if (rx) {  // from the ring: copy what fits, keep the rest of the buffer for later
         if (held_at == held.size()) {
@@ -454,7 +457,7 @@ coring::task<> connection(server& srv, coring::socket& s) {
   // The lingering close: bounded in time and bytes.
   try {
     s.shutdown(SHUT_WR);
-    self.deadline = clock_type::now() + linger_time;
+    self.deadline = srv.after(linger_time);
     std::size_t drained = 0;
     while (drained < linger_bytes) {
       std::size_t n = 0;
