@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Description: HTTP/1.1 server (RFC 9112): keep-alive, pipelining, request bodies framed and
-// discarded, strict rejections, header/idle/send deadlines, graceful drain; "hello" profile.
+// discarded, strict rejections, header/idle/send deadlines, graceful drain; the "hello"
+// profile, or static files with --root (http::static_files).
 //
 // One coroutine per connection, with a fixed receive buffer and a fixed response buffer in its
 // frame: a request of the hello profile allocates nothing. Every complete request in the
@@ -8,7 +9,10 @@
 // send (what makes pipelining, and wrk, fast). The deadlines cost nothing per request either:
 // each connection writes the time its current wait must end into its entry on its thread's
 // list, and one timer per thread (every 100 ms) cancels the sockets whose time is up; the same
-// tick formats the Date header, once per second.
+// tick formats the Date header, once per second, and is the clock the deadlines are set from.
+// Measured (wrk -t1 -c100, server on CPU 0, wrk on CPU 1, 2-core VM shared with other work):
+// about 3.9-4.1 us of server CPU per request against nginx's 4.4-4.6 us (1 worker, return 200),
+// similar requests/s (wrk is the bottleneck); over 90% of the server's CPU is the kernel's TCP.
 #include <coring/coring.hpp>
 
 #include "../example_util.hpp"
