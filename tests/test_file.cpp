@@ -19,39 +19,11 @@
 using namespace coring;
 using namespace std::chrono_literals;
 using test::bytes;
+using test::temp_dir;
 using test::text;
+using test::write_file;
 
 namespace {
-
-// A directory made with mkdtemp under /tmp, removed with everything in it at the end.
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char tmpl[] = "/tmp/coring-test-file-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
-
-// Writes content to path synchronously (test setup).
-void write_file(const std::string& path, std::string_view content) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  REQUIRE(fd >= 0);
-  std::size_t done = 0;
-  while (done < content.size()) {
-    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    REQUIRE(n > 0);
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-}
 
 // Deterministic bytes that differ at every offset of a few MiB (no period of 256).
 std::string pattern(std::size_t n) {
@@ -76,7 +48,7 @@ unsigned current_umask() {
 }  // namespace
 
 TEST_CASE("opening a missing file throws ENOENT naming the operation and the path") {
-  temp_dir d;
+  temp_dir d("file");
   io_context ctx;
   const std::string missing = d / "missing.txt";
   test::run_on(ctx, [&missing](io_context& ctx) -> task<> {
@@ -98,7 +70,7 @@ TEST_CASE("opening a missing file throws ENOENT naming the operation and the pat
 }
 
 TEST_CASE("open_beneath refuses .., absolute paths and symlinks that leave the directory") {
-  temp_dir d;
+  temp_dir d("file");
   REQUIRE(::mkdir((d / "root").c_str(), 0755) == 0);
   REQUIRE(::mkdir((d / "root/sub").c_str(), 0755) == 0);
   write_file(d / "secret.txt", "outside");
@@ -148,7 +120,7 @@ TEST_CASE("open_beneath refuses .., absolute paths and symlinks that leave the d
 }
 
 TEST_CASE("stat gives size, type and modification time") {
-  temp_dir d;
+  temp_dir d("file");
   write_file(d / "f.txt", "twelve bytes");
   const timespec times[2] = {{1'700'000'000, 0}, {1'700'000'123, 456'000'000}};
   REQUIRE(::utimensat(AT_FDCWD, (d / "f.txt").c_str(), times, 0) == 0);
@@ -161,7 +133,7 @@ TEST_CASE("stat gives size, type and modification time") {
     CHECK_FALSE(st.directory);
     CHECK(st.mtime.time_since_epoch() ==
           std::chrono::seconds(1'700'000'123) + std::chrono::milliseconds(456));
-    file dir = co_await file::open(ctx, d.path, O_RDONLY | O_DIRECTORY);
+    file dir = co_await file::open(ctx, d.path(), O_RDONLY | O_DIRECTORY);
     file_status ds = co_await dir.stat();
     CHECK(ds.directory);
     CHECK_FALSE(ds.regular);
@@ -171,7 +143,7 @@ TEST_CASE("stat gives size, type and modification time") {
 }
 
 TEST_CASE("read and write at offsets; a read at the end of the file returns 0") {
-  temp_dir d;
+  temp_dir d("file");
   io_context ctx;
   test::run_on(ctx, [&d](io_context& ctx) -> task<> {
     file f = co_await file::open(ctx, d / "rw.bin", O_RDWR | O_CREAT | O_EXCL, 0600);
@@ -255,7 +227,7 @@ TEST_CASE("destroying an io_context with pipe reads in flight drains them and re
 }
 
 TEST_CASE("splice moves file bytes through a pipe into a socket") {
-  temp_dir d;
+  temp_dir d("file");
   write_file(d / "s.txt", "0123456789abcdef");
   io_context ctx;
   test::run_on(ctx, [&d](io_context& ctx) -> task<> {
@@ -281,7 +253,7 @@ TEST_CASE("splice moves file bytes through a pipe into a socket") {
 }
 
 TEST_CASE("send_file sends a multi-MiB file whole and in order, also from an offset") {
-  temp_dir d;
+  temp_dir d("file");
   const std::string content = pattern((5 << 20) + 12345);
   write_file(d / "big.bin", content);
   io_context ctx;
@@ -321,7 +293,7 @@ TEST_CASE("send_file sends a multi-MiB file whole and in order, also from an off
 }
 
 TEST_CASE("send_file to a peer that never reads ends at its deadline") {
-  temp_dir d;
+  temp_dir d("file");
   {
     int fd = ::open((d / "sparse.bin").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     REQUIRE(fd >= 0);

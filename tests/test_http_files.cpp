@@ -20,32 +20,10 @@
 using namespace coring;
 using namespace std::chrono_literals;
 using test::bytes;
+using test::temp_dir;
+using test::write_file;
 
 namespace {
-
-// A directory made with mkdtemp under /tmp, removed with everything in it at the end.
-struct temp_dir {
-  std::string path;
-  temp_dir() {
-    char tmpl[] = "/tmp/coring-test-http-files-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
-
-void write_file(const std::string& path, std::string_view content) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  REQUIRE(fd >= 0);
-  REQUIRE(::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
-  ::close(fd);
-}
 
 std::string pattern(std::size_t n) {
   std::string s(n, '\0');
@@ -64,7 +42,7 @@ std::string pattern(std::size_t n) {
 //   empty/ (no index), in_link -> a.txt, out_link -> ../secret.txt, abs_link -> /…/secret.txt,
 //   fifo (a named pipe); secret.txt next to root.
 struct site {
-  temp_dir d;
+  temp_dir d{"http-files"};
   std::string root = d / "root";
   std::string big = pattern((1 << 20) + 1);
   site() {
@@ -286,7 +264,7 @@ TEST_CASE("nothing outside the root is ever served, whatever the spelling") {
   }
   // An absolute path after the slash stays relative to the root.
   CHECK(get_one(s.root, "//etc/passwd").status == 404);
-  CHECK(get_one(s.root, "/" + s.d.path + "/secret.txt").status == 404);
+  CHECK(get_one(s.root, "/" + s.d.path() + "/secret.txt").status == 404);
   // NUL bytes and broken escapes are refused (400) and the connection closes.
   for (const char* target : {"/a.txt%00.html", "/%zz", "/%2", "/%", "*"}) {
     CAPTURE(target);

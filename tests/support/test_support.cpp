@@ -3,6 +3,7 @@
 #include "test_support.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <string_view>
 
@@ -233,6 +235,31 @@ std::string unique_abstract_name(std::string_view tag) {
   static std::atomic<int> seq{0};
   return "coring-test-" + std::string(tag) + "-" + std::to_string(getpid()) + "-" +
          std::to_string(seq++);
+}
+
+temp_dir::temp_dir(std::string_view tag) {
+  std::string tmpl =
+      (std::filesystem::temp_directory_path() / ("coring-test-" + std::string(tag) + "-XXXXXX"))
+          .string();
+  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+  path_ = std::move(tmpl);
+}
+
+temp_dir::~temp_dir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void write_file(const std::string& path, std::string_view content) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  std::size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    REQUIRE(n > 0);
+    done += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
 }
 
 }  // namespace coring::test

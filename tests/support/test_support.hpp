@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -179,5 +180,25 @@ task<bool> kernel_idle(io_context& ctx, std::chrono::milliseconds limit = std::c
 
 /// A fresh unique abstract AF_UNIX name for this test run.
 std::string unique_abstract_name(std::string_view tag);
+
+/// A directory made with mkdtemp under the temporary directory, removed with everything in it
+/// when the object goes. Throws (REQUIRE) if it cannot be made.
+class temp_dir {
+ public:
+  explicit temp_dir(std::string_view tag = "dir");
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  /// The directory's path.
+  const std::string& path() const noexcept { return path_; }
+  /// The path of name inside the directory.
+  std::string operator/(std::string_view name) const { return path_ + "/" + std::string(name); }
+
+ private:
+  std::string path_;
+};
+
+/// Writes content to path synchronously (created or truncated, mode 0644); REQUIREs success.
+void write_file(const std::string& path, std::string_view content);
 
 }  // namespace coring::test
