@@ -16,6 +16,7 @@
 #include <tuple>
 #include <variant>
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -121,7 +122,53 @@ coring::task<> threads(coring::io_context& ctx, coring::io_context& other, bool&
   done = true;
 }
 
+// README, "Files" (kept as written there): sends the file name under dir to s, whole.
+// clang-format off
+coring::task<std::size_t> send_named(coring::io_context& ctx, coring::socket& s,
+                                     const coring::file& dir, std::string_view name) {
+  coring::file f = co_await coring::file::open_beneath(ctx, dir, name, O_RDONLY);  // EXDEV: outside
+  coring::file_status st = co_await f.stat();            // IORING_OP_STATX: size, mtime, type
+  std::array<std::byte, 16> head;
+  std::size_t n = co_await f.read(head, 0);              // IORING_OP_READ at an offset; 0: EOF
+  co_await s.send_all(std::span(head).first(n));
+  coring::pipe p = coring::pipe::open();                 // the rest without a copy to user space:
+  coring::send_file_options opts{.timeout = 30s};        // splice file -> pipe -> socket
+  std::size_t rest = co_await coring::send_file(s, f, n, st.size - n, p, opts);
+  co_return n + rest;
+}
+// clang-format on
+
 }  // namespace
+
+TEST_CASE("the README's file lines send a file beneath a directory and refuse one outside") {
+  coring::io_context ctx;
+  coring::test::temp_dir d("readme");
+  std::string content;
+  for (int i = 0; i < 20000; ++i)
+    content += std::to_string(i) + ",";
+  coring::test::write_file(d / "data.txt", content);
+  auto body = [&](coring::io_context& ctx) -> coring::task<> {
+    coring::file dir = co_await coring::file::open(ctx, d.path(), O_RDONLY | O_DIRECTORY);
+    std::pair<coring::socket, coring::socket> pair = coring::socket_pair(ctx, SOCK_STREAM);
+    auto sender = [&]() -> coring::task<std::size_t> {
+      std::size_t n = co_await send_named(ctx, pair.first, dir, "data.txt");
+      pair.first.shutdown(SHUT_WR);
+      co_return n;
+    };
+    auto both = coring::when_all(sender(), coring::test::read_all(pair.second));
+    std::tuple<std::size_t, std::string> results = co_await std::move(both);
+    const std::size_t sent = std::get<0>(results);
+    const std::string& got = std::get<1>(results);
+    CHECK(sent == content.size());
+    CHECK(got.size() == content.size());
+    CHECK(got == content);
+    auto outside = coring::as_result(coring::file::open_beneath(ctx, dir, "../x", O_RDONLY));
+    auto r = co_await std::move(outside);
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::cross_device_link);
+  };
+  coring::test::run_on(ctx, body);
+}
 
 TEST_CASE("the README's first echo coroutine echoes until the peer shuts down") {
   coring::io_context ctx;
