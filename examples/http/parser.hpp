@@ -39,10 +39,10 @@ struct request {
   std::size_t header_count = 0;
   body_framing framing = body_framing::none;
   std::uint64_t content_length = 0;  // when framing == content_length
-  bool keep_alive = true;            // HTTP/1.1 unless "Connection: close"; 1.0 only with keep-alive
-  bool expect_continue = false;      // "Expect: 100-continue"
-  std::string_view host;             // the Host field's value, or empty
-  std::string_view range;            // the Range field's value, or empty
+  bool keep_alive = true;        // HTTP/1.1 unless "Connection: close"; 1.0 only with keep-alive
+  bool expect_continue = false;  // "Expect: 100-continue"
+  std::string_view host;         // the Host field's value, or empty
+  std::string_view range;        // the Range field's value, or empty
   std::string_view if_modified_since;
 
   /// The header fields in order of arrival.
@@ -83,10 +83,25 @@ class chunked_decoder {
   step feed(std::string_view in) noexcept;
 
  private:
-  enum class state { size, size_ext, size_lf, data, data_cr, data_lf, trailer, trailer_lf, done };
+  static constexpr std::uint64_t max_chunk_size = std::uint64_t{1} << 60;
+  static constexpr std::size_t max_chunk_line_bytes = 4096;  // chunk-size line with extensions
+  enum class state {
+    size,
+    size_ws,
+    size_ext,
+    size_lf,
+    data,
+    data_cr,
+    data_lf,
+    trailer,
+    trailer_lf,
+    done,
+    failed
+  };
   state state_ = state::size;
   std::uint64_t remaining_ = 0;
   int size_digits_ = 0;
+  std::size_t line_bytes_ = 0;
   std::size_t trailer_bytes_ = 0;  // bounded by max_header_block_bytes
   bool trailer_line_empty_ = true;
 };

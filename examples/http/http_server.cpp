@@ -1,0 +1,608 @@
+// SPDX-License-Identifier: MIT
+// Description: HTTP/1.1 server (RFC 9112): keep-alive, pipelining, request bodies framed and
+// discarded, strict rejections, header/idle/send deadlines, graceful drain; "hello" profile.
+//
+// One coroutine per connection, with a fixed receive buffer and a fixed response buffer in its
+// frame: a request of the hello profile allocates nothing. Every complete request in the
+// receive buffer is answered into the response buffer, and the whole batch goes out in one
+// send (what makes pipelining, and wrk, fast). The deadlines cost nothing per request either:
+// each connection writes the time its current wait must end into its entry on its thread's
+// list, and one timer per thread (every 100 ms) cancels the sockets whose time is up; the same
+// tick formats the Date header, once per second.
+#include <coring/coring.hpp>
+
+#include "../example_util.hpp"
+#include "parser.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <latch>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <sys/socket.h>
+
+namespace {
+
+const char* usage =
+    "usage: http_server [--host ADDR] [--port N] [--threads N] [--header-timeout S]\n"
+    "                   [--idle-timeout S] [--send-timeout S] [--grace S] [--plain]\n"
+    "  An HTTP/1.1 server. Every GET or HEAD is answered 200 \"Hello, world!\\n\" (text/plain);\n"
+    "  other methods get 405 (their bodies are read and discarded), unknown ones 501.\n"
+    "  Keep-alive and pipelining (the answers to every request received at once go out in\n"
+    "  one send), HTTP/1.0, Connection: close, Expect: 100-continue, chunked bodies. A malformed\n"
+    "  request gets its status (400, 414, 431, 501, 505) with Connection: close, then the\n"
+    "  connection is closed.\n"
+    "  Default 127.0.0.1:8080; --port 0 picks a free port. Prints the address it listens on.\n"
+    "  --header-timeout (default 10 s): a request head not complete that long after its first\n"
+    "  byte closes the connection (slowloris); --idle-timeout (default 60 s): a keep-alive\n"
+    "  connection with no request for that long is closed; --send-timeout (default 30 s): a\n"
+    "  client that does not take its answers for that long is closed.\n"
+    "  --threads N (default 1): N threads, each with its own ring and SO_REUSEPORT listener.\n"
+    "  Requests are received by one multishot recv per connection into buffers of a ring shared\n"
+    "  by the thread's connections (4,096 x 4 KiB in all, taken only as used); --plain receives\n"
+    "  with one recv per reception into the connection's own buffer instead.\n"
+    "  On SIGINT or SIGTERM it stops accepting, finishes the answers in flight (at most --grace\n"
+    "  seconds, default 2), closes idle connections and exits 0.\n";
+
+using clock_type = std::chrono::steady_clock;
+using time_point = clock_type::time_point;
+constexpr time_point no_deadline = time_point::max();
+constexpr auto tick = std::chrono::milliseconds(100);  // the deadlines' resolution
+constexpr auto linger_time = std::chrono::seconds(1);  // reading what follows a final answer
+constexpr std::size_t linger_bytes = 1 << 20;
+
+// A request head may be a request line with an 8 KiB target plus an 8 KiB header block: the
+// receive buffer holds one whole, with slack; a head that fills it is answered 431.
+constexpr std::size_t in_capacity = http::max_target_bytes + http::max_header_block_bytes + 1024;
+constexpr std::size_t out_capacity = 8192;
+constexpr std::size_t out_reserve = 1024;  // room one answer needs (else flush first)
+
+struct settings {
+  std::chrono::nanoseconds header_timeout, idle_timeout, send_timeout, grace;
+  bool coop = false;
+  bool plain = false;            // a recv per reception into the connection's buffer
+  unsigned ring_buffers = 4096;  // per thread: 4,096 x 4 KiB in all, at least 256 each
+};
+
+struct server;
+
+// A connection's place on its thread's list: when its current wait must end. The tick cancels
+// the socket of an entry whose deadline passed (the pending operation throws
+// operation_canceled, and expired says why). Lives in the connection's frame.
+struct conn_entry {
+  conn_entry(server& srv, coring::socket& sock) noexcept;
+  ~conn_entry();
+  conn_entry(const conn_entry&) = delete;
+  conn_entry& operator=(const conn_entry&) = delete;
+  server& srv;
+  coring::socket& s;
+  time_point deadline = no_deadline;
+  bool expired = false;
+  conn_entry* prev = nullptr;
+  conn_entry* next = nullptr;
+};
+
+// What one thread's connections share (one per thread: nothing is shared across threads).
+// LIFETIME: every connection and the tick hold a shared_ptr to it.
+struct server {
+  explicit server(const settings& c) : cfg(c) {
+    common.reserve(128);
+    update_date(std::time(nullptr));
+  }
+  settings cfg;
+  conn_entry* head = nullptr;  // live connections
+  std::string common;          // "Date: ...\r\nServer: coring\r\n"
+  std::time_t date_second = -1;
+  bool draining = false;  // answers carry Connection: close
+  std::size_t accepted = 0;
+  std::optional<coring::buffer_ring> ring;  // empty: --plain, or the kernel has none
+
+  // Formats the Date header (IMF-fixdate) when the second changed.
+  void update_date(std::time_t now) {
+    if (now == date_second) return;
+    date_second = now;
+    std::tm tm{};
+    gmtime_r(&now, &tm);
+    char date[64];
+    std::size_t n = std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    common.assign("Date: ");
+    common.append(date, n);
+    common.append("\r\nServer: coring\r\n");
+  }
+
+  // Cancels the connections whose deadline passed.
+  void expire(time_point now) noexcept {
+    for (conn_entry* e = head; e;) {
+      conn_entry* next = e->next;
+      if (e->deadline <= now) {
+        e->deadline = no_deadline;
+        e->expired = true;
+        e->s.cancel();
+      }
+      e = next;
+    }
+  }
+};
+
+conn_entry::conn_entry(server& sv, coring::socket& sock) noexcept : srv(sv), s(sock) {
+  next = srv.head;
+  if (next) next->prev = this;
+  srv.head = this;
+}
+
+conn_entry::~conn_entry() {
+  if (prev)
+    prev->next = next;
+  else
+    srv.head = next;
+  if (next) next->prev = prev;
+}
+
+// The tick: every 100 ms, the Date header and the deadlines, until stop.
+coring::task<> ticker(coring::io_context& ctx, std::shared_ptr<server> srv, std::stop_token stop) {
+  while (!stop.stop_requested()) {
+    auto op = coring::as_result(coring::sleep_for(ctx, tick).with_stop(stop));
+    auto r = co_await std::move(op);
+    (void)r;
+    srv->update_date(std::time(nullptr));
+    srv->expire(clock_type::now());
+  }
+}
+
+// A connection's fixed response buffer: answers are appended, then sent in one send.
+struct out_buffer {
+  std::array<char, out_capacity> data;
+  std::size_t size = 0;
+
+  std::size_t space() const noexcept { return data.size() - size; }
+  void put(std::string_view s) noexcept {
+    std::memcpy(data.data() + size, s.data(), s.size());
+    size += s.size();
+  }
+  std::span<const std::byte> bytes() const noexcept {
+    return std::as_bytes(std::span(data.data(), size));
+  }
+};
+
+constexpr std::string_view hello_body = "Hello, world!\n";
+
+// "Connection: ..." for an answer: close, keep-alive (HTTP/1.0 asked for it), or none.
+void put_connection(out_buffer& o, bool keep, int minor_version) {
+  if (!keep)
+    o.put("Connection: close\r\n");
+  else if (minor_version == 0)
+    o.put("Connection: keep-alive\r\n");
+}
+
+// 200 "Hello, world!\n" (HEAD: the same head, no body).
+void put_hello(out_buffer& o, const server& srv, bool head, bool keep, int minor_version) {
+  o.put("HTTP/1.1 200 OK\r\n");
+  o.put(srv.common);
+  o.put("Content-Type: text/plain\r\nContent-Length: 14\r\n");
+  put_connection(o, keep, minor_version);
+  o.put("\r\n");
+  if (!head) o.put(hello_body);
+}
+
+// 405 for a known method other than GET and HEAD.
+void put_not_allowed(out_buffer& o, const server& srv, bool head, bool keep, int minor_version) {
+  o.put("HTTP/1.1 405 Method Not Allowed\r\n");
+  o.put(srv.common);
+  o.put("Allow: GET, HEAD\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n");
+  put_connection(o, keep, minor_version);
+  o.put("\r\n");
+  if (!head) o.put("Method Not Allowed\n");
+}
+
+std::string_view reason_of(int status) {
+  switch (status) {
+    case 400:
+      return "Bad Request";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 501:
+      return "Not Implemented";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Error";
+  }
+}
+
+// A final error answer (the connection closes after it): "400 Bad Request" with the reason as
+// its text/plain body.
+void put_error(out_buffer& o, const server& srv, int status) {
+  char line[64];
+  const std::string_view reason = reason_of(status);
+  int n = std::snprintf(line, sizeof line, "HTTP/1.1 %d ", status);
+  o.put(std::string_view(line, static_cast<std::size_t>(n)));
+  o.put(reason);
+  o.put("\r\n");
+  o.put(srv.common);
+  n = std::snprintf(line, sizeof line, "Content-Length: %zu\r\n", reason.size() + 1);
+  o.put("Content-Type: text/plain\r\n");
+  o.put(std::string_view(line, static_cast<std::size_t>(n)));
+  o.put("Connection: close\r\n\r\n");
+  o.put(reason);
+  o.put("\n");
+}
+
+// The answer a request waits for while its body is read.
+enum class reply : unsigned char { none, hello, not_allowed };
+
+// The connection loop (the whole of it is one coroutine: no frame per request).
+coring::task<> connection(server& srv, coring::socket& s) {
+  conn_entry self(srv, s);
+  std::array<char, in_capacity> in;
+  // With a buffer ring: one multishot recv stays armed (no SQE per request); the bytes of a
+  // ring buffer are copied into in, and what did not fit waits in held.
+  std::optional<coring::recv_stream> rx;
+  if (srv.ring) rx.emplace(s, *srv.ring, coring::recv_stream_options{.multishot = true});
+  coring::buffer held;
+  std::size_t held_at = 0;
+  out_buffer out;
+  http::request req;
+  http::chunked_decoder chunks;
+  std::size_t head = 0, tail = 0;  // unconsumed bytes: in[head, tail)
+  bool keep = true;
+  bool head_started = false;  // a partial request head is in the buffer since head_deadline
+  time_point head_deadline = no_deadline;
+  // The body being discarded, and the answer that waits for it.
+  http::body_framing body = http::body_framing::none;
+  std::uint64_t body_left = 0;
+  reply pending = reply::none;
+  bool pending_head = false;
+  int pending_minor = 1;
+
+  // After the final answer (an error, Connection: close, the drain): stop sending and read what
+  // the client still sends, briefly, so that it sees the answer rather than a reset.
+  bool linger = false;
+  try {
+    s.set_option(coring::sockopt::no_delay{true});
+    for (;;) {
+      int error_status = 0;
+      // Answer every complete request in the buffer.
+      while (error_status == 0) {
+        if (body == http::body_framing::content_length) {
+          const std::uint64_t take = std::min<std::uint64_t>(body_left, tail - head);
+          head += take;
+          body_left -= take;
+          if (body_left > 0) break;  // more to come
+          body = http::body_framing::none;
+        } else if (body == http::body_framing::chunked) {
+          bool done = false;
+          while (head < tail) {
+            const http::chunked_decoder::step st = chunks.feed({in.data() + head, tail - head});
+            head += st.consumed;
+            if (st.error) {
+              error_status = 400;
+              break;
+            }
+            if (st.done) {
+              done = true;
+              break;
+            }
+            if (st.consumed == 0) break;
+          }
+          if (error_status != 0 || !done) break;
+          body = http::body_framing::none;
+        }
+        if (pending != reply::none) {
+          if (out.space() < out_reserve) {
+            self.deadline = clock_type::now() + srv.cfg.send_timeout;
+            co_await s.send_all(out.bytes());
+            out.size = 0;
+          }
+          if (pending == reply::hello)
+            put_hello(out, srv, pending_head, keep, pending_minor);
+          else
+            put_not_allowed(out, srv, pending_head, keep, pending_minor);
+          pending = reply::none;
+        }
+        if (!keep || head == tail) break;
+        const http::parse_result pr = http::parse_request({in.data() + head, tail - head}, req);
+        if (pr.state == http::parse_result::status::incomplete) {
+          if (head == 0 && tail == in.size()) error_status = 431;  // no parser should get here
+          break;
+        }
+        if (pr.state == http::parse_result::status::error) {
+          error_status = pr.error_status;
+          break;
+        }
+        head += pr.consumed;
+        head_started = false;
+        keep = req.keep_alive && !srv.draining;
+        pending = req.verb == http::method::get || req.verb == http::method::head
+                      ? reply::hello
+                      : reply::not_allowed;
+        pending_head = req.verb == http::method::head;
+        pending_minor = req.minor_version;
+        body = req.framing;
+        if (body == http::body_framing::content_length) {
+          body_left = req.content_length;
+          if (body_left == 0) body = http::body_framing::none;
+        } else if (body == http::body_framing::chunked) {
+          chunks = http::chunked_decoder{};
+        }
+        // 100 Continue when the client waits for it (its body is not here yet).
+        if (body != http::body_framing::none && req.expect_continue && req.minor_version >= 1 &&
+            head == tail) {
+          if (out.space() < out_reserve) {
+            self.deadline = clock_type::now() + srv.cfg.send_timeout;
+            co_await s.send_all(out.bytes());
+            out.size = 0;
+          }
+          out.put("HTTP/1.1 100 Continue\r\n\r\n");
+        }
+      }
+      if (error_status != 0) {
+        put_error(out, srv, error_status);
+        keep = false;
+        body = http::body_framing::none;
+      }
+      time_point now = clock_type::now();
+      if (out.size > 0) {
+        self.deadline = now + srv.cfg.send_timeout;
+        co_await s.send_all(out.bytes());
+        out.size = 0;
+        now = clock_type::now();
+      }
+      if (!keep && body == http::body_framing::none) {
+        linger = true;
+        break;
+      }
+      // Wait for more: keep the unconsumed bytes (a partial head, or the body's) at the start.
+      if (head == tail) {
+        head = tail = 0;
+      } else if (head > 0) {
+        std::memmove(in.data(), in.data() + head, tail - head);
+        tail -= head;
+        head = 0;
+      }
+      if (tail == in.size()) {  // a chunk line the decoder could not take
+        put_error(out, srv, 400);
+        self.deadline = now + srv.cfg.send_timeout;
+        co_await s.send_all(out.bytes());
+        out.size = 0;
+        linger = true;
+        break;
+      }
+      if (body != http::body_framing::none) {
+        self.deadline = now + srv.cfg.idle_timeout;
+      } else if (tail > 0) {
+        if (!head_started) {
+          head_started = true;
+          head_deadline = now + srv.cfg.header_timeout;
+        }
+        self.deadline = head_deadline;
+      } else {
+        self.deadline = now + srv.cfg.idle_timeout;
+      }
+      if (rx) {  // from the ring: copy what fits, keep the rest of the buffer for later
+        if (held_at == held.size()) {
+          held = co_await rx->next();
+          held_at = 0;
+          if (held.size() == 0) break;  // the client is done (or the drain's SHUT_RD)
+        }
+        const std::size_t n = std::min(held.size() - held_at, in.size() - tail);
+        std::memcpy(in.data() + tail, held.data().data() + held_at, n);
+        held_at += n;
+        tail += n;
+        if (held_at == held.size()) {
+          held = coring::buffer{};  // back to the ring at once
+          held_at = 0;
+        }
+      } else {
+        const std::size_t n = co_await s.recv(std::as_writable_bytes(std::span(in)).subspan(tail));
+        if (n == 0) break;  // the client is done (or the drain's SHUT_RD)
+        tail += n;
+      }
+    }
+  } catch (const std::system_error& e) {
+    // A reset, a broken pipe, a deadline (expired), the drain's cancel: the connection ends.
+    const std::error_code ec = e.code();
+    if (!self.expired && ec != std::errc::operation_canceled && ec != std::errc::connection_reset &&
+        ec != std::errc::broken_pipe && ec != std::errc::timed_out)
+      example::log::err().line(std::string("http_server: connection: ") + e.what());
+    linger = false;
+  }
+  if (!linger) co_return;
+  // The lingering close: bounded in time and bytes.
+  try {
+    s.shutdown(SHUT_WR);
+    self.deadline = clock_type::now() + linger_time;
+    std::size_t drained = 0;
+    while (drained < linger_bytes) {
+      std::size_t n = 0;
+      if (rx) {
+        held = co_await rx->next();
+        n = held.size();
+        held = coring::buffer{};
+      } else {
+        n = co_await s.recv(std::as_writable_bytes(std::span(in)));
+      }
+      if (n == 0) break;
+      drained += n;
+    }
+  } catch (const std::system_error&) {
+    // the client reset or did not close in time: nothing more to do
+  }
+}
+
+// A thread's server: its buffer ring (unless --plain or the kernel has none) is taken from
+// the system only as the kernel first fills each buffer.
+std::shared_ptr<server> make_server(coring::io_context& ctx, const settings& cfg) {
+  auto srv = std::make_shared<server>(cfg);
+  if (!cfg.plain && ctx.features().buf_ring) srv->ring.emplace(ctx, cfg.ring_buffers, 4096);
+  return srv;
+}
+
+// One client: counted, served; errors end it alone (connection() reports what is news).
+coring::task<> serve_client(std::shared_ptr<server> srv, coring::socket& s) {
+  ++srv->accepted;
+  co_await connection(*srv, s);
+}
+
+// Serves listener until stopped() returns, then drains (see the usage text).
+template <class Wait>
+coring::task<> serve(coring::io_context& ctx, coring::socket listener, std::shared_ptr<server> srv,
+                     Wait stopped) {
+  std::stop_source ticking;
+  ctx.spawn(ticker(ctx, srv, ticking.get_token()));
+  coring::connection_scope scope(ctx);
+  scope.serve(std::move(listener), [srv](coring::socket& s) { return serve_client(srv, s); });
+  auto why = stopped(scope);  // named: no temporary around the co_await (g++ 12)
+  co_await std::move(why);
+  srv->draining = true;
+  const bool ended = co_await scope.drain(srv->cfg.grace);  // named: g++ 12
+  ticking.request_stop();
+  if (!ended)
+    example::log::err().line("http_server: " + std::to_string(scope.size()) +
+                             " connections did not end after the cancel; destroying them");
+}
+
+coring::io_context_options ring_options(const settings& cfg) {
+  return coring::io_context_options{.defer_taskrun = !cfg.coop};
+}
+
+// --threads: one listener per thread on the same address (SO_REUSEPORT). Bound, not listening.
+coring::socket reuse_port_socket(coring::io_context& ctx, const coring::address& at) {
+  coring::socket s(ctx, at.family(), SOCK_STREAM);
+  s.set_option(coring::sockopt::reuse_address{true});
+  s.set_option(coring::sockopt::reuse_port{true});
+  s.bind(at);
+  return s;
+}
+
+// The address every worker binds: a plain bind first, which fails if anything listens there
+// (instead of joining another process's SO_REUSEPORT group); with port 0 it picks the port.
+coring::address claim_address(coring::io_context& ctx, coring::address at) {
+  coring::socket probe(ctx, at.family(), SOCK_STREAM);
+  probe.set_option(coring::sockopt::reuse_address{true});
+  probe.bind(at);
+  return probe.sock_name();
+}
+
+// What the --threads workers share with main: written before start(), or by one worker each.
+struct pool {
+  settings cfg;
+  coring::address at;
+  std::latch listening;               // every worker listens, or failed to
+  std::vector<std::size_t> accepted;  // per worker, set when it ends (read after join)
+};
+
+// One worker of --threads on its own thread and io_context: serves until the runner's stop.
+coring::task<> worker(coring::io_context& ctx, unsigned index, std::stop_token stop, pool& p) {
+  std::shared_ptr<server> srv;
+  std::optional<coring::socket> listener;
+  try {
+    srv = make_server(ctx, p.cfg);
+    listener.emplace(reuse_port_socket(ctx, p.at));
+    listener->listen();
+  } catch (const std::exception& e) {
+    p.listening.count_down();
+    throw std::runtime_error("thread " + std::to_string(index + 1) +
+                             " could not start: " + e.what());
+  }
+  p.listening.count_down();
+  auto until_stop = [&ctx, stop, index, &p](coring::connection_scope&) -> coring::task<> {
+    while (!stop.stop_requested())  // request_stop() ends the sleep (it wakes every ring)
+      (void)co_await coring::as_result(
+          coring::sleep_for(ctx, std::chrono::hours(1)).with_stop(stop));
+    if (index == 0)
+      example::log::err().line("http_server: shutting down " + std::to_string(p.accepted.size()) +
+                               " threads");
+  };
+  co_await serve(ctx, std::move(*listener), srv, until_stop);
+  p.accepted[index] = srv->accepted;
+}
+
+void run_threads(const std::string& host, std::uint16_t port, const settings& cfg,
+                 unsigned threads) {
+  coring::address at = [&] {
+    coring::io_context ctx(ring_options(cfg));
+    return claim_address(ctx, coring::address::ip(host, port));
+  }();
+  pool p{cfg, at, std::latch(threads), std::vector<std::size_t>(threads)};
+  coring::runner r(threads, ring_options(cfg));
+  r.stop_on_signals({SIGINT, SIGTERM});
+  try {
+    r.start([&p](coring::io_context& ctx, unsigned i, std::stop_token stop) {
+      return worker(ctx, i, std::move(stop), p);
+    });
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string("could not start ") + std::to_string(threads) +
+                             " threads: " + e.what());
+  }
+  p.listening.wait();
+  if (!r.stop_requested()) {  // else a worker failed (join says why) or a signal came
+    std::printf("http_server listening on %s (%u threads)\n", at.to_string().c_str(), threads);
+    std::fflush(stdout);
+  }
+  r.join();  // rethrows the first worker failure
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  example::ignore_sigpipe();
+  example::args args(argc, argv, usage);
+  std::string host = args.get("--host", "127.0.0.1");
+  auto port = static_cast<std::uint16_t>(args.get_int("--port", 8080, 0, 65535));
+  settings cfg{};
+  cfg.header_timeout = example::seconds(args.get_double("--header-timeout", 10, 0.001, 86400));
+  cfg.idle_timeout = example::seconds(args.get_double("--idle-timeout", 60, 0.001, 86400));
+  cfg.send_timeout = example::seconds(args.get_double("--send-timeout", 30, 0.001, 86400));
+  cfg.grace = example::seconds(args.get_double("--grace", 2, 0, 3600));
+  // For benchmarks: the ring's task-run mode (DEFER_TASKRUN costs CPU at some loads).
+  cfg.coop = args.flag("--coop-taskrun");
+  cfg.plain = args.flag("--plain");
+  auto threads = static_cast<unsigned>(args.get_int("--threads", 1, 1, 256));
+  args.done();
+  while (cfg.ring_buffers > 256 && cfg.ring_buffers * threads > 4096)
+    cfg.ring_buffers /= 2;
+  example::raise_fd_limit();
+  int status = 0;
+  try {
+    if (threads == 1) {
+      coring::io_context ctx(ring_options(cfg));
+      coring::signal_set signals(ctx, {SIGINT, SIGTERM});
+      auto srv = make_server(ctx, cfg);
+      coring::socket listener = coring::tcp_listen(ctx, coring::address::ip(host, port));
+      std::printf("http_server listening on %s\n", listener.sock_name().to_string().c_str());
+      std::fflush(stdout);
+      auto until_signal = [&signals](coring::connection_scope& scope) -> coring::task<> {
+        int sig = co_await signals.wait();
+        example::log::err().line(std::string("http_server: ") +
+                                 (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", shutting down (" +
+                                 std::to_string(scope.size()) + " connections)");
+      };
+      coring::sync_wait(ctx, serve(ctx, std::move(listener), srv, until_signal));
+    } else {
+      run_threads(host, port, cfg, threads);
+    }
+  } catch (const std::exception& e) {
+    example::log::err().line(std::string("http_server: ") + e.what());
+    status = 1;
+  }
+  example::log::flush_all();
+  return status;
+}
