@@ -437,6 +437,14 @@ def main():
         if n not in available:
             ap.error(f"unknown server {n!r}")
     servers = [n for n in wanted if available[n]]
+    # Before the file part lands, http_server has no --root: its file profiles are skipped.
+    args.http_server_files = False
+    if available["http_server"]:
+        h = subprocess.run([args.http_server, "--help"], capture_output=True, text=True,
+                           timeout=10)
+        args.http_server_files = "--root" in h.stdout + h.stderr
+        if not args.http_server_files:
+            log("http_bench: http_server has no --root: its file profiles are skipped")
     for n in wanted:
         if not available[n]:
             log(f"http_bench: {n} not found, skipped")
@@ -455,8 +463,10 @@ def main():
     try:
         for rnd in range(args.rounds):
             for profile in profiles:
-                names = [n for n in (PROXIES if PROFILES[profile]["kind"] == "proxy"
-                                     else HTTP_SERVERS) if n in servers]
+                kind = PROFILES[profile]["kind"]
+                names = [n for n in (PROXIES if kind == "proxy" else HTTP_SERVERS)
+                         if n in servers and (n != "http_server" or kind != "files"
+                                              or args.http_server_files)]
                 order = names[rnd % len(names):] + names[:rnd % len(names)] if names else []
                 for name in order:
                     best = None
