@@ -9,7 +9,10 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -494,11 +497,11 @@ void check_bodies(std::vector<std::string> args) {
 }  // namespace
 
 TEST_CASE("bodies are framed and discarded: Content-Length, chunked, 100-continue, pieces") {
-  check_bodies({});  // the multishot recv from the thread's buffer ring
+  check_bodies({});  // a recv per reception into the connection's buffer
 }
 
-TEST_CASE("bodies are framed and discarded with --plain (a recv per reception)") {
-  check_bodies({"--plain"});
+TEST_CASE("bodies are framed and discarded with --multishot (receptions from a buffer ring)") {
+  check_bodies({"--multishot"});
 }
 
 TEST_CASE("1,000 concurrent keep-alive clients each get every answer right") {
@@ -543,7 +546,7 @@ TEST_CASE("a slowloris is closed at --header-timeout while another client is ser
   };
   const double closed_at = test::run_on(ctx, both);
   MESSAGE("slowloris closed after " << closed_at << " s");
-  CHECK(closed_at >= 0.9);
+  CHECK(closed_at >= 0.75);  // not earlier (the client may be scheduled late)
   CHECK(closed_at < 2.5);
   CHECK(fast_done > 0);
   CHECK(fast_done < closed_at);
@@ -563,7 +566,7 @@ TEST_CASE("an idle keep-alive connection is closed at --idle-timeout") {
   CHECK(test::run(ctx, closed_by_peer(s)));
   const double secs = std::chrono::duration<double>(steady::now() - start).count();
   MESSAGE("idle connection closed after " << secs << " s");
-  CHECK(secs >= 0.9);
+  CHECK(secs >= 0.75);
   CHECK(secs < 2.5);
   stop_server(server);
 }
@@ -631,8 +634,8 @@ TEST_CASE("http_server --help prints the usage and bad arguments exit 2") {
   CHECK(test::exit_status_of({test::example_path("HTTP_SERVER"), "--bogus"}) == 2);
 }
 
-TEST_CASE("http_server --threads 2 serves on one port and drains on SIGTERM") {
-  test::child server(server_argv({"--threads", "2"}));
+TEST_CASE("http_server --threads 2 --multishot serves on one port and drains on SIGTERM") {
+  test::child server(server_argv({"--threads", "2", "--multishot"}));
   auto line = server.read_line(10s);
   REQUIRE(line);
   CHECK(line->find("http_server listening on 127.0.0.1:") == 0);
@@ -644,5 +647,172 @@ TEST_CASE("http_server --threads 2 serves on one port and drains on SIGTERM") {
     clients.push_back(keep_alive_client(ctx, port, i));
   std::vector<bool> ok = test::run(ctx, when_all(std::move(clients)), 30s);
   CHECK(std::count(ok.begin(), ok.end(), true) == 50);
+  stop_server(server);
+}
+
+// ---- --root: static files -----------------------------------------------------------------
+
+namespace {
+
+// A directory of files for --root, removed at the end: index.html, hello.txt, digits.txt
+// ("0123456789" x 10), big.bin (size bytes of pseudo-random data), a symlink that leaves it.
+struct web_root {
+  explicit web_root(std::uintmax_t big_size) {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "http_root_XXXXXX").string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    dir = tmpl;
+    write("index.html", "<h1>index</h1>\n");
+    write("hello.txt", "hello from a file\n");
+    std::string digits;
+    for (int i = 0; i < 10; ++i)
+      digits += "0123456789";
+    write("digits.txt", digits);
+    std::filesystem::create_directory(dir / "sub");
+    write("sub/index.html", "<p>sub</p>\n");
+    std::filesystem::create_symlink("/etc/passwd", dir / "escape");
+    std::ofstream big(dir / "big.bin", std::ios::binary);
+    std::mt19937_64 gen(12);
+    std::vector<std::uint64_t> block(8192);
+    for (std::uintmax_t done = 0; done < big_size; done += block.size() * 8) {
+      for (auto& w : block)
+        w = gen();
+      big.write(reinterpret_cast<const char*>(block.data()),
+                static_cast<std::streamsize>(
+                    std::min<std::uintmax_t>(block.size() * 8, big_size - done)));
+    }
+  }
+  ~web_root() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  void write(const std::string& name, const std::string& text) {
+    std::ofstream(dir / name, std::ios::binary) << text;
+  }
+  std::filesystem::path dir;
+};
+
+// What a curl run gave.
+struct curl_run {
+  int status = -1;
+  std::string out;  // its stdout
+};
+
+// Runs curl with args. Returns: its exit status and stdout.
+curl_run run_curl(std::vector<std::string> args) {
+  args.insert(args.begin(), curl());
+  test::child c(args);
+  auto st = c.wait(60s);
+  std::string out = c.read_rest(5s);
+  REQUIRE(st);
+  return {*st, out};
+}
+
+// The SHA-256 of a file, by Python's hashlib.
+std::string sha256_of(const std::filesystem::path& file) {
+  test::child py({test::python3(), "-c",
+                  "import hashlib, sys\n"
+                  "h = hashlib.sha256()\n"
+                  "with open(sys.argv[1], 'rb') as f:\n"
+                  "    for block in iter(lambda: f.read(1 << 20), b''):\n"
+                  "        h.update(block)\n"
+                  "print(h.hexdigest())\n",
+                  file.string()});
+  auto st = py.wait(60s);
+  std::string out = py.read_rest(5s);
+  REQUIRE(st);
+  CHECK(*st == 0);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("--root: curl gets files, index.html, 404, a range, 416, and no traversal" *
+          test::skip_unless(has_curl())) {
+  web_root root(1 << 20);
+  test::child server(server_argv({"--root", root.dir.string()}));
+  const int port = start_server(server);
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  {
+    const curl_run r = run_curl({"-sS", "-i", url + "/hello.txt"});
+    CHECK(r.status == 0);
+    CHECK(r.out.find("HTTP/1.1 200 OK\r\n") == 0);
+    CHECK(r.out.find("\r\nContent-Type: text/plain") != std::string::npos);
+    CHECK(r.out.find("\r\nLast-Modified: ") != std::string::npos);
+    CHECK(r.out.find("\r\nServer: coring\r\n") != std::string::npos);
+    CHECK(r.out.substr(r.out.find("\r\n\r\n") + 4) == "hello from a file\n");
+  }
+  {
+    const curl_run r = run_curl({"-sS", url + "/"});
+    CHECK(r.status == 0);
+    CHECK(r.out == "<h1>index</h1>\n");
+    const curl_run r2 = run_curl({"-sS", "-L", url + "/sub"});
+    CHECK(r2.status == 0);
+    CHECK(r2.out == "<p>sub</p>\n");
+  }
+  {
+    const curl_run r =
+        run_curl({"-sS", "-o", "/dev/null", "-w", "%{http_code}", url + "/nope.txt"});
+    CHECK(r.status == 0);
+    CHECK(r.out == "404");
+  }
+  {
+    const curl_run r = run_curl({"-sS", "-i", "-r", "10-19", url + "/digits.txt"});
+    CHECK(r.status == 0);
+    CHECK(r.out.find("HTTP/1.1 206 ") == 0);
+    CHECK(r.out.find("\r\nContent-Range: bytes 10-19/100\r\n") != std::string::npos);
+    CHECK(r.out.substr(r.out.find("\r\n\r\n") + 4) == "0123456789");
+    const curl_run r2 = run_curl(
+        {"-sS", "-o", "/dev/null", "-w", "%{http_code}", "-r", "200-300", url + "/digits.txt"});
+    CHECK(r2.status == 0);
+    CHECK(r2.out == "416");
+  }
+  // Traversal: .., percent-encoded dots, a symlink out of the root, a NUL byte.
+  for (const char* path : {"/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+                           "/sub/..%2f..%2f..%2fetc/passwd", "/escape", "/hello.txt%00.html"}) {
+    CAPTURE(path);
+    const curl_run r = run_curl({"-sS", "--path-as-is", "-i", url + path});
+    CHECK(r.status == 0);
+    CHECK((r.out.find("HTTP/1.1 404 ") == 0 || r.out.find("HTTP/1.1 400 ") == 0));
+    CHECK(r.out.find("root:") == std::string::npos);
+  }
+  // Keep-alive across files, one connection.
+  {
+    test::child c({curl(), "-sS", "-v", url + "/hello.txt", url + "/digits.txt", url + "/nope"},
+                  {.capture_stderr = true});
+    auto st = c.wait(20s);
+    std::string err = c.read_stderr(2s);
+    REQUIRE(st);
+    CHECK(*st == 0);
+    CHECK_MESSAGE(err.find("Re-using existing connection") != std::string::npos, err);
+  }
+  stop_server(server);
+}
+
+TEST_CASE(
+    "--root: a 100 MiB file arrives whole (SHA-256), and file answers keep their pipelined order" *
+    test::skip_unless(has_curl()) * test::skip_unless(test::has_python3())) {
+  web_root root(100 << 20);
+  test::child server(server_argv({"--root", root.dir.string()}));
+  const int port = start_server(server);
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  const auto got = root.dir / "downloaded.bin";
+  const curl_run r = run_curl({"-sS", "-o", got.string(), url + "/big.bin"});
+  CHECK(r.status == 0);
+  CHECK(std::filesystem::file_size(got) == std::uintmax_t{100} << 20);
+  CHECK(sha256_of(got) == sha256_of(root.dir / "big.bin"));
+  // A file answer in the middle of pipelined requests keeps the order.
+  io_context ctx;
+  coring::socket s = test::run(ctx, connect_to(ctx, port));
+  test::run(
+      ctx, send_text(s, get("/hello.txt") + get("/digits.txt") + get("/nope") + get("/hello.txt")));
+  std::string carry;
+  response a = test::run(ctx, read_response(s, carry));
+  response b = test::run(ctx, read_response(s, carry));
+  response c = test::run(ctx, read_response(s, carry));
+  response d = test::run(ctx, read_response(s, carry));
+  CHECK(a.body == "hello from a file\n");
+  CHECK(b.body.size() == 100);
+  CHECK(c.status == 404);
+  CHECK(d.body == "hello from a file\n");
   stop_server(server);
 }

@@ -47,6 +47,9 @@ struct request {
 
   /// The header fields in order of arrival.
   std::span<const header> headers() const noexcept { return {header_storage.data(), header_count}; }
+  /// The first field named `name` (ASCII case ignored), or nullptr.
+  /// Note: points into header_storage (valid while this request is, and not re-parsed).
+  const header* find_header(std::string_view name) const noexcept;
 };
 
 /// What parse_request found.
@@ -65,9 +68,17 @@ struct parse_result {
 /// Content-Lengths, a Transfer-Encoding other than chunked last, missing Host in 1.1, ...),
 /// 414 (target over max_target_bytes), 431 (header block over max_header_block_bytes or more than
 /// max_headers fields), 501 (unknown method), 505 (HTTP version other than 1.0/1.1).
+/// 414, 431 and 501 (a method over 32 bytes) come as soon as the limit is passed, even while
+/// the head is incomplete. A lone LF ends a line like CRLF; empty lines before the request line
+/// are skipped (and counted in consumed). Feeding a request byte by byte gives the same result.
+/// Note: out's views point into in; out is overwritten (partly) even when the result is not
+/// complete.
 parse_result parse_request(std::string_view in, request& out) noexcept;
 
 /// Decodes a chunked body (RFC 9112 section 7.1) incrementally, trailers included (skipped).
+/// Strict: every line ends in CRLF; whitespace only before a ";" extension; a chunk-size line
+/// (extensions included) over 4096 bytes, trailers over max_header_block_bytes and control
+/// bytes in either are errors. Keeps no pointer into the input between calls.
 class chunked_decoder {
  public:
   /// One call's outcome: bytes of input used, the body bytes found (a view into the input),

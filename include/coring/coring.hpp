@@ -13,6 +13,7 @@
 #include <coring/datagram.hpp>
 #include <coring/error.hpp>
 #include <coring/event.hpp>
+#include <coring/file.hpp>
 #include <coring/io_context.hpp>
 #include <coring/mutex.hpp>
 #include <coring/reader.hpp>

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: MIT
+// Description: file, pipe and send_file: synchronous calls, and the prep/complete halves of the
+// file operations (open, openat2, statx, read, write) and of splice.
+#include <coring/file.hpp>
+#include <coring/when_all.hpp>
+
+#include <liburing.h>
+
+#include "detail/valgrind.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace coring {
+
+namespace detail {
+
+path_copy::path_copy(std::string_view p) : size_(p.size()) {
+  has_nul_ = p.find('\0') != std::string_view::npos;
+  if (p.size() < small_.size()) {
+    std::copy(p.begin(), p.end(), small_.begin());
+    small_[p.size()] = '\0';
+  } else {
+    heap_.assign(p);
+  }
+}
+
+path_copy::path_copy(path_copy&& o) noexcept
+    : small_(o.small_), heap_(std::move(o.heap_)), size_(o.size_), has_nul_(o.has_nul_) {}
+
+open_op::open_op(io_context& ctx, int dir_fd, std::string_view path, int flags, unsigned mode,
+                 std::uint64_t resolve)
+    : io_op(ctx), dir_fd_(dir_fd), openat2_(resolve != 0), path_(path) {
+  how_.flags = static_cast<std::uint64_t>(static_cast<unsigned>(flags | O_CLOEXEC));
+  // openat2 refuses a mode without O_CREAT/O_TMPFILE (EINVAL); openat ignores it.
+  how_.mode = (flags & (O_CREAT | O_TMPFILE)) != 0 ? mode : 0;
+  how_.resolve = resolve;
+}
+
+void open_op::prep(io_uring_sqe& sqe) noexcept {
+  // LIFETIME: path_ and how_ live in the op, which stays put until the final CQE; the kernel
+  // copies both when it takes the SQE (later than here: at the loop's next submit).
+  if (openat2_)
+    io_uring_prep_openat2(&sqe, dir_fd_, path_.c_str(), &how_);
+  else
+    io_uring_prep_openat(&sqe, dir_fd_, path_.c_str(), static_cast<int>(how_.flags),
+                         static_cast<mode_t>(how_.mode));
+}
+
+result<file> open_op::complete(int res, std::uint32_t) noexcept {
+  if (path_.has_nul()) return errno_code(EINVAL);
+  if (res < 0) return errno_code(-res);
+  return file(context(), res);
+}
+
+void open_op::raise(std::error_code ec) const {
+  throw_error(ec, "open " + std::string(path_.view().substr(0, path_.view().find('\0'))));
+}
+
+void statx_op::prep(io_uring_sqe& sqe) noexcept {
+  io_uring_prep_statx(&sqe, fd_, "", AT_EMPTY_PATH,
+                      STATX_TYPE | STATX_MODE | STATX_SIZE | STATX_MTIME, &stx_);
+}
+
+result<file_status> statx_op::complete(int res, std::uint32_t) noexcept {
+  if (res < 0) return errno_code(-res);
+  kernel_wrote(&stx_, sizeof stx_);
+  file_status st;
+  st.size = stx_.stx_size;
+  st.mode = stx_.stx_mode;
+  st.regular = S_ISREG(stx_.stx_mode);
+  st.directory = S_ISDIR(stx_.stx_mode);
+  st.mtime = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::seconds(stx_.stx_mtime.tv_sec) +
+          std::chrono::nanoseconds(stx_.stx_mtime.tv_nsec)));
+  return st;
+}
+
+void read_op::prep(io_uring_sqe& sqe) noexcept {
+  const auto n = static_cast<unsigned>(std::min<std::size_t>(buf_.size(), 1U << 30));
+  io_uring_prep_read(&sqe, fd_, buf_.data(), n, offset_);
+}
+
+void write_op::prep(io_uring_sqe& sqe) noexcept {
+  const auto n = static_cast<unsigned>(std::min<std::size_t>(buf_.size(), 1U << 30));
+  io_uring_prep_write(&sqe, fd_, buf_.data(), n, offset_);
+}
+
+result<std::size_t> splice_op::complete(int res, std::uint32_t flags) noexcept {
+  // A splice cancelled while it waited in an io-wq worker can end with -ERESTARTSYS (512) and
+  // its kin (seen on Linux 6.18 over a Unix socket): the signal interrupted it.
+  if (res <= -512 && res >= -516) res = -ECANCELED;
+  return io_op::complete(res, flags);
+}
+
+void splice_op::prep(io_uring_sqe& sqe) noexcept {
+  io_uring_prep_splice(&sqe, fd_in_, off_in_, fd_out_, off_out_, len_, flags_);
+}
+
+}  // namespace detail
+
+file& file::operator=(file&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    ctx_ = o.ctx_;
+    fd_ = std::exchange(o.fd_, -1);
+  }
+  return *this;
+}
+
+file::~file() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+pipe pipe::open(std::size_t capacity) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) < 0) throw_errno(errno, "pipe2");
+  pipe p;
+  p.read_.reset(fds[0]);
+  p.write_.reset(fds[1]);
+  if (capacity > 0) {
+    const int want = static_cast<int>(std::min<std::size_t>(capacity, 1U << 30));
+    (void)::fcntl(fds[1], F_SETPIPE_SZ, want);  // best effort (pipe-max-size, user limits)
+  }
+  const int got = ::fcntl(fds[1], F_GETPIPE_SZ);
+  p.capacity_ = got > 0 ? static_cast<std::size_t>(got) : 65536;
+  return p;
+}
+
+void pipe::reset() noexcept {
+  read_.reset();
+  write_.reset();
+  capacity_ = 0;
+}
+
+namespace {
+
+// Closes the pipe unless the transfer finished: a failed one may leave unsent bytes in it.
+struct reset_unless_done {
+  pipe& p;
+  bool done = false;
+  ~reset_unless_done() {
+    if (!done) p.reset();
+  }
+};
+
+// The transfer, bounded by stop only. TRICKY: a kernel linked timeout does not interrupt a
+// splice that blocks in an io-wq worker (Linux 6.18: the timeout never fires while the worker
+// waits for socket space), but an explicit cancel does (it signals the worker): deadlines are
+// stop requests made by cancel_after's timer.
+task<std::size_t> transfer(socket& s, const file& f, std::uint64_t offset, std::uint64_t count,
+                           pipe& p, std::stop_token stop) {
+  reset_unless_done guard{p};
+  io_context& ctx = s.context();
+  std::uint64_t left = count;
+  while (left > 0) {
+    // File → pipe: at most what the pipe holds, so that this splice never waits for the socket.
+    const auto chunk = static_cast<std::size_t>(std::min<std::uint64_t>(left, p.capacity()));
+    auto fill = coring::splice(ctx, f.fileno(), static_cast<std::int64_t>(offset), p.write_fd(), -1,
+                               chunk, SPLICE_F_MOVE)
+                    .with_stop(stop);
+    const std::size_t in = co_await std::move(fill);
+    if (in == 0) throw_error(make_error_code(errc::unexpected_eof), "send_file: file ended early");
+    offset += in;
+    left -= in;
+    // Pipe → socket: everything that went in, before the next fill. A splice cancelled after it
+    // sent some bytes returns their count; the next one then ends at once (the stop sticks).
+    std::size_t pending = in;
+    while (pending > 0) {
+      const unsigned more = left > 0 ? SPLICE_F_MORE : 0;
+      auto drain =
+          coring::splice(ctx, p.read_fd(), -1, s.fileno(), -1, pending, SPLICE_F_MOVE | more)
+              .with_stop(stop);
+      const std::size_t out = co_await std::move(drain);
+      if (out == 0) throw_errno(EPIPE, "send_file");
+      pending -= out;
+    }
+  }
+  guard.done = true;
+  co_return static_cast<std::size_t>(count);
+}
+
+}  // namespace
+
+task<std::size_t> send_file(socket& s, const file& f, std::uint64_t offset, std::uint64_t count,
+                            pipe& p, send_file_options o) {
+  if (!p) throw_errno(EBADF, "send_file: no pipe");
+  if (o.timeout.count() <= 0) co_return co_await transfer(s, f, offset, count, p, o.stop);
+  auto run = [&](std::stop_token tok) { return transfer(s, f, offset, count, p, std::move(tok)); };
+  auto bounded = cancel_after(s.context(), o.timeout, run, o.stop);
+  co_return co_await std::move(bounded);
+}
+
+}  // namespace coring
