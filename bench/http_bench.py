@@ -4,8 +4,10 @@
 """Measures coring's http_server against nginx and tcp_proxy against HAProxy (issue 12).
 
   http_bench.py --build-dir build                         # every profile, 5 rounds, ~10 min
-  http_bench.py --build-dir build --rounds 1 --duration 2 --profiles hello-c100-flat,proxy-64B-rate20k
+  http_bench.py --build-dir build --rounds 1 --duration 2 \\
+      --profiles hello-c100-flat,proxy-64B-c100-rate20k
   http_bench.py --table-from results.json                 # the table again from saved samples
+  http_bench.py --build-dir build --variant 'tcp_proxy_splice=tcp_proxy --copy splice'
 
 Profiles (PROFILES below): "hello" = GET / answered "Hello, world!\\n" (http_server without
 --root; nginx `return 200`), "file4k"/"file1m" = a 4 KiB / 1 MiB file (http_server --root; nginx
@@ -89,7 +91,8 @@ http {{
   }}
 }}
 """
-NGINX_HELLO = '    location / {\n      default_type text/plain;\n      return 200 "Hello, world!\\n";\n    }'
+NGINX_HELLO = ('    location / {\n      default_type text/plain;\n'
+               '      return 200 "Hello, world!\\n";\n    }')
 NGINX_FILES = "    root {root};\n    sendfile on;"
 
 HAPROXY_CONF = """global
@@ -359,7 +362,8 @@ def table(samples, profiles):
             failed = sum(1 for s in ss if s.get("errors", 0) != 0 or s.get("tool_rc") != 0)
             err = str(errors) + (f" ({failed} bad runs)" if failed else "")
             rows.append(
-                f"| {profile} | {name} | {fmt(rps, ',.0f')} | {fmt(median(ss, 'mb_per_s'), ',.1f')} | "
+                f"| {profile} | {name} | {fmt(rps, ',.0f')} | "
+                f"{fmt(median(ss, 'mb_per_s'), ',.1f')} | "
                 f"{fmt(median(ss, 'p50_us'), '.0f')} | {fmt(median(ss, 'p99_us'), '.0f')} | "
                 f"{fmt(cpu, '.2f')} | "
                 f"{fmt(rps / ref_rps if rps is not None and ref_rps else None, '.2f')} | "
