@@ -324,6 +324,13 @@ def run_sample(args, name, profile, tmp):
                 "other_load": {"server_cpu": other(f"cpu{args.server_cpu}", server_ticks),
                                "client_cpu": other(f"cpu{args.client_cpu}", client_ticks)}})
     res["noisy"] = other_load(res) > args.max_other_load
+    # Shares of their CPUs that the server and the client side (wrk or loadgen, plus the echo
+    # backend) used over the run: a flat profile with neither near 1 was held back by others.
+    cpu_total = after.get(f"cpu{args.server_cpu}", (0, 0))[1] - \
+        before.get(f"cpu{args.server_cpu}", (0, 0))[1]
+    if cpu_total > 0:
+        res["server_cpu_util"] = None if server_ticks is None else server_ticks / cpu_total
+        res["client_cpu_util"] = client_ticks / cpu_total
     return res
 
 
