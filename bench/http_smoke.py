@@ -7,7 +7,8 @@
    404, a wrong body, a wrong Content-Length, chunked, a response too many, or closes after the
    first response makes loadgen exit 1 (the checker sees each of them).
 2. http_server (port 0, hello profile): loadgen --http for 1 s with 10 connections, pipelined
-   (depth 4) and paced (2000 req/s): exit status 0 and "errors": 0 required.
+   (depth 4) and paced (2000 req/s): exit status 0 and "errors": 0 required. If it has --root,
+   the same with a 64 KiB file whose every byte is compared (--expect-body-file).
 3. tcp_proxy in front of the echo backend: loadgen echo mode for 1 s, the same two ways.
 Servers must exit 0 on SIGTERM. A missing http_server or tcp_proxy is skipped with a message;
 when both are missing the test reports "skipped" (exit status 77) after step 1."""
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -165,6 +167,23 @@ def main():
             finally:
                 stop_checked(f"http_server {mode}", server, failures)
             check_run(f"http_server hello {mode}", rc, res, err, failures)
+        h = subprocess.run([a.http_server, "--help"], capture_output=True, text=True, timeout=10)
+        if "--root" in h.stdout + h.stderr:
+            with tempfile.TemporaryDirectory() as root:
+                body = os.path.join(root, "64k.bin")
+                with open(body, "wb") as f:
+                    f.write(os.urandom(64 * 1024))
+                for mode, extra in modes:
+                    server, port = start_server([a.http_server, "--port", "0", "--root", root])
+                    try:
+                        rc, res, err = run_loadgen(
+                            a.loadgen, port, ["--http", "--path", "/64k.bin",
+                                              "--expect-body-file", body] + extra)
+                    finally:
+                        stop_checked(f"http_server --root {mode}", server, failures)
+                    check_run(f"http_server --root, 64 KiB file, {mode}", rc, res, err, failures)
+        else:
+            print("SKIP http_server --root: not in its --help yet")
     else:
         print("SKIP http_server: not built (examples/http/http_server)")
 

@@ -3,7 +3,8 @@
 //
 // loadgen --host 127.0.0.1 --port N [--connections C] [--size S] [--depth D] [--duration SEC]
 //         [--rate R] [--warmup SEC] [--server-pid PID] [--timeout SEC] [--spin-us US] [--json]
-// loadgen --http [--path /x] [--host-header H] [--expect-body STR | --expect-length N] ...
+// loadgen --http [--path /x] [--host-header H] [--expect-body STR | --expect-body-file F |
+//                 --expect-length N] ...
 // loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC] [--size S]
 //
 // Closed loop (no --rate): every connection keeps D messages of S bytes in flight; latency runs
@@ -31,8 +32,9 @@
 // --host-header, default HOST:PORT), and a round trip ends with its complete response. Depth D
 // = requests pipelined per connection; --rate schedules requests exactly like echo messages.
 // Every response must be "HTTP/1.x 200", framed by exactly one Content-Length (no
-// Transfer-Encoding), with a body equal to --expect-body (or of --expect-length bytes), and no
-// response may arrive without a request outstanding; anything else counts as a bad response.
+// Transfer-Encoding), with a body equal to --expect-body or to the contents of
+// --expect-body-file (or of --expect-length bytes), and no response may arrive without a
+// request outstanding; anything else counts as a bad response.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -969,7 +971,7 @@ int loadgen::run_idle() {
                "               [--duration SEC] [--rate R] [--warmup SEC] [--server-pid PID]\n"
                "               [--timeout SEC] [--spin-us US] [--json]\n"
                "               [--http [--path /x] [--host-header H] [--expect-body STR]\n"
-               "                [--expect-length N]]\n"
+               "                [--expect-body-file FILE] [--expect-length N]]\n"
                "       loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC]\n",
                why);
   std::exit(2);
@@ -1019,6 +1021,16 @@ options parse(int argc, char** argv) {
       o.host_header = value();
     else if (a == "--expect-body") {
       o.expect_body = value();
+      o.have_expect_body = true;
+    } else if (a == "--expect-body-file") {
+      const char* path = value();
+      FILE* f = std::fopen(path, "rb");
+      if (f == nullptr) usage((std::string("cannot open ") + path).c_str());
+      o.expect_body.clear();
+      char buf[65536];
+      for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;)
+        o.expect_body.append(buf, n);
+      std::fclose(f);
       o.have_expect_body = true;
     } else if (a == "--expect-length")
       o.expect_length = std::atoll(value());
