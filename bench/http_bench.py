@@ -313,12 +313,13 @@ def run_sample(args, name, profile, tmp):
                "p50_us": out["p50_us"], "p99_us": out["p99_us"], "errors": out["errors"],
                "incomplete": out["incomplete"],
                "server_cpu_us_per_req": out["server_cpu_us_per_rt"],
-               "server_ticks_us_per_req": (server_ticks * 1e6 / hz / out["round_trips"]
-                                           if server_ticks is not None and out["round_trips"]
-                                           else None),
                "loadgen": out}
     else:
         res = {"req_per_s": 0, "errors": -1}
+    # coring's programs must exit 0 on SIGTERM (nginx does too; HAProxy -db dies of it).
+    if server_rc != 0 and name != "haproxy":
+        log(f"  {name} exited with status {server_rc} after SIGTERM")
+        res["errors"] = res.get("errors", 0) + 1
     res.update({"profile": profile, "server": name, "tool": prof["tool"],
                 "tool_rc": p.returncode, "server_rc": server_rc,
                 "other_load": {"server_cpu": other(f"cpu{args.server_cpu}", server_ticks),
