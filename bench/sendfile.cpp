@@ -66,7 +66,14 @@ pid_t start_reader(const coring::address& to, int connections, bool read) {
   _exit(0);
 }
 
-enum class method { splice_64k, splice_1m, splice_overlap, read_send, read_send_64k };
+enum class method {
+  splice_64k,
+  splice_1m,
+  splice_overlap,
+  read_send,
+  read_send_128k,
+  read_send_64k
+};
 const char* name_of(method m) {
   switch (m) {
     case method::splice_64k:
@@ -77,6 +84,8 @@ const char* name_of(method m) {
       return "splice, pipe kept full";
     case method::read_send:
       return "read + send_all, 256 KiB";
+    case method::read_send_128k:
+      return "read + send_all, 128 KiB";
     case method::read_send_64k:
       return "read + send_all, 64 KiB";
   }
@@ -105,15 +114,23 @@ coring::task<> drain(coring::io_context& ctx, coring::socket& s, std::uint64_t s
   }
 }
 
-// Sends the file `times` times with method m. Returns: sender CPU seconds.
-coring::task<double> run(coring::io_context& ctx, coring::socket& s, const coring::file& f,
-                         std::uint64_t size, int times, method m) {
+struct cost {
+  double cpu = 0;   // sender CPU seconds
+  double wall = 0;  // seconds
+};
+
+// Sends the file `times` times with method m. Returns: sender CPU and wall seconds.
+coring::task<cost> run(coring::io_context& ctx, coring::socket& s, const coring::file& f,
+                       std::uint64_t size, int times, method m) {
   coring::pipe p = coring::pipe::open(m == method::splice_64k ? 0 : 1 << 20);
-  const std::uint64_t chunk = m == method::read_send_64k ? 64 << 10 : 256 << 10;
+  const std::uint64_t chunk = m == method::read_send_64k    ? 64 << 10
+                              : m == method::read_send_128k ? 128 << 10
+                                                            : 256 << 10;
   std::vector<std::byte> buf(std::min<std::uint64_t>(size, chunk));
   const double t0 = cpu_seconds();
+  const auto w0 = std::chrono::steady_clock::now();
   for (int i = 0; i < times; ++i) {
-    if (m == method::read_send || m == method::read_send_64k) {
+    if (m == method::read_send || m == method::read_send_128k || m == method::read_send_64k) {
       for (std::uint64_t off = 0; off < size;) {
         const std::size_t want = std::min<std::uint64_t>(buf.size(), size - off);
         std::size_t n = co_await f.read(std::span(buf).first(want), off);
@@ -127,7 +144,8 @@ coring::task<double> run(coring::io_context& ctx, coring::socket& s, const corin
       co_await coring::send_file(s, f, 0, size, p);
     }
   }
-  co_return cpu_seconds() - t0;
+  const double cpu = cpu_seconds() - t0;
+  co_return cost{cpu, std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count()};
 }
 
 double median(std::vector<double> v) {
@@ -136,8 +154,8 @@ double median(std::vector<double> v) {
 }
 
 coring::task<> bench(coring::io_context& ctx, const std::string& dir, int rounds) {
-  const method methods[] = {method::read_send, method::read_send_64k, method::splice_64k,
-                            method::splice_1m, method::splice_overlap};
+  const method methods[] = {method::read_send,  method::read_send_128k, method::read_send_64k,
+                            method::splice_64k, method::splice_1m,      method::splice_overlap};
   for (std::uint64_t size : {std::uint64_t{4} << 10, std::uint64_t{64} << 10,
                              std::uint64_t{256} << 10, std::uint64_t{1} << 20}) {
     const std::string path = dir + "/f" + std::to_string(size);
@@ -150,27 +168,31 @@ coring::task<> bench(coring::io_context& ctx, const std::string& dir, int rounds
     coring::file f = co_await coring::file::open(ctx, path, O_RDONLY);
     // Same total bytes per run for each size: 128 MiB (32,768 4 KiB files, 128 1 MiB files).
     const int times = static_cast<int>((std::uint64_t{128} << 20) / size);
-    std::vector<std::vector<double>> cpu(std::size(methods));
+    std::vector<std::vector<double>> cpu(std::size(methods)), rate(std::size(methods));
     for (int r = 0; r < rounds; ++r) {
       for (std::size_t k = 0; k < std::size(methods); ++k) {
         const std::size_t mi = (k + static_cast<std::size_t>(r)) % std::size(methods);
         coring::socket listener = coring::tcp_listen(ctx, "127.0.0.1:0");
         pid_t child = start_reader(listener.sock_name(), 1, true);
         coring::socket s = co_await listener.accept();
-        const double c = co_await run(ctx, s, f, size, times, methods[mi]);
+        const cost c = co_await run(ctx, s, f, size, times, methods[mi]);
         s.shutdown(SHUT_WR);
         co_await s.close();
         ::waitpid(child, nullptr, 0);
-        cpu[mi].push_back(c / (static_cast<double>(size) * times / (1 << 20)));
+        const double mib = static_cast<double>(size) * times / (1 << 20);
+        cpu[mi].push_back(c.cpu / mib);
+        rate[mi].push_back(mib * 1.048576 / c.wall);
       }
     }
-    std::printf("%7llu B file, %d rounds, median sender CPU per MiB (and per file):\n",
-                static_cast<unsigned long long>(size), rounds);
+    std::printf(
+        "%7llu B file, %d rounds, medians: sender CPU per MiB, per file, vs the first; MB/s\n",
+        static_cast<unsigned long long>(size), rounds);
     const double base = median(cpu[0]);
     for (std::size_t k = 0; k < std::size(methods); ++k) {
       const double m = median(cpu[k]);
-      std::printf("  %-24s %8.1f us/MiB  %8.2f us/file  %.2fx\n", name_of(methods[k]), m * 1e6,
-                  m * 1e6 * static_cast<double>(size) / (1 << 20), m / base);
+      std::printf("  %-26s %8.1f us/MiB %8.2f us/file %5.2fx %7.0f MB/s\n", name_of(methods[k]),
+                  m * 1e6, m * 1e6 * static_cast<double>(size) / (1 << 20), m / base,
+                  median(rate[k]));
     }
     std::fflush(stdout);
   }

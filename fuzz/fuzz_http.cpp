@@ -9,7 +9,8 @@
 // (Copy the corpus first: libFuzzer adds new inputs to the first corpus directory.)
 //
 // Invariants checked (std::abort on a violation, so libFuzzer saves the input):
-// - consumed <= size; an error's status is one of 400, 414, 431, 501, 505;
+// - consumed <= size; incomplete only under max_request_head_bytes; an error's status is one
+//   of 400, 414, 431, 501, 505;
 // - every view of a complete request lies inside the input; header_count <= max_headers;
 // - a prefix of the input gives "incomplete" or exactly the whole input's result (the parser
 //   keeps no state, so nothing it decides may depend on bytes it has not seen);
@@ -26,6 +27,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace {
 
@@ -37,16 +39,95 @@ bool inside(std::string_view v, std::string_view in) {
   return v.empty() || (v.data() >= in.data() && v.data() + v.size() <= in.data() + in.size());
 }
 
-enum class header_name { other, host, content_length, transfer_encoding };
+enum class header_name { other, host, content_length, transfer_encoding, connection, expect };
 
-header_name classify(std::string_view name) {
-  std::string lower(name);
+std::string lowercase(std::string_view s) {
+  std::string lower(s);
   for (char& c : lower)
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  return lower;
+}
+
+header_name classify(std::string_view name) {
+  const std::string lower = lowercase(name);
   if (lower == "host") return header_name::host;
   if (lower == "content-length") return header_name::content_length;
   if (lower == "transfer-encoding") return header_name::transfer_encoding;
+  if (lower == "connection") return header_name::connection;
+  if (lower == "expect") return header_name::expect;
   return header_name::other;
+}
+
+/// The elements of a comma-separated list, trimmed of SP and HTAB, empty ones dropped.
+std::vector<std::string> elements(std::string_view list) {
+  std::vector<std::string> out;
+  std::string cur;
+  const auto flush = [&] {
+    const std::size_t b = cur.find_first_not_of(" \t");
+    if (b != std::string::npos) out.push_back(cur.substr(b, cur.find_last_not_of(" \t") - b + 1));
+    cur.clear();
+  };
+  for (char c : list) {
+    if (c == ',')
+      flush();
+    else
+      cur += c;
+  }
+  flush();
+  return out;
+}
+
+/// What an accepted request's fields say, read again the slow way: the parser's framing,
+/// length, keep_alive and expect_continue must match it.
+void check_semantics(const http::request& r) {
+  std::vector<std::string> codings;
+  std::vector<unsigned __int128> lengths;
+  bool close = false, keep_alive = false, expect = false;
+  for (const http::header& h : r.headers()) {
+    switch (classify(h.name)) {
+      case header_name::content_length: {
+        const std::vector<std::string> list = elements(h.value);
+        check(!list.empty() &&
+              list.size() ==
+                  static_cast<std::size_t>(std::count(h.value.begin(), h.value.end(), ',')) + 1);
+        for (const std::string& e : list) {
+          constexpr unsigned __int128 over = static_cast<unsigned __int128>(1) << 65;
+          unsigned __int128 v = 0;
+          check(!e.empty());
+          for (char c : e) {
+            check(c >= '0' && c <= '9');
+            v = v > over ? v : v * 10 + static_cast<unsigned>(c - '0');  // saturates above 2^65
+          }
+          lengths.push_back(v);
+        }
+        break;
+      }
+      case header_name::transfer_encoding:
+        for (const std::string& e : elements(h.value))
+          codings.push_back(lowercase(e.substr(0, e.find_first_of("; \t"))));
+        break;
+      case header_name::connection:
+        for (const std::string& e : elements(h.value)) {
+          close = close || lowercase(e) == "close";
+          keep_alive = keep_alive || lowercase(e) == "keep-alive";
+        }
+        break;
+      case header_name::expect:
+        for (const std::string& e : elements(h.value))
+          expect = expect || lowercase(e) == "100-continue";
+        break;
+      default:
+        break;
+    }
+  }
+  for (unsigned __int128 v : lengths)
+    check(v == r.content_length);  // all equal, none over 2^64 - 1
+  if (r.framing == http::body_framing::chunked) {
+    check(!codings.empty() && codings.back() == "chunked");
+    check(std::count(codings.begin(), codings.end(), "chunked") == 1);
+  }
+  check(r.keep_alive == (!close && (r.minor_version == 1 || keep_alive)));
+  check(r.expect_continue == (expect && r.minor_version == 1));
 }
 
 bool same(const http::parse_result& a, const http::parse_result& b) {
@@ -57,7 +138,7 @@ void check_request(std::string_view in, const http::parse_result& res, const htt
   check(res.consumed <= in.size());
   switch (res.state) {
     case http::parse_result::status::incomplete:
-      check(res.consumed == 0);
+      check(res.consumed == 0 && in.size() < http::max_request_head_bytes);
       break;
     case http::parse_result::status::error: {
       const int s = res.error_status;
@@ -101,6 +182,7 @@ void check_request(std::string_view in, const http::parse_result& res, const htt
       for (const http::header& h : r.headers())
         check(!h.name.empty() && inside(h.name, in) && inside(h.value, in));
       check(r.framing != http::body_framing::chunked || r.minor_version == 1);
+      check_semantics(r);
       break;
     }
   }

@@ -60,13 +60,13 @@ connection_scope::~connection_scope() {
   if (wake_) std::exchange(wake_, nullptr)->sc = nullptr;
   listen_.request_stop();
   cancel_.request_stop();
-  for (detail::scope_slot* p = head_; p; p = p->next_) {
+  for (detail::scope_slot* p = slots_.front(); p; p = slots_.next(*p)) {
     p->scope_ = nullptr;
     if (stopping) continue;
     if (p->listener_) ::shutdown(p->s_.fileno(), SHUT_RD);
     p->s_.cancel();
   }
-  head_ = nullptr;
+  slots_.clear();  // the slots' links are stale: scope_ == nullptr keeps them off
 }
 
 void connection_scope::refuse(socket& s) noexcept {
@@ -77,30 +77,16 @@ void connection_scope::refuse(socket& s) noexcept {
 }
 
 void connection_scope::link(detail::scope_slot& p) noexcept {
-  p.prev_ = nullptr;
-  p.next_ = head_;
-  if (head_) head_->prev_ = &p;
-  head_ = &p;
+  slots_.push_front(p);
   ++(p.listener_ ? loops_ : connections_);
 }
 
 void connection_scope::replace(detail::scope_slot& from, detail::scope_slot& to) noexcept {
-  to.prev_ = std::exchange(from.prev_, nullptr);
-  to.next_ = std::exchange(from.next_, nullptr);
-  if (to.prev_)
-    to.prev_->next_ = &to;
-  else
-    head_ = &to;
-  if (to.next_) to.next_->prev_ = &to;
+  slots_.replace(from, to);
 }
 
 void connection_scope::unlink(detail::scope_slot& p) noexcept {
-  if (p.prev_)
-    p.prev_->next_ = p.next_;
-  else
-    head_ = p.next_;
-  if (p.next_) p.next_->prev_ = p.prev_;
-  p.prev_ = p.next_ = nullptr;
+  slots_.remove(p);
   p.scope_ = nullptr;
   --(p.listener_ ? loops_ : connections_);
   // The last one out wakes a waiting drain (its timer's stop: no polling). Not during a
@@ -159,7 +145,7 @@ task<bool> connection_scope::drain(std::chrono::nanoseconds grace) {
   const auto grace_end = after(grace);
   draining_ = true;
   listen_.request_stop();  // serve()'s accept waits end
-  for (detail::scope_slot* p = head_; p; p = p->next_) {
+  for (detail::scope_slot* p = slots_.front(); p; p = slots_.next(*p)) {
     if (p->listener_) {
       // A listening TCP socket shut down for reading stops listening at once: its backlog is
       // reset and new clients are refused (ECONNREFUSED), before the loop even resumes.
@@ -178,7 +164,7 @@ task<bool> connection_scope::drain(std::chrono::nanoseconds grace) {
   const bool ended = co_await wait_empty(grace_end);
   if (ended) co_return true;
   cancel_.request_stop();  // token()
-  for (detail::scope_slot* p = head_; p; p = p->next_)
+  for (detail::scope_slot* p = slots_.front(); p; p = slots_.next(*p))
     p->s_.cancel();  // for good: also a handler between two operations ends
   const bool ended_after_cancel = co_await wait_empty(after(opts_.cancel_wait));
   co_return ended_after_cancel;

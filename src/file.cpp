@@ -39,7 +39,9 @@ open_op::open_op(io_context& ctx, int dir_fd, std::string_view path, int flags, 
     : io_op(ctx), dir_fd_(dir_fd), openat2_(resolve != 0), path_(path) {
   how_.flags = static_cast<std::uint64_t>(static_cast<unsigned>(flags | O_CLOEXEC));
   // openat2 refuses a mode without O_CREAT/O_TMPFILE (EINVAL); openat ignores it.
-  how_.mode = (flags & (O_CREAT | O_TMPFILE)) != 0 ? mode : 0;
+  // (O_TMPFILE contains O_DIRECTORY's bit: test it whole.)
+  const bool creates = (flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE;
+  how_.mode = creates ? mode : 0;
   how_.resolve = resolve;
 }
 

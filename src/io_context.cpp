@@ -88,8 +88,8 @@ void spawn_list::report(std::exception_ptr e) noexcept {
 
 void spawn_list::destroy_all() noexcept {
   // A frame's destructors may spawn (destroyed at once: nothing runs any more) or end others.
-  while (head_) {
-    spawn_promise& p = *head_;
+  while (spawn_promise* first = frames_.front()) {
+    spawn_promise& p = *first;
     unlink(p);
     std::coroutine_handle<spawn_promise>::from_promise(p).destroy();
   }
@@ -552,10 +552,7 @@ void io_context::cancel(detail::cancel_node& n, detail::completion* c) noexcept 
     n.target = c;
     n.id = ++next_cancel_id_;
     n.attempts = 0;
-    n.prev = nullptr;
-    n.next = cancels_;
-    if (cancels_) cancels_->prev = &n;
-    cancels_ = &n;
+    cancels_.push_front(n);
   }
   submit_op_cancel(n);
 }
@@ -576,7 +573,7 @@ void io_context::on_op_cancel(std::uint64_t user_data, int res) noexcept {
   // it is running and will complete on its own.
   if (res != -ENOENT || stopping_) return;
   const auto id = static_cast<std::uint32_t>(user_data >> 3);
-  for (detail::cancel_node* n = cancels_; n; n = n->next)
+  for (detail::cancel_node* n = cancels_.front(); n; n = cancels_.next(*n))
     if (n->id == id) {
       if (++n->attempts < max_cancel_attempts) submit_op_cancel(*n);
       return;

@@ -76,31 +76,17 @@ void waiter::on_timer(completion* c, int res, std::uint32_t) noexcept {
 
 void wait_list::push_back(waiter& w) noexcept {
   w.list_ = this;
-  w.prev_ = tail_;
-  w.next_ = nullptr;
-  if (tail_)
-    tail_->next_ = &w;
-  else
-    head_ = &w;
-  tail_ = &w;
+  q_.push_back(w);
 }
 
 waiter* wait_list::pop_front() noexcept {
-  waiter* w = head_;
+  waiter* w = q_.front();
   if (w) remove(*w);
   return w;
 }
 
 void wait_list::remove(waiter& w) noexcept {
-  if (w.prev_)
-    w.prev_->next_ = w.next_;
-  else
-    head_ = w.next_;
-  if (w.next_)
-    w.next_->prev_ = w.prev_;
-  else
-    tail_ = w.prev_;
-  w.prev_ = w.next_ = nullptr;
+  q_.remove(w);
   w.list_ = nullptr;
 }
 

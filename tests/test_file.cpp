@@ -66,11 +66,11 @@ std::string pattern(std::size_t n) {
   return s;
 }
 
-// The error code of a failed co_await, or a success.
-template <class Op>
-task<std::error_code> error_of(Op op) {
-  auto r = co_await as_result(std::move(op));
-  co_return r ? std::error_code{} : r.error();
+// The process's umask (read by setting it and back).
+unsigned current_umask() {
+  const mode_t m = ::umask(022);
+  ::umask(m);
+  return m;
 }
 
 }  // namespace
@@ -124,6 +124,14 @@ TEST_CASE("open_beneath refuses .., absolute paths and symlinks that leave the d
       REQUIRE_FALSE(r);
       CHECK(r.error() == std::errc::cross_device_link);
     }
+    // Flags and a mode pass through: a directory with O_DIRECTORY (a mode without O_CREAT is
+    // dropped, as openat2 would refuse it), a new file with O_CREAT and its mode.
+    file sub = co_await file::open_beneath(ctx, root, "sub", O_RDONLY | O_DIRECTORY, 0644);
+    file_status sub_st = co_await sub.stat();
+    CHECK(sub_st.directory);
+    file made = co_await file::open_beneath(ctx, root, "sub/new.txt", O_WRONLY | O_CREAT, 0640);
+    file_status made_st = co_await made.stat();
+    CHECK((made_st.mode & 0777) == (0640 & ~current_umask()));
     // A missing name inside is ENOENT, as for open.
     auto missing = co_await as_result(file::open_beneath(ctx, root, "nope.txt", O_RDONLY));
     REQUIRE_FALSE(missing);

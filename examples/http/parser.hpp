@@ -15,6 +15,14 @@ namespace http {
 inline constexpr std::size_t max_target_bytes = 8192;
 inline constexpr std::size_t max_header_block_bytes = 8192;
 inline constexpr std::size_t max_headers = 64;
+/// Empty lines before a request line are skipped up to this many bytes (more: 400).
+inline constexpr std::size_t max_leading_empty_bytes = 128;
+/// A longer method is answered 501 without waiting for the rest of the line.
+inline constexpr std::size_t max_method_bytes = 32;
+/// parse_request decides (complete or error) within this many bytes: a receive buffer of this
+/// size never has to grow for a request head.
+inline constexpr std::size_t max_request_head_bytes =
+    max_leading_empty_bytes + max_method_bytes + max_target_bytes + max_header_block_bytes + 64;
 
 /// The methods the server knows; anything else that is a valid token is `unknown` (501).
 enum class method { get, head, post, put, delete_, options, patch, trace, connect, unknown };
@@ -40,7 +48,7 @@ struct request {
   body_framing framing = body_framing::none;
   std::uint64_t content_length = 0;  // when framing == content_length
   bool keep_alive = true;        // HTTP/1.1 unless "Connection: close"; 1.0 only with keep-alive
-  bool expect_continue = false;  // "Expect: 100-continue"
+  bool expect_continue = false;  // "Expect: 100-continue" in HTTP/1.1 (1.0: ignored)
   std::string_view host;         // the Host field's value, or empty
   std::string_view range;        // the Range field's value, or empty
   std::string_view if_modified_since;
@@ -68,10 +76,10 @@ struct parse_result {
 /// Content-Lengths, a Transfer-Encoding other than chunked last, missing Host in 1.1, ...),
 /// 414 (target over max_target_bytes), 431 (header block over max_header_block_bytes or more than
 /// max_headers fields), 501 (unknown method), 505 (HTTP version other than 1.0/1.1).
-/// 414, 431 and 501 (a method over 32 bytes) come as soon as the limit is passed, even while
-/// the head is incomplete. A lone LF ends a line like CRLF; empty lines before the request line
-/// are skipped (and counted in consumed). Feeding a request byte by byte gives the same result.
-/// Note: out's views point into in; out is overwritten (partly) even when the result is not
+/// 414, 431 and 501 (a method over max_method_bytes) come as soon as the limit is passed, even
+/// while the head is incomplete. A lone LF ends a line like CRLF; empty lines before the request
+/// line are skipped (and counted in consumed). Feeding a request byte by byte gives the same
+/// result. Note: out's views point into in; out is overwritten (partly) even when the result is not
 /// complete.
 parse_result parse_request(std::string_view in, request& out) noexcept;
 

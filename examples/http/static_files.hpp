@@ -43,6 +43,7 @@ class static_files {
   /// Note: one per connection, used by one serve() at a time.
   class connection {
    public:
+    /// Empty: no pipe, no buffers yet.
     connection() = default;
 
    private:

@@ -7,6 +7,7 @@
 
 #include <coring/acceptor.hpp>
 #include <coring/detail/awaitable.hpp>
+#include <coring/detail/intrusive_list.hpp>
 #include <coring/detail/op.hpp>
 #include <coring/io_context.hpp>
 #include <coring/socket.hpp>
@@ -53,8 +54,7 @@ class scope_slot {
  private:
   friend class coring::connection_scope;
   connection_scope* scope_ = nullptr;
-  scope_slot* prev_ = nullptr;
-  scope_slot* next_ = nullptr;
+  list_links<scope_slot> links_;
   bool listener_ = false;
   socket s_;
 };
@@ -174,7 +174,7 @@ class connection_scope {
 
   io_context* ctx_;
   connection_scope_options opts_;
-  detail::scope_slot* head_ = nullptr;
+  detail::intrusive_list<detail::scope_slot, &detail::scope_slot::links_> slots_;
   std::size_t connections_ = 0, loops_ = 0;
   std::stop_source listen_;  // drain started: accept loops stop waiting
   std::stop_source cancel_;  // token(): the grace is over

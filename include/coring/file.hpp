@@ -92,6 +92,7 @@ class file {
   int fileno() const noexcept { return fd_; }
   /// True if the file holds a descriptor.
   bool is_open() const noexcept { return fd_ >= 0; }
+  /// As is_open().
   explicit operator bool() const noexcept { return fd_ >= 0; }
   /// The context the file's operations run on (null for an empty default-constructed file).
   io_context* context() const noexcept { return ctx_; }

@@ -197,12 +197,7 @@ class io_context {
   void cancel(detail::cancel_node& n, detail::completion* c) noexcept;
   void cancel_done(detail::cancel_node& n) noexcept {
     if (!n.target) return;
-    if (n.prev)
-      n.prev->next = n.next;
-    else
-      cancels_ = n.next;
-    if (n.next) n.next->prev = n.prev;
-    n.prev = n.next = nullptr;
+    cancels_.remove(n);
     n.target = nullptr;
   }
   /// Cancels every operation on fd (IORING_ASYNC_CANCEL_FD|ALL) and makes the cancel sticky:
@@ -263,7 +258,8 @@ class io_context {
     std::uint32_t generation = 0, in_flight = 0, stale = 0;
   };
   std::vector<fd_state> fds_;
-  detail::cancel_node* cancels_ = nullptr;  // operations being cancelled (cancel(node, c))
+  // Operations being cancelled (cancel(node, c)).
+  detail::intrusive_list<detail::cancel_node, &detail::cancel_node::links> cancels_;
   std::uint32_t next_cancel_id_ = 0;
   void submit_op_cancel(detail::cancel_node& n) noexcept;
   void on_op_cancel(std::uint64_t user_data, int res) noexcept;

@@ -5,6 +5,7 @@
 #include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <coring/detail/awaitable.hpp>
+#include <coring/detail/intrusive_list.hpp>
 #include <coring/io_context.hpp>
 #include <coring/task.hpp>
 
@@ -32,8 +33,7 @@ class [[nodiscard]] group_child {
  public:
   struct promise_type {
     task_group* group_ = nullptr;
-    promise_type* prev_ = nullptr;  // the group's intrusive list of unfinished children
-    promise_type* next_ = nullptr;
+    detail::list_links<promise_type> links_;  // on the group's list of unfinished children
 
     struct final_awaiter {
       bool await_ready() const noexcept { return false; }
@@ -177,25 +177,15 @@ class task_group {
     p.group_ = this;
     ctx_->schedule(h);  // may throw: c still owns the unstarted frame and frees it
     c.release();
-    p.next_ = head_;
-    if (head_) head_->prev_ = &p;
-    head_ = &p;
+    children_.push_front(p);
     ++count_;
   }
 
-  void unlink(detail::group_child::promise_type& p) noexcept {
-    if (p.prev_)
-      p.prev_->next_ = p.next_;
-    else
-      head_ = p.next_;
-    if (p.next_) p.next_->prev_ = p.prev_;
-    p.prev_ = p.next_ = nullptr;
-  }
+  void unlink(detail::group_child::promise_type& p) noexcept { children_.remove(p); }
 
   // Shutdown only: no operation of any child is in flight any more (io_context::shutdown).
   void destroy_children() noexcept {
-    while (head_) {
-      detail::group_child::promise_type* p = head_;
+    while (detail::group_child::promise_type* p = children_.front()) {
       unlink(*p);
       --count_;
       detail::group_child::handle_type::from_promise(*p).destroy();
@@ -216,7 +206,9 @@ class task_group {
 
   io_context* ctx_;
   std::stop_source stop_{};
-  detail::group_child::promise_type* head_ = nullptr;  // unfinished children
+  detail::intrusive_list<detail::group_child::promise_type,
+                         &detail::group_child::promise_type::links_>
+      children_;  // unfinished children
   std::size_t count_ = 0;
   std::coroutine_handle<> joiner_{};
   std::exception_ptr error_{};

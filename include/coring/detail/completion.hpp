@@ -4,6 +4,8 @@
 
 #include <coring/detail/config.hpp>  // first: the C++20 check
 
+#include <coring/detail/intrusive_list.hpp>
+
 #include <cstdint>
 
 struct io_uring_sqe;  // from <liburing.h>; only ever used by reference in public headers
@@ -22,8 +24,7 @@ struct completion {
 /// io_context keeps these on a list and cancels again if a cancel found nothing (the operation
 /// was between two kernel attempts), so a cancel is never lost. Lives in the operation.
 struct cancel_node {
-  cancel_node* prev = nullptr;
-  cancel_node* next = nullptr;
+  list_links<cancel_node> links;
   completion* target = nullptr;  // null: not on the list
   std::uint32_t id = 0;
   std::uint32_t attempts = 0;

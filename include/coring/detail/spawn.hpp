@@ -6,6 +6,7 @@
 #include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <coring/detail/awaitable.hpp>
+#include <coring/detail/intrusive_list.hpp>
 
 #include <coroutine>
 #include <cstddef>
@@ -59,8 +60,7 @@ struct spawn_promise {
   void unhandled_exception() noexcept;
 
   spawn_list* list_ = nullptr;
-  spawn_promise* prev_ = nullptr;
-  spawn_promise* next_ = nullptr;
+  list_links<spawn_promise> links_;
 };
 
 /// An io_context's intrusive list of its unfinished spawned coroutines.
@@ -72,19 +72,12 @@ class spawn_list {
   /// Links p, a coroutine that is queued to start.
   void push(spawn_promise& p) noexcept {
     p.list_ = this;
-    p.next_ = head_;
-    if (head_) head_->prev_ = &p;
-    head_ = &p;
+    frames_.push_front(p);
     ++size_;
   }
   /// Unlinks p (at its end, or before shutdown destroys it).
   void unlink(spawn_promise& p) noexcept {
-    if (p.prev_)
-      p.prev_->next_ = p.next_;
-    else
-      head_ = p.next_;
-    if (p.next_) p.next_->prev_ = p.prev_;
-    p.prev_ = p.next_ = nullptr;
+    frames_.remove(p);
     --size_;
   }
   /// Hands e, escaped from a spawned coroutine, to the context's exception handler (not an
@@ -97,7 +90,7 @@ class spawn_list {
 
  private:
   io_context* ctx_;
-  spawn_promise* head_ = nullptr;
+  intrusive_list<spawn_promise, &spawn_promise::links_> frames_;
   std::size_t size_ = 0;
 };
 

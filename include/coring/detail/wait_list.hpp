@@ -7,6 +7,7 @@
 #include <coring/detail/config.hpp>  // first: the C++20 check
 
 #include <coring/detail/completion.hpp>
+#include <coring/detail/intrusive_list.hpp>
 #include <coring/detail/op.hpp>
 #include <coring/error.hpp>
 #include <coring/io_context.hpp>
@@ -68,8 +69,7 @@ class waiter : public completion {
   static void on_timer(completion* c, int res, std::uint32_t flags) noexcept;
   void end(int res) noexcept;
 
-  waiter* prev_ = nullptr;
-  waiter* next_ = nullptr;
+  list_links<waiter> links_;
   wait_list* list_ = nullptr;  // non-null while queued
   io_context* ctx_;
   std::coroutine_handle<> handle_{};
@@ -90,7 +90,7 @@ class wait_list {
   ~wait_list() { wake_all(-ECANCELED); }
 
   /// True if nobody waits.
-  bool empty() const noexcept { return head_ == nullptr; }
+  bool empty() const noexcept { return q_.empty(); }
   /// Queues w at the end.
   void push_back(waiter& w) noexcept;
   /// Takes the first waiter off the list. Returns: it, or null if empty.
@@ -101,8 +101,7 @@ class wait_list {
   void wake_all(int res) noexcept;
 
  private:
-  waiter* head_ = nullptr;
-  waiter* tail_ = nullptr;
+  intrusive_list<waiter, &waiter::links_> q_;
 };
 
 /// CRTP base of a wait on a primitive. Op supplies
