@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Description: epoll load generator for echo servers: pipelined or paced, every byte verified.
+// Description: epoll load generator for echo and HTTP servers: pipelined or paced, all verified.
 //
 // loadgen --host 127.0.0.1 --port N [--connections C] [--size S] [--depth D] [--duration SEC]
 //         [--rate R] [--warmup SEC] [--server-pid PID] [--timeout SEC] [--spin-us US] [--json]
+// loadgen --http [--path /x] [--host-header H] [--expect-body STR | --expect-body-file F |
+//                 --expect-length N] ...
 // loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC] [--size S]
 //
 // Closed loop (no --rate): every connection keeps D messages of S bytes in flight; latency runs
@@ -25,6 +27,14 @@
 // CPU time over the measured interval (process CPU clock via clock_getcpuclockid: all threads,
 // ns resolution; utime+stime ticks from /proc/PID/stat as a cross-check) is divided by the round
 // trips completed in that interval.
+//
+// HTTP mode (--http): every message is one keep-alive "GET PATH HTTP/1.1" request (Host: the
+// --host-header, default HOST:PORT), and a round trip ends with its complete response. Depth D
+// = requests pipelined per connection; --rate schedules requests exactly like echo messages.
+// Every response must be "HTTP/1.x 200", framed by exactly one Content-Length (no
+// Transfer-Encoding), with a body equal to --expect-body or to the contents of
+// --expect-body-file (or of --expect-length bytes), and no response may arrive without a
+// request outstanding; anything else counts as a bad response.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -145,6 +155,12 @@ struct options {
   bool json = false;
   int idle_connections = 0;
   double hold = 0;
+  bool http = false;
+  std::string path = "/";
+  std::string host_header;  // empty: HOST:PORT
+  bool have_expect_body = false;
+  std::string expect_body;
+  long long expect_length = -1;  // -1: any Content-Length
 };
 
 struct conn {
@@ -158,6 +174,12 @@ struct conn {
   std::uint64_t due = 0;     // open loop: messages whose slot has arrived
   bool want_out = false;
   bool dead = false;
+  // HTTP mode: the response being parsed.
+  std::string head;      // start of a header block split across reads (else empty)
+  bool in_body = false;  // header block parsed, body_left bytes of body still to come
+  std::uint64_t body_left = 0;
+  std::uint64_t body_off = 0;  // body bytes seen so far (compared with --expect-body)
+  std::uint64_t resp_bytes = 0;
 };
 
 struct counters {
@@ -166,8 +188,9 @@ struct counters {
   std::uint64_t socket_errors = 0;
   std::uint64_t connect_failures = 0;
   std::uint64_t timeouts = 0;
+  std::uint64_t bad_responses = 0;  // HTTP mode: status, framing or body not as expected
   std::uint64_t total() const {
-    return mismatches + eofs + socket_errors + connect_failures + timeouts;
+    return mismatches + eofs + socket_errors + connect_failures + timeouts + bad_responses;
   }
 };
 
@@ -180,7 +203,7 @@ struct cpu_sample {
 
 class loadgen {
  public:
-  explicit loadgen(const options& o) : opt_(o) {}
+  explicit loadgen(const options& o) : opt_(o), msg_size_(o.size) {}
 
   int run();
   int run_idle();
@@ -194,6 +217,10 @@ class loadgen {
   void flush(conn& c);
   void refill(conn& c);
   void on_readable(conn& c);
+  void on_readable_http(conn& c);
+  bool on_http_bytes(conn& c, const char* p, std::size_t n, std::int64_t now);
+  bool parse_head(conn& c, std::string_view head);
+  void response_done(conn& c, std::int64_t now);
   void drain();
   std::int64_t slot_time(std::uint64_t slot) const {
     return t0_ + static_cast<std::int64_t>(static_cast<double>(slot) * slot_ns_);
@@ -201,6 +228,9 @@ class loadgen {
   cpu_sample sample() const;
 
   options opt_;
+  std::size_t msg_size_;  // bytes sent per message: --size, or the HTTP request's length
+  std::string request_;   // HTTP mode: one request
+  std::string requests_;  // HTTP mode: the request repeated, so that a send can be long
   sockaddr_storage addr_{};
   socklen_t addr_len_ = 0;
   int ep_ = -1;
@@ -325,11 +355,20 @@ void loadgen::set_out(conn& c, bool on) {
 }
 
 void loadgen::flush(conn& c) {
-  std::uint64_t owed = c.queued * opt_.size - c.tx_off;
+  std::uint64_t owed = c.queued * msg_size_ - c.tx_off;
   while (owed > 0) {
-    std::size_t pos = static_cast<std::size_t>((c.seed + c.tx_off) % pattern_period);
-    std::size_t len = static_cast<std::size_t>(std::min<std::uint64_t>(owed, max_chunk));
-    ssize_t w = send(c.fd, pattern.data() + pos, len, MSG_NOSIGNAL);
+    const void* data;
+    std::size_t len;
+    if (opt_.http) {  // every request is the same: send from the repeated copy
+      std::size_t pos = static_cast<std::size_t>(c.tx_off % msg_size_);
+      data = requests_.data() + pos;
+      len = static_cast<std::size_t>(std::min<std::uint64_t>(owed, requests_.size() - pos));
+    } else {
+      std::size_t pos = static_cast<std::size_t>((c.seed + c.tx_off) % pattern_period);
+      data = pattern.data() + pos;
+      len = static_cast<std::size_t>(std::min<std::uint64_t>(owed, max_chunk));
+    }
+    ssize_t w = send(c.fd, data, len, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -363,6 +402,10 @@ void loadgen::refill(conn& c) {
 }
 
 void loadgen::on_readable(conn& c) {
+  if (opt_.http) {
+    on_readable_http(c);
+    return;
+  }
   auto depth = static_cast<std::uint64_t>(opt_.depth);
   for (;;) {
     ssize_t r = recv(c.fd, rbuf_.data(), rbuf_.size(), 0);
@@ -409,6 +452,193 @@ void loadgen::on_readable(conn& c) {
         bytes_ += opt_.size;
       }
     }
+    if (!draining_) refill(c);
+    if (c.dead || c.fd < 0) return;
+    if (static_cast<std::size_t>(r) < rbuf_.size()) return;  // short read: socket drained
+  }
+}
+
+bool ieq(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    unsigned char x = static_cast<unsigned char>(a[i]), y = static_cast<unsigned char>(b[i]);
+    if (x >= 'A' && x <= 'Z') x = static_cast<unsigned char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<unsigned char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t'))
+    v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t'))
+    v.remove_suffix(1);
+  return v;
+}
+
+std::string printable(std::string_view v) {
+  std::string out;
+  for (char ch : v.substr(0, 80))
+    out += (ch >= 32 && ch < 127) ? ch : '?';
+  return out;
+}
+
+// Checks one response header block (status line through the empty line) and sets up the body.
+bool loadgen::parse_head(conn& c, std::string_view head) {
+  std::size_t eol = head.find("\r\n");
+  std::string_view status = head.substr(0, eol);
+  if (!(status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200")) ||
+      (status.size() > 12 && status[12] != ' ')) {
+    fail(c, err_.bad_responses, "status line \"" + printable(status) + "\", expected 200");
+    return false;
+  }
+  long long length = -1;
+  std::size_t at = eol + 2;
+  while (at < head.size()) {
+    std::size_t end = head.find("\r\n", at);
+    if (end == std::string_view::npos || end == at) break;  // the empty line ends the block
+    std::string_view line = head.substr(at, end - at);
+    at = end + 2;
+    std::size_t colon = line.find(':');
+    if (colon == std::string_view::npos) {
+      fail(c, err_.bad_responses, "header line without a colon: " + printable(line));
+      return false;
+    }
+    std::string_view name = line.substr(0, colon), value = trim(line.substr(colon + 1));
+    if (ieq(name, "transfer-encoding")) {
+      fail(c, err_.bad_responses,
+           "Transfer-Encoding in a response (only Content-Length is "
+           "supported)");
+      return false;
+    }
+    if (!ieq(name, "content-length")) continue;
+    long long v = 0;
+    bool ok = !value.empty() && value.size() <= 15;
+    for (char ch : value) {
+      ok = ok && ch >= '0' && ch <= '9';
+      v = v * 10 + (ch - '0');
+    }
+    if (!ok || (length >= 0 && v != length)) {
+      fail(c, err_.bad_responses, "bad or conflicting Content-Length: " + printable(value));
+      return false;
+    }
+    length = v;
+  }
+  if (length < 0) {
+    fail(c, err_.bad_responses, "response without Content-Length");
+    return false;
+  }
+  long long want =
+      opt_.have_expect_body ? static_cast<long long>(opt_.expect_body.size()) : opt_.expect_length;
+  if (want >= 0 && length != want) {
+    fail(c, err_.bad_responses,
+         "Content-Length " + std::to_string(length) + ", expected " + std::to_string(want));
+    return false;
+  }
+  c.in_body = true;
+  c.body_left = static_cast<std::uint64_t>(length);
+  c.body_off = 0;
+  c.resp_bytes = head.size() + static_cast<std::uint64_t>(length);
+  return true;
+}
+
+void loadgen::response_done(conn& c, std::int64_t now) {
+  c.in_body = false;
+  if (measuring_) {
+    auto depth = static_cast<std::uint64_t>(opt_.depth);
+    hist_.record(now - sent_at_[c.id * depth + c.done % depth]);
+    ++completed_;
+    bytes_ += c.resp_bytes;
+  }
+  ++c.done;
+}
+
+// Consumes n response bytes; returns false once the connection has failed.
+bool loadgen::on_http_bytes(conn& c, const char* p, std::size_t n, std::int64_t now) {
+  constexpr std::size_t max_head = 16 * 1024;
+  while (n > 0) {
+    if (!c.in_body) {
+      if (c.done >= c.queued) {
+        fail(c, err_.bad_responses, "response bytes with no request outstanding");
+        return false;
+      }
+      std::size_t used;      // bytes of p that belong to the header block
+      if (c.head.empty()) {  // fast path: the whole header block is in this read
+        const void* e = memmem(p, n, "\r\n\r\n", 4);
+        if (e == nullptr) {
+          c.head.assign(p, std::min(n, max_head + 1));
+          used = n;
+        } else {
+          used = static_cast<std::size_t>(static_cast<const char*>(e) - p) + 4;
+          if (!parse_head(c, std::string_view(p, used))) return false;
+        }
+      } else {  // the header block was split across reads
+        std::size_t old = c.head.size();
+        c.head.append(p, std::min(n, max_head + 1));
+        std::size_t e = c.head.find("\r\n\r\n", old >= 3 ? old - 3 : 0);
+        if (e == std::string::npos) {
+          used = n;
+        } else {
+          used = e + 4 - old;
+          c.head.resize(e + 4);
+          if (!parse_head(c, c.head)) return false;
+          c.head.clear();
+        }
+      }
+      if (c.head.size() > max_head) {
+        fail(c, err_.bad_responses, "response header block over 16 KiB");
+        return false;
+      }
+      p += used;
+      n -= used;
+      if (!c.in_body) continue;  // header block still incomplete (n is 0 now)
+      if (c.body_left == 0) {
+        response_done(c, now);
+        continue;
+      }
+    }
+    std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(n, c.body_left));
+    if (opt_.have_expect_body && std::memcmp(p, opt_.expect_body.data() + c.body_off, k) != 0) {
+      std::size_t at = 0;
+      while (p[at] == opt_.expect_body[c.body_off + at])
+        ++at;
+      fail(c, err_.bad_responses,
+           "body differs from --expect-body at byte " + std::to_string(c.body_off + at));
+      return false;
+    }
+    c.body_off += k;
+    c.body_left -= k;
+    p += k;
+    n -= k;
+    if (c.body_left == 0) response_done(c, now);
+  }
+  return true;
+}
+
+void loadgen::on_readable_http(conn& c) {
+  for (;;) {
+    ssize_t r = recv(c.fd, rbuf_.data(), rbuf_.size(), 0);
+    if (r == 0) {
+      // The orderly end: every request answered, no response half-read.
+      if (draining_ && c.done == c.queued && !c.in_body && c.head.empty()) {
+        close(c.fd);
+        c.fd = -1;
+        return;
+      }
+      fail(c, err_.eofs, draining_ ? "EOF before every request was answered" : "unexpected EOF");
+      return;
+    }
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      fail(c, err_.socket_errors, std::string("recv: ") + std::strerror(errno));
+      return;
+    }
+    c.rx_off += static_cast<std::uint64_t>(r);
+    if (!on_http_bytes(c, reinterpret_cast<const char*>(rbuf_.data()), static_cast<std::size_t>(r),
+                       now_ns()))
+      return;
     if (!draining_) refill(c);
     if (c.dead || c.fd < 0) return;
     if (static_cast<std::size_t>(r) < rbuf_.size()) return;  // short read: socket drained
@@ -488,6 +718,19 @@ void loadgen::drain() {
 
 int loadgen::run() {
   if (!resolve()) return 2;
+  if (opt_.http) {
+    std::string host = opt_.host_header;
+    if (host.empty()) {
+      bool v6 = opt_.host.find(':') != std::string::npos;
+      host = (v6 ? "[" + opt_.host + "]" : opt_.host) + ":" + std::to_string(opt_.port);
+    }
+    request_ = "GET " + opt_.path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
+    msg_size_ = request_.size();
+    std::size_t copies =
+        std::clamp<std::size_t>(64 * 1024 / msg_size_, 1, static_cast<std::size_t>(opt_.depth));
+    for (std::size_t i = 0; i < copies; ++i)
+      requests_ += request_;
+  }
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (opt_.server_pid > 0)
     have_server_clock_ = clock_getcpuclockid(opt_.server_pid, &server_clock_) == 0;
@@ -571,7 +814,9 @@ int loadgen::run() {
     // Measured from when the message was really queued: in open loop a message can be
     // scheduled long ago (server overloaded) yet sent just now; that is lateness, not loss.
     if (c.queued > c.done && end.wall - queued_at_[c.id * depth + c.done % depth] > timeout_ns)
-      fail(c, err_.timeouts, "message " + std::to_string(c.done) + " not echoed within --timeout");
+      fail(c, err_.timeouts,
+           (opt_.http ? "request " : "message ") + std::to_string(c.done) +
+               (opt_.http ? " not answered within --timeout" : " not echoed within --timeout"));
   }
   int alive = 0;
   for (const conn& c : conns_)
@@ -600,19 +845,21 @@ int loadgen::run() {
 
   if (opt_.json) {
     std::printf(
-        "{\"connections\": %d, \"alive\": %d, \"size\": %zu, \"depth\": %d, \"rate\": %.0f, "
+        "{\"mode\": \"%s\", \"connections\": %d, \"alive\": %d, \"size\": %zu, \"depth\": %d, "
+        "\"rate\": %.0f, "
         "\"duration_s\": %.6f, \"round_trips\": %" PRIu64
         ", \"rt_per_s\": %.1f, "
         "\"bytes_per_s\": %.0f, \"p50_us\": %.2f, \"p90_us\": %.2f, \"p99_us\": %.2f, "
         "\"p999_us\": %.2f, \"max_us\": %.2f, \"incomplete\": %" PRIu64 ", \"errors\": %" PRIu64
         ", \"mismatches\": %" PRIu64 ", \"eofs\": %" PRIu64 ", \"socket_errors\": %" PRIu64
         ", \"connect_failures\": %" PRIu64 ", \"timeouts\": %" PRIu64
+        ", \"bad_responses\": %" PRIu64
         ", \"server_pid\": %d, \"server_cpu_us_per_rt\": %s, \"server_cpu_ticks_us_per_rt\": %s, "
         "\"server_cpu_util\": %s, \"loadgen_cpu_us_per_rt\": %.3f}\n",
-        opt_.connections, alive, opt_.size, opt_.depth, opt_.rate, secs, completed_, rts,
-        static_cast<double>(bytes_) / (secs > 0 ? secs : 1), p50, p90, p99, p999, maxl, incomplete,
-        errors, err_.mismatches, err_.eofs, err_.socket_errors, err_.connect_failures,
-        err_.timeouts, static_cast<int>(opt_.server_pid),
+        opt_.http ? "http" : "echo", opt_.connections, alive, msg_size_, opt_.depth, opt_.rate,
+        secs, completed_, rts, static_cast<double>(bytes_) / (secs > 0 ? secs : 1), p50, p90, p99,
+        p999, maxl, incomplete, errors, err_.mismatches, err_.eofs, err_.socket_errors,
+        err_.connect_failures, err_.timeouts, err_.bad_responses, static_cast<int>(opt_.server_pid),
         server_us >= 0 ? fmt("%.3f", server_us).c_str() : "null",
         server_ticks_us >= 0 ? fmt("%.3f", server_ticks_us).c_str() : "null",
         server_us >= 0
@@ -620,10 +867,11 @@ int loadgen::run() {
             : "null",
         self_us);
   } else {
-    std::printf("%.0f rt/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  errors %" PRIu64,
-                rts, p50, p99, p999, maxl, errors);
-    if (server_us >= 0) std::printf("  server %.2f us/rt", server_us);
-    std::printf("  loadgen %.2f us/rt  (c%d s%zu d%d", self_us, opt_.connections, opt_.size,
+    const char* unit = opt_.http ? "req" : "rt";
+    std::printf("%.0f %s/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  errors %" PRIu64,
+                rts, unit, p50, p99, p999, maxl, errors);
+    if (server_us >= 0) std::printf("  server %.2f us/%s", server_us, unit);
+    std::printf("  loadgen %.2f us/%s  (c%d s%zu d%d", self_us, unit, opt_.connections, msg_size_,
                 opt_.depth);
     if (opt_.rate > 0) std::printf(" rate %.0f, %" PRIu64 " incomplete", opt_.rate, incomplete);
     std::printf(", %.2f s)\n", secs);
@@ -722,6 +970,8 @@ int loadgen::run_idle() {
                "usage: loadgen --host 127.0.0.1 --port N [--connections C] [--size S] [--depth D]\n"
                "               [--duration SEC] [--rate R] [--warmup SEC] [--server-pid PID]\n"
                "               [--timeout SEC] [--spin-us US] [--json]\n"
+               "               [--http [--path /x] [--host-header H] [--expect-body STR]\n"
+               "                [--expect-body-file FILE] [--expect-length N]]\n"
                "       loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC]\n",
                why);
   std::exit(2);
@@ -763,6 +1013,27 @@ options parse(int argc, char** argv) {
       o.idle_connections = std::atoi(value());
     else if (a == "--hold")
       o.hold = std::atof(value());
+    else if (a == "--http")
+      o.http = true;
+    else if (a == "--path")
+      o.path = value();
+    else if (a == "--host-header")
+      o.host_header = value();
+    else if (a == "--expect-body") {
+      o.expect_body = value();
+      o.have_expect_body = true;
+    } else if (a == "--expect-body-file") {
+      const char* path = value();
+      FILE* f = std::fopen(path, "rb");
+      if (f == nullptr) usage((std::string("cannot open ") + path).c_str());
+      o.expect_body.clear();
+      char buf[65536];
+      for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;)
+        o.expect_body.append(buf, n);
+      std::fclose(f);
+      o.have_expect_body = true;
+    } else if (a == "--expect-length")
+      o.expect_length = std::atoll(value());
     else
       usage(("unknown argument " + std::string(a)).c_str());
   }
@@ -770,6 +1041,13 @@ options parse(int argc, char** argv) {
   if (o.connections < 1 || o.depth < 1 || o.size < 1 || o.duration <= 0 || o.warmup < 0 ||
       o.rate < 0 || o.idle_connections < 0)
     usage("bad value");
+  if (o.http && o.idle_connections > 0) usage("--http has no --idle-connections mode");
+  if (!o.http &&
+      (o.have_expect_body || o.expect_length >= 0 || o.path != "/" || !o.host_header.empty()))
+    usage("--path, --host-header, --expect-body and --expect-length need --http");
+  if (o.path.empty() || o.path[0] != '/' || o.path.find_first_of(" \r\n") != std::string::npos ||
+      o.host_header.find_first_of("\r\n") != std::string::npos)
+    usage("--path must start with / and have no spaces; no line breaks in --host-header");
   return o;
 }
 

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-# Description: bar chart of server CPU µs per round trip by profile and server, from run.py JSON.
-"""Usage: plot.py RESULTS.json [-o chart.png] [--metric server_cpu_us_per_rt]
+# Description: bar chart of one metric by profile and server, from run.py or http_bench.py JSON.
+"""Usage: plot.py RESULTS.json [-o chart.png] [--metric server_cpu_us_per_rt] [--ratio]
+
+http_bench.py's samples have server_cpu_us_per_req, req_per_s and mb_per_s instead; --ratio
+divides every bar by the median of the profile's reference server (meta "reference_by_profile",
+else meta "reference"), so profiles of very different scale share one chart.
 
 Bars are medians over rounds; the whiskers span the min..max of the rounds. Uses matplotlib
 when it can be imported (Debian: apt-get install python3-matplotlib); without it, writes an SVG
@@ -27,6 +31,18 @@ def collect(data, metric):
     # Like run.py's table: noisy samples only count where a cell has nothing else.
     values = {k: clean.get(k) or noisy[k] for k in set(clean) | set(noisy)}
     return list(profiles), list(servers), values
+
+
+def as_ratios(data, profiles, values):
+    """values divided by the median of each profile's reference server (that one becomes 1)."""
+    meta = data.get("meta", {})
+    refs = meta.get("reference_by_profile") or {p: meta.get("reference") for p in profiles}
+    out = {}
+    for (profile, server), vals in values.items():
+        ref = values.get((profile, refs.get(profile)))
+        if ref and statistics.median(ref):
+            out[(profile, server)] = [v / statistics.median(ref) for v in vals]
+    return out
 
 
 def plot_matplotlib(path, profiles, servers, values, title, ylabel):
@@ -109,19 +125,30 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", help="JSON written by run.py --json-out")
     ap.add_argument("-o", "--output", default="bench.png")
-    ap.add_argument("--metric", default="server_cpu_us_per_rt",
-                    help="sample field to plot (e.g. rt_per_s, p99_us)")
+    ap.add_argument("--metric", help="sample field to plot (e.g. rt_per_s, p99_us; "
+                    "default server_cpu_us_per_rt, or server_cpu_us_per_req for http_bench.py)")
+    ap.add_argument("--ratio", action="store_true",
+                    help="plot each value divided by the profile's reference server's median")
     args = ap.parse_args()
     with open(args.results) as f:
         data = json.load(f)
+    if not args.metric:
+        http = any("server_cpu_us_per_req" in s for s in data["samples"])
+        args.metric = "server_cpu_us_per_req" if http else "server_cpu_us_per_rt"
     profiles, servers, values = collect(data, args.metric)
+    if args.ratio:
+        values = as_ratios(data, profiles, values)
     if not values:
         print(f"plot.py: no numeric '{args.metric}' in {args.results}", file=sys.stderr)
         return 1
     labels = {"server_cpu_us_per_rt": "server CPU µs per round trip",
               "rt_per_s": "round trips per second", "p99_us": "p99 latency (µs)",
-              "p50_us": "p50 latency (µs)"}
+              "p50_us": "p50 latency (µs)",
+              "server_cpu_us_per_req": "server CPU µs per request (proxy: per round trip)",
+              "req_per_s": "requests per second", "mb_per_s": "MB/s (10^6 bytes)"}
     ylabel = labels.get(args.metric, args.metric)
+    if args.ratio:
+        ylabel += " ÷ reference"
     title = f"{ylabel} (median of {data.get('meta', {}).get('rounds', '?')} rounds)"
     try:
         import matplotlib  # noqa: F401
