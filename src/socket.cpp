@@ -40,6 +40,13 @@ void connect_op::prep(io_uring_sqe& sqe) noexcept {
   io_uring_prep_connect(&sqe, fd_, to_.data(), to_.size());
 }
 
+void poll_op::prep(io_uring_sqe& sqe) noexcept { io_uring_prep_poll_add(&sqe, fd_, events_); }
+
+result<unsigned> poll_op::complete(int res, std::uint32_t) noexcept {
+  if (res < 0) return errno_code(-res);
+  return static_cast<unsigned>(res);
+}
+
 void recv_op::prep(io_uring_sqe& sqe) noexcept {
   io_uring_prep_recv(&sqe, fd_, buf_.data(), buf_.size(), flags_);
 }

@@ -7,6 +7,7 @@
 #include <numeric>
 #include <vector>
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -376,5 +377,99 @@ TEST_CASE("deadlines expire on accept and on connect") {
     }
     CHECK(err == std::errc::timed_out);
     CHECK(queued.size() <= 8);
+  });
+}
+
+TEST_CASE("poll reports POLLOUT at once, POLLIN when data arrives, and hangups") {
+  io_context ctx;
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    unsigned ev = co_await server.poll(POLLOUT).with_timeout(10s);
+    CHECK((ev & POLLOUT) != 0);
+    auto sender = [](io_context& ctx, coring::socket& s) -> task<> {
+      co_await sleep_for(ctx, 10ms);
+      co_await s.send_all(bytes("x"));
+    };
+    ctx.spawn(sender(ctx, client));
+    ev = co_await server.poll(POLLIN).with_timeout(10s);
+    CHECK((ev & POLLIN) != 0);
+    CHECK((ev & POLLOUT) == 0);  // only what was asked for (and POLLERR/POLLHUP)
+    // The free function works on any descriptor.
+    ev = co_await coring::poll(ctx, server.fileno(), POLLIN | POLLOUT);
+    CHECK((ev & (POLLIN | POLLOUT)) == (POLLIN | POLLOUT));
+
+    // The peer shuts down writing: POLLRDHUP; it closes with a reset: POLLHUP and POLLERR.
+    client.shutdown(SHUT_WR);
+    ev = co_await server.poll(POLLRDHUP).with_timeout(10s);
+    CHECK((ev & POLLRDHUP) != 0);
+    client.set_option(sockopt::linger{true, 0});
+    co_await client.close();  // RST
+    ev = co_await server.poll(POLLOUT).with_timeout(10s);
+    CHECK((ev & POLLHUP) != 0);
+    CHECK((ev & POLLERR) != 0);
+  });
+}
+
+TEST_CASE("poll ends by its deadline, a stop request or socket::cancel") {
+  io_context ctx;
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& server = pair.server;
+    auto r = co_await as_result(server.poll(POLLIN).with_timeout(20ms));
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::timed_out);
+
+    std::stop_source stop;
+    auto stopper = [](io_context& ctx, std::stop_source& s) -> task<> {
+      co_await sleep_for(ctx, 10ms);
+      s.request_stop();
+    };
+    ctx.spawn(stopper(ctx, stop));
+    auto s = co_await as_result(server.poll(POLLIN).with_stop(stop.get_token()));
+    REQUIRE_FALSE(s);
+    CHECK(s.error() == std::errc::operation_canceled);
+
+    auto canceller = [](io_context& ctx, coring::socket& s) -> task<> {
+      co_await sleep_for(ctx, 10ms);
+      s.cancel();
+    };
+    ctx.spawn(canceller(ctx, server));
+    auto c = co_await as_result(server.poll(POLLIN));
+    REQUIRE_FALSE(c);
+    CHECK(c.error() == std::errc::operation_canceled);
+    auto c2 = co_await as_result(server.poll(POLLOUT));  // sticky: ready or not
+    CHECK(c2.error() == std::errc::operation_canceled);
+  });
+}
+
+TEST_CASE("ring recv and send wait as usual on an O_NONBLOCK socket (no EAGAIN)") {
+  io_context ctx;
+  test::run_on(ctx, [](io_context& ctx) -> task<> {
+    auto pair = co_await make_tcp_pair(ctx);
+    auto& [client, server] = pair;
+    const int fl = ::fcntl(server.fileno(), F_GETFL);
+    REQUIRE(::fcntl(server.fileno(), F_SETFL, fl | O_NONBLOCK) == 0);
+    auto sender = [](io_context& ctx, coring::socket& s) -> task<> {
+      co_await sleep_for(ctx, 10ms);
+      co_await s.send_all(bytes("late"));
+    };
+    ctx.spawn(sender(ctx, client));
+    std::array<std::byte, 8> buf;
+    std::size_t n = co_await server.recv(buf).with_timeout(10s);
+    CHECK(text(std::span(buf).first(n)) == "late");
+    // send_all of more than the buffers hold waits for the reader instead of failing.
+    server.set_option(sockopt::send_buffer_size{4096});
+    std::vector<std::byte> data(4 << 20, std::byte{7});
+    auto reader = test::read_all(client);
+    auto writer = [](coring::socket& s, std::span<const std::byte> d) -> task<std::size_t> {
+      std::size_t sent = co_await s.send_all(d);
+      s.shutdown(SHUT_WR);
+      co_return sent;
+    };
+    auto write = writer(server, data);
+    auto both = co_await when_all(std::move(write), std::move(reader));
+    CHECK(std::get<0>(both) == data.size());
+    CHECK(std::get<1>(both).size() == data.size());
   });
 }

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include <poll.h>
 #include <sys/socket.h>
 
 namespace coring {
@@ -75,6 +76,12 @@ class socket {
   /// Throws: std::system_error (errno, e.g. ECONNREFUSED, ENETUNREACH).
   [[nodiscard]] detail::connect_op connect(const address& addr) noexcept {
     return watched(detail::connect_op{*ctx_, fd_, addr});
+  }
+  /// Waits until the socket is ready for events (POLLIN, POLLOUT, POLLRDHUP, ...; POLLHUP and
+  /// POLLERR are always reported), IORING_OP_POLL_ADD. Returns: the ready events (revents).
+  /// Throws: std::system_error (errno; timed_out/operation_canceled on a deadline or a stop).
+  [[nodiscard]] detail::poll_op poll(unsigned events) noexcept {
+    return watched(detail::poll_op{*ctx_, fd_, events});
   }
   /// Receives up to buf.size() bytes.
   /// Returns: bytes received; 0 once the peer has shut down and all data was read (EOF is not
@@ -264,6 +271,14 @@ class socket {
 
 inline std::uint32_t detail::ring_access::cancel_generation(const socket& s) noexcept {
   return s.cancel_generation_;
+}
+
+/// Waits until descriptor fd (any pollable kind: socket, pipe, eventfd) is ready for events,
+/// IORING_OP_POLL_ADD. Returns: the ready events (revents). Throws: std::system_error (errno;
+/// timed_out/operation_canceled on a deadline or a stop). Note: fd must stay open until the
+/// co_await completes; unlike socket::poll, socket::cancel() does not reach it.
+[[nodiscard]] inline detail::poll_op poll(io_context& ctx, int fd, unsigned events) noexcept {
+  return {ctx, fd, events};
 }
 
 /// Creates a connected pair of Unix sockets (socketpair, CLOEXEC): type SOCK_STREAM,

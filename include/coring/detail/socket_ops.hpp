@@ -65,6 +65,21 @@ class send_all_op : public fd_buffer_op<send_all_op, std::size_t, const_bytes> {
   std::size_t sent_ = 0;
 };
 
+/// co_await s.poll(events) / coring::poll(ctx, fd, events): IORING_OP_POLL_ADD, one shot.
+/// Result: the revents (POLLIN, POLLOUT, POLLHUP, POLLERR, POLLRDHUP, ...).
+class poll_op : public io_op<poll_op, unsigned> {
+ public:
+  static constexpr const char* name = "poll";
+  poll_op(io_context& ctx, int fd, unsigned events) noexcept
+      : io_op(ctx), fd_(fd), events_(events) {}
+  void prep(io_uring_sqe& sqe) noexcept;
+  result<unsigned> complete(int res, std::uint32_t flags) noexcept;
+
+ private:
+  int fd_;
+  unsigned events_;
+};
+
 /// co_await s.accept(): IORING_OP_ACCEPT, result CLOEXEC.
 class accept_op : public io_op<accept_op, socket> {
  public:
