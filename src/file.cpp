@@ -13,8 +13,14 @@
 #include <chrono>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <poll.h>
+#include <sys/sendfile.h>
+#include <sys/statfs.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace coring {
@@ -189,7 +195,117 @@ task<std::size_t> transfer(socket& s, const file& f, std::uint64_t offset, std::
   co_return static_cast<std::size_t>(count);
 }
 
+// Sets O_NONBLOCK on a descriptor for its lifetime, then restores the previous flags.
+class nonblock_scope {
+ public:
+  explicit nonblock_scope(int fd) : fd_(fd), flags_(::fcntl(fd, F_GETFL)) {
+    if (flags_ < 0) throw_errno(errno, "send_file: fcntl");
+    if ((flags_ & O_NONBLOCK) == 0 && ::fcntl(fd_, F_SETFL, flags_ | O_NONBLOCK) < 0)
+      throw_errno(errno, "send_file: fcntl");
+  }
+  nonblock_scope(const nonblock_scope&) = delete;
+  nonblock_scope& operator=(const nonblock_scope&) = delete;
+  ~nonblock_scope() {
+    if ((flags_ & O_NONBLOCK) == 0) (void)::fcntl(fd_, F_SETFL, flags_);
+  }
+
+ private:
+  int fd_;
+  int flags_;
+};
+
+// True if the byte at offset can be read without waiting for the disk (RWF_NOWAIT: EAGAIN when
+// the page is not in the page cache). End of file counts as cached: sendfile then says so. A
+// file system without RWF_NOWAIT (EOPNOTSUPP) counts as cached only if it lives in memory
+// (tmpfs, ramfs); any other (NFS, FUSE) goes by the ring.
+bool cached(int fd, std::uint64_t offset) noexcept {
+  std::byte b{};
+  iovec v{&b, 1};
+  const ssize_t r = ::preadv2(fd, &v, 1, static_cast<off_t>(offset), RWF_NOWAIT);
+  if (r >= 0) return true;
+  if (errno == EAGAIN) return false;
+  if (errno != EOPNOTSUPP) return true;  // sendfile reports the error
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) < 0) return false;
+  return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
+}
+
+constexpr std::uint64_t sendfile_chunk = 1 << 20;  // bytes per probe and sendfile call
+constexpr std::size_t cold_chunk = 128 * 1024;     // bytes per ring read of an uncached chunk
+
 }  // namespace
+
+task<std::size_t> send_file(socket& s, const file& f, std::uint64_t offset, std::uint64_t count,
+                            send_file_options o) {
+  using clock = std::chrono::steady_clock;
+  const bool has_deadline = o.timeout.count() > 0;
+  const clock::time_point deadline = clock::now() + o.timeout;
+  // What is left of the time (at least 1 ms: with_timeout needs a positive one); throws
+  // timed_out once it is over.
+  auto left = [&] {
+    const auto d = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+    if (d.count() <= 0) throw_error(std::make_error_code(std::errc::timed_out), "send_file");
+    return d;
+  };
+  auto check_stop = [&] {
+    if (o.stop.stop_requested() || s.cancelled())
+      throw_error(std::make_error_code(std::errc::operation_canceled), "send_file");
+  };
+  nonblock_scope nonblocking(s.fileno());
+  std::vector<std::byte> cold;  // only for chunks that are not in the page cache
+  std::uint64_t done = 0;
+  while (done < count) {
+    check_stop();
+    const std::uint64_t at = offset + done;
+    const std::uint64_t chunk = std::min(count - done, sendfile_chunk);
+    if (!cached(f.fileno(), at) || !cached(f.fileno(), at + chunk - 1)) {
+      // Cold: through the ring (the read goes async in the kernel), then one send_all.
+      if (cold.empty()) cold.resize(cold_chunk);
+      const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, cold.size()));
+      std::span<std::byte> buf = std::span(cold).first(want);
+      std::size_t n = 0;
+      if (has_deadline) {
+        auto rd = f.read(buf, at).with_timeout(left()).with_stop(o.stop);
+        n = co_await std::move(rd);
+      } else {
+        auto rd = f.read(buf, at).with_stop(o.stop);
+        n = co_await std::move(rd);
+      }
+      if (n == 0) throw_error(make_error_code(errc::unexpected_eof), "send_file: file ended early");
+      std::span<const std::byte> out = buf.first(n);
+      if (has_deadline) {
+        auto snd = s.send_all(out).with_timeout(left()).with_stop(o.stop);
+        co_await std::move(snd);
+      } else {
+        auto snd = s.send_all(out).with_stop(o.stop);
+        co_await std::move(snd);
+      }
+      done += n;
+      continue;
+    }
+    off_t pos = static_cast<off_t>(at);
+    const ssize_t r = ::sendfile(s.fileno(), f.fileno(), &pos, static_cast<std::size_t>(chunk));
+    if (r > 0) {
+      done += static_cast<std::uint64_t>(r);
+      continue;
+    }
+    if (r == 0) throw_error(make_error_code(errc::unexpected_eof), "send_file: file ended early");
+    const int err = errno;
+    if (err == EINTR) continue;
+    if (err != EAGAIN) throw_errno(err, "send_file: sendfile");
+    // The socket is full: wait for room on the ring.
+    unsigned ready = 0;
+    if (has_deadline) {
+      auto wait = s.poll(POLLOUT).with_timeout(left()).with_stop(o.stop);
+      ready = co_await std::move(wait);
+    } else {
+      auto wait = s.poll(POLLOUT).with_stop(o.stop);
+      ready = co_await std::move(wait);
+    }
+    (void)ready;  // POLLERR/POLLHUP: the next sendfile says which error
+  }
+  co_return static_cast<std::size_t>(count);
+}
 
 task<std::size_t> send_file(socket& s, const file& f, std::uint64_t offset, std::uint64_t count,
                             pipe& p, send_file_options o) {

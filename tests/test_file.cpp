@@ -330,3 +330,112 @@ TEST_CASE("send_file to a peer that never reads ends at its deadline") {
     CHECK(s.error() == std::errc::operation_canceled);
   });
 }
+
+TEST_CASE(
+    "send_file by sendfile sends a multi-MiB file whole, from an offset, and restores flags") {
+  temp_dir d("file");
+  const std::string content = pattern((5 << 20) + 12345);
+  write_file(d / "big.bin", content);
+  io_context ctx;
+  test::run_on(ctx, [&](io_context& ctx) -> task<> {
+    file f = co_await file::open(ctx, d / "big.bin", O_RDONLY);
+    auto sender = [](coring::socket& s, const file& f, std::uint64_t off,
+                     std::uint64_t count) -> task<std::size_t> {
+      std::size_t n = co_await send_file(s, f, off, count, {.timeout = 20s});
+      s.shutdown(SHUT_WR);
+      co_return n;
+    };
+    auto pair = co_await test::make_tcp_pair(ctx);
+    // A small send buffer: sendfile meets EAGAIN and waits for POLLOUT many times.
+    pair.server.set_option(sockopt::send_buffer_size{64 << 10});
+    const int flags = ::fcntl(pair.server.fileno(), F_GETFL);
+    REQUIRE((flags & O_NONBLOCK) == 0);
+    auto send = sender(pair.server, f, 0, content.size());
+    auto receive = test::read_all(pair.client);
+    auto both = co_await when_all(std::move(send), std::move(receive));
+    CHECK(std::get<0>(both) == content.size());
+    REQUIRE(std::get<1>(both).size() == content.size());
+    CHECK(std::get<1>(both) == content);
+    CHECK(::fcntl(pair.server.fileno(), F_GETFL) == flags);
+
+    auto pair2 = co_await test::make_tcp_pair(ctx);
+    auto send2 = sender(pair2.server, f, 1'000'001, 2'000'000);
+    auto receive2 = test::read_all(pair2.client);
+    auto both2 = co_await when_all(std::move(send2), std::move(receive2));
+    CHECK(std::get<0>(both2) == 2'000'000);
+    CHECK(std::get<1>(both2) == content.substr(1'000'001, 2'000'000));
+
+    // Past the end of the file: unexpected_eof, and the socket's flags are back.
+    auto pair3 = co_await test::make_tcp_pair(ctx);
+    auto r = co_await as_result(send_file(pair3.server, f, content.size() - 10, 20));
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == errc::unexpected_eof);
+    CHECK((::fcntl(pair3.server.fileno(), F_GETFL) & O_NONBLOCK) == 0);
+  });
+}
+
+TEST_CASE("send_file reads chunks that are not in the page cache through the ring") {
+  temp_dir d("file");
+  const std::string content = pattern((3 << 20) + 777);
+  write_file(d / "cold.bin", content);
+  {
+    // Evict the file's pages (ext4 and the like; on tmpfs they stay, and the test still holds).
+    int fd = ::open((d / "cold.bin").c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    ::fsync(fd);
+    (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    ::close(fd);
+  }
+  io_context ctx;
+  test::run_on(ctx, [&](io_context& ctx) -> task<> {
+    file f = co_await file::open(ctx, d / "cold.bin", O_RDONLY);
+    auto pair = co_await test::make_tcp_pair(ctx);
+    auto sender = [](coring::socket& s, const file& f, std::uint64_t n) -> task<std::size_t> {
+      std::size_t sent = co_await send_file(s, f, 0, n, {.timeout = 20s});
+      s.shutdown(SHUT_WR);
+      co_return sent;
+    };
+    auto send = sender(pair.server, f, content.size());
+    auto receive = test::read_all(pair.client);
+    auto both = co_await when_all(std::move(send), std::move(receive));
+    CHECK(std::get<0>(both) == content.size());
+    REQUIRE(std::get<1>(both).size() == content.size());
+    CHECK(std::get<1>(both) == content);
+  });
+}
+
+TEST_CASE("send_file by sendfile to a peer that never reads ends at its deadline or stop") {
+  temp_dir d("file");
+  write_file(d / "big.bin", pattern(16 << 20));
+  io_context ctx;
+  test::run_on(ctx, [&d](io_context& ctx) -> task<> {
+    auto pair = co_await test::make_tcp_pair(ctx);
+    pair.server.set_option(sockopt::send_buffer_size{64 << 10});
+    pair.client.set_option(sockopt::recv_buffer_size{64 << 10});
+    file f = co_await file::open(ctx, d / "big.bin", O_RDONLY);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = co_await as_result(send_file(pair.server, f, 0, 16 << 20, {.timeout = 200ms}));
+    const auto took = std::chrono::steady_clock::now() - t0;
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == std::errc::timed_out);
+    CHECK(took >= 190ms);
+    CHECK(took < 5s);
+    CHECK((::fcntl(pair.server.fileno(), F_GETFL) & O_NONBLOCK) == 0);
+
+    std::stop_source stop;
+    auto stopper = [](io_context& ctx, std::stop_source& s) -> task<> {
+      co_await sleep_for(ctx, 50ms);
+      s.request_stop();
+    };
+    ctx.spawn(stopper(ctx, stop));
+    auto s = co_await as_result(send_file(pair.server, f, 0, 16 << 20, {.stop = stop.get_token()}));
+    REQUIRE_FALSE(s);
+    CHECK(s.error() == std::errc::operation_canceled);
+
+    // After socket::cancel(), it ends at once.
+    pair.server.cancel();
+    auto c = co_await as_result(send_file(pair.server, f, 0, 16 << 20));
+    REQUIRE_FALSE(c);
+    CHECK(c.error() == std::errc::operation_canceled);
+  });
+}

@@ -154,12 +154,29 @@ struct send_file_options {
   std::stop_token stop{};
 };
 
-/// Sends count bytes of f from offset to s, through the pipe p (splice file → pipe → socket,
-/// repeated), without copying them through user space. While the peer does not read, one io-wq
-/// worker thread stays blocked in the kernel for this transfer, until o.timeout or o.stop.
+/// Sends count bytes of f from offset to s with sendfile(2): the socket takes references to the
+/// page-cache pages, no byte is copied through user space. sendfile runs in the loop's thread
+/// with s made O_NONBLOCK for the duration of the call (its previous flags are restored when the
+/// task ends, also on failure; the ring's own socket operations ignore O_NONBLOCK); while the
+/// socket is full the task waits on the ring (s.poll(POLLOUT)), so a slow reader holds neither
+/// the loop nor a thread. A cold disk does not block the loop either: before each chunk (up to
+/// 1 MiB) a non-blocking 1-byte read (preadv2 RWF_NOWAIT) probes the chunk's first and last
+/// page; if one is not cached, that chunk is read through the ring (file::read) into a 128 KiB
+/// buffer made on that path only, and sent with send_all.
 /// Returns: count. Throws: std::system_error: errc::timed_out after o.timeout,
-/// operation_canceled on o.stop, errc::unexpected_eof if the file ends before offset + count,
-/// or the splice's errno (EPIPE, ECONNRESET when the peer went away).
+/// operation_canceled on o.stop or after s.cancel(), errc::unexpected_eof if the file ends before
+/// offset + count, or sendfile's/send's errno (EPIPE, ECONNRESET when the peer went away).
+/// Note: s and f must stay valid until the task completes; no other task may use s meanwhile
+/// (its flags are changed). A page evicted between the probe and sendfile, or a cold page
+/// inside a chunk whose ends are cached, is read synchronously by sendfile (rare).
+[[nodiscard]] task<std::size_t> send_file(socket& s, const file& f, std::uint64_t offset,
+                                          std::uint64_t count, send_file_options o = {});
+
+/// As send_file above, by splice through the pipe p (file → pipe → socket, IORING_OP_SPLICE,
+/// repeated): kept to compare (bench/README.md, "Sending files": every splice is a hand-off to
+/// an io-wq worker thread). While the peer does not read, one worker thread stays blocked in
+/// the kernel for this transfer, until o.timeout or o.stop.
+/// Returns: count. Throws: as send_file, with the splice's errno.
 /// Note: s, f and p must stay valid until the task completes. p must be empty when called; after
 /// a failure it may hold bytes that were not sent, so send_file closes it (p.reset()): open a
 /// new one before the next call.
