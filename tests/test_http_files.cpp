@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Description: examples/http/static_files in-process: a coring server task answers raw requests
 // with serve(); status lines, headers and bytes checked (traversal in every form, ranges, 404,
-// index.html, content types, HEAD, If-Modified-Since, the splice path for large files).
+// index.html, content types, HEAD, If-Modified-Since, the sendfile/read/splice body paths).
 #include "test_support.hpp"
 
 #include "static_files.hpp"
@@ -22,6 +22,7 @@ using namespace std::chrono_literals;
 using test::bytes;
 using test::temp_dir;
 using test::write_file;
+using body_method = http::static_files::body_method;
 
 namespace {
 
@@ -97,12 +98,13 @@ void parse_head(std::string_view head, http::request& r) {
 
 // Accepts one connection and answers its requests with serve() until one says close or the
 // client has no more. Returns: serve()'s results in order.
-task<std::vector<bool>> server(coring::socket& listener, http::static_files& files, bool splice) {
+task<std::vector<bool>> server(coring::socket& listener, http::static_files& files,
+                               body_method body) {
   coring::socket s = co_await listener.accept();
   http::static_files::connection c;
   http::static_files::options o;
   o.send_timeout = 10s;
-  o.splice = splice;
+  o.body = body;
   std::string in;
   std::vector<bool> results;
   std::array<char, 4096> buf{};
@@ -175,12 +177,13 @@ struct talk_result {
   std::vector<bool> keep;
   std::string raw;
 };
-talk_result talk(const std::string& root, std::string requests, bool splice = false) {
+talk_result talk(const std::string& root, std::string requests,
+                 body_method body = body_method::sendfile) {
   io_context ctx;
   http::static_files files(ctx, root);
   return test::run_on(ctx, [&](io_context& ctx) -> task<talk_result> {
     coring::socket listener = tcp_listen(ctx, "127.0.0.1:0");
-    auto srv = server(listener, files, splice);
+    auto srv = server(listener, files, body);
     auto cli = client(ctx, listener.sock_name(), std::move(requests));
     auto both = co_await when_all(std::move(srv), std::move(cli));
     co_return talk_result{std::get<0>(both), std::get<1>(both)};
@@ -308,7 +311,7 @@ TEST_CASE("single byte ranges give 206 with Content-Range; past the end 416; sev
   // If-Range with another date: the whole file.
   CHECK(get_one(s.root, "/a.txt", "Range: bytes=2-4\r\nIf-Range: Mon, 01 Jan 2001 00:00:00 GMT\r\n")
             .status == 200);
-  // A range of the large file takes the splice path.
+  // A range of the large file takes the sendfile path.
   r = get_one(s.root, "/big.bin", "Range: bytes=100000-\r\n");
   CHECK(r.status == 206);
   CHECK(r.body == s.big.substr(100000));
@@ -353,20 +356,23 @@ TEST_CASE("keep-alive: several requests on one connection, in order; Connection:
   CHECK(x.keep == std::vector<bool>{true, true, true, false});
 }
 
-TEST_CASE("with options.splice, large bodies go through send_file, whole and in ranges") {
+TEST_CASE("large bodies go out whole and in ranges by sendfile, read + send and splice") {
   site s;
-  auto x = talk(s.root,
-                "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n"
-                "GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=-70000\r\n\r\n"
-                "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
-                true);
-  auto rs = split(x.raw);
-  REQUIRE(rs.size() == 3);
-  CHECK(rs[0].body == s.big);
-  CHECK(rs[1].status == 206);
-  CHECK(rs[1].body == s.big.substr(s.big.size() - 70000));
-  CHECK(rs[2].body == "0123456789");
-  CHECK(x.keep == std::vector<bool>{true, true, true});
+  for (body_method m : {body_method::sendfile, body_method::read_send, body_method::splice}) {
+    CAPTURE(static_cast<int>(m));
+    auto x = talk(s.root,
+                  "GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n"
+                  "GET /big.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=-70000\r\n\r\n"
+                  "GET /a.txt HTTP/1.1\r\nHost: t\r\n\r\n",
+                  m);
+    auto rs = split(x.raw);
+    REQUIRE(rs.size() == 3);
+    CHECK(rs[0].body == s.big);
+    CHECK(rs[1].status == 206);
+    CHECK(rs[1].body == s.big.substr(s.big.size() - 70000));
+    CHECK(rs[2].body == "0123456789");
+    CHECK(x.keep == std::vector<bool>{true, true, true});
+  }
 }
 
 TEST_CASE("dates are IMF-fixdates both ways") {
@@ -381,11 +387,11 @@ TEST_CASE("dates are IMF-fixdates both ways") {
 TEST_CASE("a reader that never reads a large file is cut off at send_timeout") {
   site s;
   write_file(s.root + "/huge.bin", pattern(32 << 20));
-  for (bool splice : {false, true}) {
-    CAPTURE(splice);
+  for (body_method m : {body_method::sendfile, body_method::read_send, body_method::splice}) {
+    CAPTURE(static_cast<int>(m));
     io_context ctx;
     http::static_files files(ctx, s.root);
-    test::run_on(ctx, [&files, splice](io_context& ctx) -> task<> {
+    test::run_on(ctx, [&files, m](io_context& ctx) -> task<> {
       auto pair = co_await test::make_tcp_pair(ctx);
       pair.server.set_option(sockopt::send_buffer_size{64 << 10});
       pair.client.set_option(sockopt::recv_buffer_size{64 << 10});
@@ -394,7 +400,7 @@ TEST_CASE("a reader that never reads a large file is cut off at send_timeout") {
       http::static_files::connection c;
       http::static_files::options o;
       o.send_timeout = 200ms;
-      o.splice = splice;
+      o.body = m;
       const auto t0 = std::chrono::steady_clock::now();
       const bool keep = co_await files.serve(pair.server, r, {}, c, o);
       const auto took = std::chrono::steady_clock::now() - t0;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Description: the static-file module of http_server: target decoding, openat2 beneath the root,
-// statx, conditional and range requests, and the body by read + send or by splice.
+// statx, conditional and range requests, and the body by sendfile (or read + send, or splice).
 #include "static_files.hpp"
 
 #include <algorithm>
@@ -358,7 +358,19 @@ coring::task<bool> static_files::serve(coring::socket& s, const request& r,
                         deadline - std::chrono::steady_clock::now()),
                     std::chrono::milliseconds(0));
   };
-  if (o.splice && count > small_file_bytes) {
+  if (o.body == body_method::sendfile && count > small_file_bytes) {
+    // The head (MSG_MORE: it leaves with the body's first bytes), then the body by sendfile
+    // within what is left of the time; no buffer, no copy, no thread.
+    auto head = s.send_all(h, MSG_MORE).with_timeout(o.send_timeout).with_stop(o.stop);
+    auto head_sent = co_await coring::as_result(std::move(head));
+    if (!head_sent) co_return false;
+    auto body = coring::send_file(
+        s, f, offset, count,
+        {.timeout = std::max(left(), std::chrono::milliseconds(1)), .stop = o.stop});
+    auto sent = co_await coring::as_result(std::move(body));
+    co_return static_cast<bool>(sent) && r.keep_alive;
+  }
+  if (o.body == body_method::splice && count > small_file_bytes) {
     // The head, then the body by splice (file → pipe → socket) within what is left of the time.
     const bool head_sent = co_await send_bounded(s, h, o);
     if (!head_sent) co_return false;
@@ -375,10 +387,10 @@ coring::task<bool> static_files::serve(coring::socket& s, const request& r,
     auto sent = co_await coring::as_result(std::move(body));
     co_return static_cast<bool>(sent) && r.keep_alive;
   }
-  // Read + send (bench/sendfile: less CPU than splice at every size on loopback). A small file
-  // joins the head in the connection's buffer, one read and one send; a larger one goes through
-  // a buffer of read_chunk_bytes made for this response (the head fills its start), so a slow
-  // reader holds at most that much memory and no thread.
+  // Read + send (and small files whatever the method). A small file joins the head in the
+  // connection's buffer, one read and one send; a larger one goes through a buffer of
+  // read_chunk_bytes made for this response (the head fills its start), so a slow reader holds at
+  // most that much memory and no thread.
   const std::size_t head_size = h.size();
   std::vector<std::byte> chunk;
   std::span<std::byte> buf;

@@ -28,15 +28,19 @@ class static_files {
   /// Opens root (must be a directory; synchronous, at startup). Throws: std::system_error.
   static_files(coring::io_context& ctx, const std::string& root);
 
+  /// How a body over small_file_bytes goes out: sendfile(2) (coring::send_file, the default),
+  /// read into a buffer + send, or splice through a pipe (send_file with a pipe); the last two
+  /// are kept for comparison.
+  enum class body_method { sendfile, read_send, splice };
+
   /// Bounds of one response.
   struct options {
     /// The whole response (headers and body) must be sent within this time.
     std::chrono::milliseconds send_timeout{30000};
     /// A stop request ends a response being sent (the connection is then closed).
     std::stop_token stop;
-    /// Bodies over small_file_bytes by splice through a pipe (coring::send_file) instead of
-    /// read + send: for comparison; read + send measured cheaper (bench/README.md, "Files").
-    bool splice = false;
+    /// How bodies over small_file_bytes are sent (bench/README.md, "Sending files").
+    body_method body = body_method::sendfile;
   };
 
   /// Per-connection state: reused buffers, and the pipe for splice (opened on first use).
@@ -66,8 +70,8 @@ class static_files {
   /// Bodies up to this size are read into the connection's buffer after the head and sent with
   /// it in one send (the buffer keeps its capacity for the next request).
   static constexpr std::uint64_t small_file_bytes = 16 * 1024;
-  /// Larger bodies are read and sent in pieces of this size (one buffer per response, freed
-  /// after it): the memory a slow reader of a large file holds.
+  /// With body_method::read_send, larger bodies are read and sent in pieces of this size (one
+  /// buffer per response, freed after it): the memory a slow reader of a large file holds.
   static constexpr std::size_t read_chunk_bytes = 128 * 1024;
 
  private:
