@@ -131,9 +131,8 @@ coring::task<std::size_t> send_named(coring::io_context& ctx, coring::socket& s,
   std::array<std::byte, 16> head;
   std::size_t n = co_await f.read(head, 0);              // IORING_OP_READ at an offset; 0: EOF
   co_await s.send_all(std::span(head).first(n));
-  coring::pipe p = coring::pipe::open();                 // the rest without a copy to user space:
-  coring::send_file_options opts{.timeout = 30s};        // splice file -> pipe -> socket
-  std::size_t rest = co_await coring::send_file(s, f, n, st.size - n, p, opts);
+  coring::send_file_options opts{.timeout = 30s};        // the rest by sendfile(2), no copy
+  std::size_t rest = co_await coring::send_file(s, f, n, st.size - n, opts);
   co_return n + rest;
 }
 // clang-format on

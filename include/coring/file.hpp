@@ -166,9 +166,10 @@ struct send_file_options {
 /// Returns: count. Throws: std::system_error: errc::timed_out after o.timeout,
 /// operation_canceled on o.stop or after s.cancel(), errc::unexpected_eof if the file ends before
 /// offset + count, or sendfile's/send's errno (EPIPE, ECONNRESET when the peer went away).
-/// Note: s and f must stay valid until the task completes; no other task may use s meanwhile
-/// (its flags are changed). A page evicted between the probe and sendfile, or a cold page
-/// inside a chunk whose ends are cached, is read synchronously by sendfile (rare).
+/// Note: s and f must stay valid until the task completes; synchronous calls on s from other
+/// code see O_NONBLOCK meanwhile (ring operations do not care). A page evicted between the probe
+/// and sendfile, or a cold page inside a chunk whose ends are cached, is read synchronously by
+/// sendfile (rare).
 [[nodiscard]] task<std::size_t> send_file(socket& s, const file& f, std::uint64_t offset,
                                           std::uint64_t count, send_file_options o = {});
 
