@@ -18,6 +18,8 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/sendfile.h>
 #include <sys/statfs.h>
 #include <sys/uio.h>
@@ -230,6 +232,29 @@ bool cached(int fd, std::uint64_t offset) noexcept {
   return fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC;
 }
 
+// sendfile(2) has no MSG_NOSIGNAL: a peer that went away raises SIGPIPE, which kills a process
+// at the default disposition. So SIGPIPE is blocked in this thread around each call, and one
+// that the call raised is taken back (sigtimedwait) before the mask is restored.
+ssize_t sendfile_nosignal(int out_fd, int in_fd, off_t* pos, std::size_t n) noexcept {
+  sigset_t pipe_set, old_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigemptyset(&pending);
+  const bool masked = ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set) == 0;
+  const bool was_pending = masked && ::sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+  const ssize_t r = ::sendfile(out_fd, in_fd, pos, n);
+  const int err = errno;
+  if (masked) {
+    if (r < 0 && err == EPIPE && !was_pending) {
+      const timespec zero{0, 0};
+      while (::sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {}
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
+  }
+  errno = err;
+  return r;
+}
+
 constexpr std::uint64_t sendfile_chunk = 1 << 20;  // bytes per probe and sendfile call
 constexpr std::size_t cold_chunk = 128 * 1024;     // bytes per ring read of an uncached chunk
 
@@ -284,7 +309,8 @@ task<std::size_t> send_file(socket& s, const file& f, std::uint64_t offset, std:
       continue;
     }
     off_t pos = static_cast<off_t>(at);
-    const ssize_t r = ::sendfile(s.fileno(), f.fileno(), &pos, static_cast<std::size_t>(chunk));
+    const ssize_t r =
+        sendfile_nosignal(s.fileno(), f.fileno(), &pos, static_cast<std::size_t>(chunk));
     if (r > 0) {
       done += static_cast<std::uint64_t>(r);
       continue;

@@ -439,3 +439,26 @@ TEST_CASE("send_file by sendfile to a peer that never reads ends at its deadline
     CHECK(c.error() == std::errc::operation_canceled);
   });
 }
+
+TEST_CASE("send_file by sendfile to a peer that reset fails with its errno, not SIGPIPE") {
+  // SIGPIPE is at its default disposition (tests/support/main.cpp): a signal would kill us.
+  temp_dir d("file");
+  write_file(d / "big.bin", pattern(4 << 20));
+  io_context ctx;
+  test::run_on(ctx, [&d](io_context& ctx) -> task<> {
+    file f = co_await file::open(ctx, d / "big.bin", O_RDONLY);
+    for (int i = 0; i < 3; ++i) {
+      auto pair = co_await test::make_tcp_pair(ctx);
+      pair.client.set_option(sockopt::linger{true, 0});
+      co_await pair.client.close();  // RST
+      if (i > 0) {
+        // A send takes the reset (ECONNRESET); sendfile then meets EPIPE, which raises SIGPIPE.
+        auto first = co_await as_result(pair.server.send_all(bytes("x")));
+        (void)first;
+      }
+      auto r = co_await as_result(send_file(pair.server, f, 0, 4 << 20, {.timeout = 10s}));
+      REQUIRE_FALSE(r);
+      CHECK((r.error() == std::errc::broken_pipe || r.error() == std::errc::connection_reset));
+    }
+  });
+}

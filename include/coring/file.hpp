@@ -162,7 +162,8 @@ struct send_file_options {
 /// the loop nor a thread. A cold disk does not block the loop either: before each chunk (up to
 /// 1 MiB) a non-blocking 1-byte read (preadv2 RWF_NOWAIT) probes the chunk's first and last
 /// page; if one is not cached, that chunk is read through the ring (file::read) into a 128 KiB
-/// buffer made on that path only, and sent with send_all.
+/// buffer made on that path only, and sent with send_all. A peer that went away gives EPIPE,
+/// never SIGPIPE (blocked in the thread around each sendfile call, and taken back).
 /// Returns: count. Throws: std::system_error: errc::timed_out after o.timeout,
 /// operation_canceled on o.stop or after s.cancel(), errc::unexpected_eof if the file ends before
 /// offset + count, or sendfile's/send's errno (EPIPE, ECONNRESET when the peer went away).
