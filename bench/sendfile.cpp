@@ -227,7 +227,8 @@ coring::task<> slow_readers(coring::io_context& ctx, const std::string& dir, int
   coring::task_group g2(ctx);
   for (int i = 0; i < n; ++i) {
     auto t = [](coring::socket& s, const coring::file& f) -> coring::task<> {
-      auto r = co_await coring::as_result(coring::send_file(s, f, 0, 64 << 20, {.timeout = 1s}));
+      auto t = coring::send_file(s, f, 0, 64 << 20, {.timeout = 1s});
+      auto r = co_await coring::as_result(std::move(t));
       (void)r;
     };
     g2.spawn(t(socks[static_cast<std::size_t>(i)], f));

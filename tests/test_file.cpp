@@ -367,7 +367,8 @@ TEST_CASE(
 
     // Past the end of the file: unexpected_eof, and the socket's flags are back.
     auto pair3 = co_await test::make_tcp_pair(ctx);
-    auto r = co_await as_result(send_file(pair3.server, f, content.size() - 10, 20));
+    auto past = send_file(pair3.server, f, content.size() - 10, 20);
+    auto r = co_await as_result(std::move(past));
     REQUIRE_FALSE(r);
     CHECK(r.error() == errc::unexpected_eof);
     CHECK((::fcntl(pair3.server.fileno(), F_GETFL) & O_NONBLOCK) == 0);
@@ -414,7 +415,8 @@ TEST_CASE("send_file by sendfile to a peer that never reads ends at its deadline
     pair.client.set_option(sockopt::recv_buffer_size{64 << 10});
     file f = co_await file::open(ctx, d / "big.bin", O_RDONLY);
     const auto t0 = std::chrono::steady_clock::now();
-    auto r = co_await as_result(send_file(pair.server, f, 0, 16 << 20, {.timeout = 200ms}));
+    auto bounded = send_file(pair.server, f, 0, 16 << 20, {.timeout = 200ms});
+    auto r = co_await as_result(std::move(bounded));
     const auto took = std::chrono::steady_clock::now() - t0;
     REQUIRE_FALSE(r);
     CHECK(r.error() == std::errc::timed_out);
@@ -428,13 +430,15 @@ TEST_CASE("send_file by sendfile to a peer that never reads ends at its deadline
       s.request_stop();
     };
     ctx.spawn(stopper(ctx, stop));
-    auto s = co_await as_result(send_file(pair.server, f, 0, 16 << 20, {.stop = stop.get_token()}));
+    auto stoppable = send_file(pair.server, f, 0, 16 << 20, {.stop = stop.get_token()});
+    auto s = co_await as_result(std::move(stoppable));
     REQUIRE_FALSE(s);
     CHECK(s.error() == std::errc::operation_canceled);
 
     // After socket::cancel(), it ends at once.
     pair.server.cancel();
-    auto c = co_await as_result(send_file(pair.server, f, 0, 16 << 20));
+    auto after_cancel = send_file(pair.server, f, 0, 16 << 20);
+    auto c = co_await as_result(std::move(after_cancel));
     REQUIRE_FALSE(c);
     CHECK(c.error() == std::errc::operation_canceled);
   });
@@ -456,7 +460,8 @@ TEST_CASE("send_file by sendfile to a peer that reset fails with its errno, not 
         auto first = co_await as_result(pair.server.send_all(bytes("x")));
         (void)first;
       }
-      auto r = co_await as_result(send_file(pair.server, f, 0, 4 << 20, {.timeout = 10s}));
+      auto t = send_file(pair.server, f, 0, 4 << 20, {.timeout = 10s});
+      auto r = co_await as_result(std::move(t));
       REQUIRE_FALSE(r);
       CHECK((r.error() == std::errc::broken_pipe || r.error() == std::errc::connection_reset));
     }
