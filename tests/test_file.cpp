@@ -263,7 +263,8 @@ TEST_CASE("send_file sends a multi-MiB file whole and in order, also from an off
     coring::pipe p = coring::pipe::open();
     auto sender = [](coring::socket& s, const file& f, coring::pipe& p, std::uint64_t off,
                      std::uint64_t count) -> task<std::size_t> {
-      std::size_t n = co_await send_file(s, f, off, count, p, {.timeout = 20s});
+      auto sending = send_file(s, f, off, count, p, {.timeout = 20s});  // named: g++ 12
+      std::size_t n = co_await std::move(sending);
       s.shutdown(SHUT_WR);
       co_return n;
     };
@@ -308,7 +309,8 @@ TEST_CASE("send_file to a peer that never reads ends at its deadline") {
     file f = co_await file::open(ctx, d / "sparse.bin", O_RDONLY);
     coring::pipe p = coring::pipe::open();
     const auto t0 = std::chrono::steady_clock::now();
-    auto r = co_await as_result(send_file(pair.server, f, 0, 256 << 20, p, {.timeout = 200ms}));
+    auto bounded = send_file(pair.server, f, 0, 256 << 20, p, {.timeout = 200ms});  // g++ 12
+    auto r = co_await as_result(std::move(bounded));
     const auto took = std::chrono::steady_clock::now() - t0;
     REQUIRE_FALSE(r);
     CHECK(r.error() == std::errc::timed_out);
@@ -324,8 +326,8 @@ TEST_CASE("send_file to a peer that never reads ends at its deadline") {
       s.request_stop();
     };
     ctx.spawn(stopper(ctx, stop));
-    auto s =
-        co_await as_result(send_file(pair.server, f, 0, 256 << 20, p, {.stop = stop.get_token()}));
+    auto stoppable = send_file(pair.server, f, 0, 256 << 20, p, {.stop = stop.get_token()});
+    auto s = co_await as_result(std::move(stoppable));  // named first: g++ 12
     REQUIRE_FALSE(s);
     CHECK(s.error() == std::errc::operation_canceled);
   });
@@ -341,7 +343,8 @@ TEST_CASE(
     file f = co_await file::open(ctx, d / "big.bin", O_RDONLY);
     auto sender = [](coring::socket& s, const file& f, std::uint64_t off,
                      std::uint64_t count) -> task<std::size_t> {
-      std::size_t n = co_await send_file(s, f, off, count, {.timeout = 20s});
+      auto sending = send_file(s, f, off, count, {.timeout = 20s});  // named: g++ 12
+      std::size_t n = co_await std::move(sending);
       s.shutdown(SHUT_WR);
       co_return n;
     };
@@ -392,7 +395,8 @@ TEST_CASE("send_file reads chunks that are not in the page cache through the rin
     file f = co_await file::open(ctx, d / "cold.bin", O_RDONLY);
     auto pair = co_await test::make_tcp_pair(ctx);
     auto sender = [](coring::socket& s, const file& f, std::uint64_t n) -> task<std::size_t> {
-      std::size_t sent = co_await send_file(s, f, 0, n, {.timeout = 20s});
+      auto sending = send_file(s, f, 0, n, {.timeout = 20s});  // named: g++ 12
+      std::size_t sent = co_await std::move(sending);
       s.shutdown(SHUT_WR);
       co_return sent;
     };
