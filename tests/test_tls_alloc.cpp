@@ -44,7 +44,8 @@ task<tls_pair> connect_pair(io_context& ctx, const tls::context& sc, const tls::
   test::tcp_pair p = co_await test::make_tcp_pair(ctx);
   tls_pair t{tls::stream(cc, std::move(p.client), "localhost"),
              tls::stream(sc, std::move(p.server))};
-  auto hs = when_all(t.client.handshake().with_timeout(10s), t.server.handshake().with_timeout(10s));
+  auto hs =
+      when_all(t.client.handshake().with_timeout(10s), t.server.handshake().with_timeout(10s));
   co_await hs;
   co_return std::move(t);
 }
