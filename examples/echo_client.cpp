@@ -239,8 +239,9 @@ int main(int argc, char** argv) {
   args.done();
 #if !CORING_HAS_TLS
   if (use_tls) {
-    std::fprintf(stderr, "echo_client: built without TLS: --tls, --ca and --insecure are not "
-                         "available\n");
+    std::fprintf(stderr,
+                 "echo_client: built without TLS: --tls, --ca and --insecure are not "
+                 "available\n");
     return 2;
   }
 #endif

@@ -73,7 +73,7 @@ coring::task<> echo(coring::socket& s, coring::buffer_ring& ring, std::chrono::n
 struct options {
   std::chrono::nanoseconds idle, grace;
   bool plain, multishot, coop;
-  unsigned ring_buffers = 4096;  // per thread: 4096 / threads, at least 256
+  unsigned ring_buffers = 4096;          // per thread: 4096 / threads, at least 256
   std::chrono::nanoseconds handshake{};  // --handshake-timeout (TLS)
 #if CORING_HAS_TLS
   std::optional<coring::tls::context> tls;  // --tls-cert: one SSL_CTX shared by every thread
@@ -88,14 +88,14 @@ struct server {
   std::chrono::nanoseconds idle{};
   bool multishot = true;
   std::size_t accepted = 0;
+  // TLS: a stream owns its socket, out of reach of the drain's SHUT_RD and cancel, so the
+  // drain's stop hook requests `stopping` instead (handshakes and receives end), and `cancel`
+  // is the scope's token (requested at the grace limit: sends end too).
+  std::stop_source stopping;
+  std::stop_token cancel;
 #if CORING_HAS_TLS
   std::optional<coring::tls::context> tls;  // set: every client speaks TLS
   std::chrono::nanoseconds handshake{};
-  // A TLS stream owns its socket, out of reach of the drain's SHUT_RD: the drain's stop hook
-  // requests `stopping` instead (pending handshakes and receives end), and `cancel` is the
-  // scope's token (the grace is over: sends end too).
-  std::stop_source stopping;
-  std::stop_token cancel;
 #endif
 };
 
@@ -209,10 +209,8 @@ coring::task<> serve_client(server& srv, coring::socket& s) {
 template <class Wait>
 coring::task<> serve(coring::io_context& ctx, coring::socket listener, const options& o,
                      std::shared_ptr<server> srv, Wait stopped) {
-  coring::connection_scope scope(ctx, scope_options(srv));
-#if CORING_HAS_TLS
-  srv->cancel = scope.token();
-#endif
+  coring::connection_scope scope(ctx, scope_options(srv));  // TLS: its own stop hook
+  srv->cancel = scope.token();                              // TLS: the grace is over
   scope.serve(std::move(listener), [srv](coring::socket& s) { return serve_client(*srv, s); });
   auto why = stopped(scope);  // named: no temporary around the co_await (g++ 12)
   co_await std::move(why);
@@ -334,12 +332,14 @@ int main(int argc, char** argv) {
       example::seconds(args.get_double("--handshake-timeout", 10, args.min_seconds, 3600));
   args.done();
   if (tls_cert.empty() != tls_key.empty()) {
-    std::fprintf(stderr, "echo_server: --tls-cert and --tls-key go together: give both or neither\n");
+    std::fprintf(stderr,
+                 "echo_server: --tls-cert and --tls-key go together: give both or neither\n");
     return 2;
   }
 #if !CORING_HAS_TLS
   if (!tls_cert.empty()) {
-    std::fprintf(stderr, "echo_server: built without TLS: --tls-cert and --tls-key are not available\n");
+    std::fprintf(stderr,
+                 "echo_server: built without TLS: --tls-cert and --tls-key are not available\n");
     return 2;
   }
 #endif

@@ -21,6 +21,9 @@
 #   no-close-notify  handshakes, echoes --size bytes, then closes TCP without close_notify
 #   old        offers only TLS 1.0 and 1.1 (@SECLEVEL=0 ciphers): "refused: <why>", or exit 1
 #              ("accepted <version>") if the server took it
+#   flood      handshakes, then sends and reads back 16 KiB at a time until the server ends the
+#              connection: prints "flooding" after the first echo, then "ended: <how> after
+#              <bytes> bytes" (how: "close_notify", or the error)
 import argparse
 import select
 import socket
@@ -258,10 +261,32 @@ def mode_old(args):
         return 1
 
 
+def mode_flood(args):
+    ctx = client_context(args)
+    raw = connect(args)
+    tls = ctx.wrap_socket(raw, server_hostname=args.host)
+    chunk, total, how = pattern(16384), 0, "timeout"
+    end = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < end:
+            got = echo_over(tls, chunk)
+            total += len(got)
+            if len(got) < len(chunk):
+                how = "close_notify"
+                break
+            if total == len(chunk):
+                print("flooding", flush=True)
+    except (OSError, ssl.SSLError) as e:
+        how = f"{type(e).__name__}: {e}"
+    tls.close()
+    print(f"ended: {how} after {total} bytes", flush=True)
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("mode", choices=["client", "server", "garbage", "truncated", "stall", "reset",
-                                    "no-close-notify", "old"])
+                                    "no-close-notify", "old", "flood"])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--host", default="localhost")
     p.add_argument("--ca")
@@ -273,7 +298,7 @@ def main():
     args = p.parse_args()
     modes = {"client": mode_client, "server": mode_server, "garbage": mode_garbage,
              "truncated": mode_truncated, "stall": mode_stall, "reset": mode_reset,
-             "no-close-notify": mode_no_close_notify, "old": mode_old}
+             "no-close-notify": mode_no_close_notify, "old": mode_old, "flood": mode_flood}
     try:
         return modes[args.mode](args)
     except (OSError, ssl.SSLError, ValueError) as e:
