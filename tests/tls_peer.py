@@ -17,7 +17,8 @@
 #   truncated  sends half a ClientHello, then closes: "sent <n> of <m> bytes"
 #   stall      sends half a ClientHello and waits for the server to close the connection (its
 #              handshake deadline): "closed by the server after <seconds> s"
-#   reset      handshakes (verifying --ca), sends half of a record, then resets (SO_LINGER 0)
+#   reset      handshakes (verifying --ca), echoes 1000 bytes, sends half of a record, then
+#              resets (SO_LINGER 0)
 #   no-close-notify  handshakes, echoes --size bytes, then closes TCP without close_notify
 #   old        offers only TLS 1.0 and 1.1 (@SECLEVEL=0 ciphers): "refused: <why>", or exit 1
 #              ("accepted <version>") if the server took it
@@ -213,12 +214,31 @@ def handshake_over(sock, obj, inc, out):
             inc.write(b)
 
 
+def echo_through(sock, obj, inc, out, data):
+    """Sends data through obj over sock and reads its echo. Returns: the echo."""
+    obj.write(data)
+    sock.sendall(out.read())
+    got = bytearray()
+    while len(got) < len(data):
+        try:
+            got += obj.read(65536)
+        except ssl.SSLWantReadError:
+            b = sock.recv(65536)
+            if not b:
+                raise ConnectionError("the server closed during the echo")
+            inc.write(b)
+    return bytes(got)
+
+
 def mode_reset(args):
     ctx = client_context(args)
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(inc, out, server_hostname=args.host)
     with connect(args) as s:
         handshake_over(s, obj, inc, out)
+        if echo_through(s, obj, inc, out, pattern(1000)) != pattern(1000):
+            print("the echo before the reset differs")
+            return 1
         obj.write(pattern(3000))
         record = out.read()
         s.sendall(record[:len(record) // 2])
