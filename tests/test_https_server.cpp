@@ -48,9 +48,13 @@ int start_server(test::child& server) {
 }
 
 std::vector<std::string> server_argv(std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv{test::example_path("HTTP_SERVER"), "--port",     "0",
-                                "--tls-cert",                      certs().server_cert,
-                                "--tls-key",                       certs().server_key};
+  std::vector<std::string> argv{test::example_path("HTTP_SERVER"),
+                                "--port",
+                                "0",
+                                "--tls-cert",
+                                certs().server_cert,
+                                "--tls-key",
+                                certs().server_key};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return argv;
 }
@@ -78,9 +82,11 @@ test::requirement has_python3() {
 
 // curl trusting the test CA, "localhost" pinned to 127.0.0.1 (the server listens there only).
 std::vector<std::string> curl(int port, std::vector<std::string> args) {
-  std::vector<std::string> argv{std::getenv("CURL"), "-sS", "--max-time", "30", "--cacert",
-                                certs().ca, "--resolve",
-                                "localhost:" + std::to_string(port) + ":127.0.0.1"};
+  std::vector<std::string> argv{
+      std::getenv("CURL"), "-sS",
+      "--max-time",        "30",
+      "--cacert",          certs().ca,
+      "--resolve",         "localhost:" + std::to_string(port) + ":127.0.0.1"};
   argv.insert(argv.end(), args.begin(), args.end());
   return argv;
 }
@@ -349,7 +355,8 @@ TEST_CASE("curl over HTTPS with --root: a 20 MiB file by SHA-256, a Range and a 
   const int port = start_server(server);
   const std::string copy = copy_dir / "big.bin";
   {
-    ran c = run_curl(port, {"-o", copy, "-w", "%{http_code} %{size_download}", url(port, "/big.bin")});
+    ran c =
+        run_curl(port, {"-o", copy, "-w", "%{http_code} %{size_download}", url(port, "/big.bin")});
     CHECK_MESSAGE(c.status == 0, c.err);
     CHECK(c.out == "200 " + std::to_string(big.size()));
     CHECK(sha256_of(copy) == sha256_of(root + "/big.bin"));
@@ -369,8 +376,8 @@ TEST_CASE("curl over HTTPS with --root: a 20 MiB file by SHA-256, a Range and a 
     CHECK(c.out == "404");
   }
   {  // a small file, and the big one again on the same connection
-    ran c = run_curl(port, {"-v", "-o", "/dev/null", url(port, "/"), "-o", copy,
-                            url(port, "/big.bin")});
+    ran c = run_curl(port,
+                     {"-v", "-o", "/dev/null", url(port, "/"), "-o", copy, url(port, "/big.bin")});
     CHECK_MESSAGE(c.status == 0, c.err);
     CHECK_MESSAGE(c.err.find("Re-using existing connection") != std::string::npos, c.err);
     CHECK(slurp(copy) == big);
@@ -475,9 +482,9 @@ TEST_CASE("http_server --tls-cert: a missing key or certificate is refused with 
           test::skip_unless(test::has_openssl())) {
   const std::string bin = test::example_path("HTTP_SERVER");
   CHECK(test::exit_status_of({bin, "--port", "0", "--tls-cert", certs().server_cert}) == 2);
-  test::child bad({bin, "--port", "0", "--tls-cert", certs().server_cert, "--tls-key",
-                   certs().expired_key},
-                  {.capture_stderr = true});
+  test::child bad(
+      {bin, "--port", "0", "--tls-cert", certs().server_cert, "--tls-key", certs().expired_key},
+      {.capture_stderr = true});
   auto st = bad.wait(10s);
   std::string err = bad.read_stderr(2s);
   REQUIRE(st);
