@@ -126,11 +126,10 @@ class tls_op_base {
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   std::stop_token stop_;
   std::coroutine_handle<> waiter_{};
-  std::size_t done_ = 0;  // recv, send: bytes; send_all: bytes taken so far
-  std::size_t mark_ = 0;  // send: the output position its records end at
-  bool started_ = false;  // send: its bytes were made into records
-  std::error_code error_{};
-  std::string message_;  // what failed, in OpenSSL's words (empty: none)
+  std::size_t done_ = 0;     // recv, send: bytes; send_all: bytes taken so far
+  std::size_t mark_ = 0;     // send: the output position its records end at
+  bool started_ = false;     // send: its bytes were made into records
+  std::error_code error_{};  // its message (OpenSSL's words) is kept in the stream's state
 };
 
 /// co_await s.handshake(), s.recv(buf), s.send(buf), s.send_all(buf), s.shutdown(): takes
