@@ -249,6 +249,20 @@ except (ssl.SSLError, OSError):
     print("closed")
 )";
 
+// Asks for /big.bin with a 4 KiB receive buffer, reads 100 bytes, prints "ready", then reads
+// nothing more until stdin closes (the server's send of the body stalls).
+const char* python_slow_reader = R"(import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+raw = socket.create_connection(("127.0.0.1", port))
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+assert s.recv(100).startswith(b"HTTP/1.1 200 OK")
+print("ready", flush=True)
+sys.stdin.read()
+)";
+
 task<coring::socket> connect_to(io_context& ctx, int port) {
   address where = address::ip("127.0.0.1", static_cast<std::uint16_t>(port));
   coring::socket s = co_await tcp_connect(ctx, where);
@@ -477,6 +491,26 @@ TEST_CASE("SIGTERM with idle TLS connections and a half-done handshake: exit 0 p
   }
   until_close r = test::run(ctx, read_until_close(half), 10s);
   CHECK(r.closed);
+}
+
+TEST_CASE("SIGTERM while a client does not read a file over TLS: exit 0 at the grace limit" *
+          test::skip_unless(has_python3())) {
+  test::temp_dir root{"https-slow"};
+  test::write_file(root / "big.bin", std::string(32u << 20, 'x'));
+  test::child server(server_argv({"--root", root.path(), "--grace", "1"}));
+  const int port = start_server(server);
+  test::child reader({test::python3(), "-c", python_slow_reader, std::to_string(port), certs().ca});
+  auto line = reader.read_line(30s);
+  REQUIRE(line);
+  CHECK(*line == "ready");
+  const auto start = steady::now();
+  stop_server(server, 5s);
+  const double secs = std::chrono::duration<double>(steady::now() - start).count();
+  MESSAGE("exited " << secs << " s after SIGTERM (--grace 1)");
+  CHECK(secs > 0.9);
+  CHECK(secs < 2.5);
+  reader.close_stdin();
+  CHECK(reader.wait(30s));
 }
 
 TEST_CASE("http_server --tls-cert: a missing key or certificate is refused with a clear error" *
