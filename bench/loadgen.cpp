@@ -176,6 +176,7 @@ struct options {
   int idle_connections = 0;
   double hold = 0;
   bool http = false;
+  bool reconnect = false;  // --http: one "Connection: close" request per connection, then anew
   std::string path = "/";
   std::string host_header;  // empty: HOST:PORT
   bool have_expect_body = false;
@@ -205,6 +206,8 @@ struct conn {
   std::uint64_t body_off = 0;  // body bytes seen so far (compared with --expect-body)
   std::uint64_t resp_bytes = 0;
   SSL* ssl = nullptr;             // --tls
+  int phase = 0;                  // --reconnect: 0 ready, 1 connecting, 2 TLS handshake
+  std::int64_t connect_at = 0;    // --reconnect: when this connection's connect() started
   bool read_wants_write = false;  // --tls: SSL_read asked for a writable socket
 };
 
@@ -250,6 +253,10 @@ class loadgen {
   io_result read_some(conn& c, void* buf, std::size_t len);
   io_result write_some(conn& c, const void* buf, std::size_t len);
   void close_conn(conn& c);
+  void tls_new(conn& c);
+  int tls_step(conn& c);
+  void reconnect(conn& c);
+  void advance(conn& c);
   void on_event(conn& c, std::uint32_t events);
   void open_connections(int n);
   void close_all();
@@ -295,6 +302,7 @@ class loadgen {
   SSL_CTX* tls_ctx_ = nullptr;
   std::string tls_version_, tls_cipher_;  // of the first connection's handshake
   std::uint64_t tls_unclean_closes_ = 0;  // server EOFs at the end without close_notify
+  std::uint64_t tls_resumed_ = 0;         // handshakes that resumed a session (expected: 0)
 };
 
 bool loadgen::resolve() {
@@ -352,7 +360,10 @@ void loadgen::open_connections(int n) {
       if (left_ms <= 0) break;
       int k = epoll_wait(ep_, evs.data(), batch, left_ms);
       for (int i = 0; i < k; ++i) {
-        conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
+        std::uint32_t id = evs[static_cast<std::size_t>(i)].data.u32;
+        if (id < static_cast<std::uint32_t>(first) || id >= static_cast<std::uint32_t>(last))
+          continue;  // an earlier batch's connection
+        conn& c = conns_[id];
         if (c.dead || c.want_out) continue;  // want_out marks "connected" during this phase
         int err = 0;
         socklen_t len = sizeof err;
@@ -375,6 +386,15 @@ void loadgen::open_connections(int n) {
       c.want_out = false;
     }
     if (tls_ctx_ != nullptr) handshake(first, last);
+  }
+  // TLS: a connection parks (no events) once its handshake is done, since the server's
+  // session tickets would keep it readable while later batches connect; now wake them all.
+  for (conn& c : conns_) {
+    if (tls_ctx_ == nullptr || c.dead) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = c.id;
+    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
   }
 }
 
@@ -401,6 +421,10 @@ void loadgen::close_conn(conn& c) {
 // Both directions of a TLS connection can need either readiness, so TLS connections try
 // both on any event; plain ones follow the event.
 void loadgen::on_event(conn& c, std::uint32_t e) {
+  if (c.phase != 0) {
+    advance(c);
+    return;
+  }
   if (c.ssl != nullptr || (e & (EPOLLIN | EPOLLHUP | EPOLLERR))) on_readable(c);
   if (!c.dead && c.fd >= 0 && (c.ssl != nullptr || (e & EPOLLOUT))) flush(c);
 }
@@ -514,43 +538,53 @@ bool loadgen::tls_setup() {
   return true;
 }
 
+void loadgen::tls_new(conn& c) {
+  c.ssl = SSL_new(tls_ctx_);
+  SSL_set_fd(c.ssl, c.fd);
+  SSL_set_connect_state(c.ssl);
+  SSL_set_tlsext_host_name(c.ssl, opt_.tls_name.c_str());
+  if (!opt_.ca.empty()) SSL_set1_host(c.ssl, opt_.tls_name.c_str());
+}
+
+// One step of c's handshake. Returns: 1 done (c waits for EPOLLIN), 0 in progress (c waits for
+// what OpenSSL asked for), -1 failed (c is dead).
+int loadgen::tls_step(conn& c) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(c.ssl);
+  epoll_event ev{};
+  ev.data.u32 = c.id;
+  if (r == 1) {
+    if (tls_version_.empty()) {
+      tls_version_ = SSL_get_version(c.ssl);
+      tls_cipher_ = SSL_get_cipher_name(c.ssl);
+    }
+    tls_resumed_ += SSL_session_reused(c.ssl) ? 1 : 0;
+    // open_connections wakes the parked ones (events 0) at its end.
+    ev.events = c.phase == 2 ? static_cast<std::uint32_t>(EPOLLIN) : 0u;
+    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+    c.want_out = false;
+    return 1;
+  }
+  int err = SSL_get_error(c.ssl, r);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    ev.events = err == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+    return 0;
+  }
+  fail(c, err_.connect_failures, tls_error(c.ssl, r, "tls handshake: "));
+  return -1;
+}
+
 // TLS client handshakes on the connected sockets first..last-1, all at once on the epoll set;
 // a connection that fails or is not done within 30 s counts as a connect failure.
 void loadgen::handshake(int first, int last) {
-  auto step = [this](conn& c) -> bool {  // true once c is finished (done or failed)
-    ERR_clear_error();
-    int r = SSL_do_handshake(c.ssl);
-    epoll_event ev{};
-    ev.data.u32 = c.id;
-    if (r == 1) {
-      if (tls_version_.empty()) {
-        tls_version_ = SSL_get_version(c.ssl);
-        tls_cipher_ = SSL_get_cipher_name(c.ssl);
-      }
-      ev.events = EPOLLIN;
-      epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
-      return true;
-    }
-    int err = SSL_get_error(c.ssl, r);
-    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-      ev.events = err == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
-      epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
-      return false;
-    }
-    fail(c, err_.connect_failures, tls_error(c.ssl, r, "tls handshake: "));
-    return true;
-  };
   std::vector<char> done(conns_.size(), 1);
   int pending = 0;
   for (int i = first; i < last; ++i) {
     conn& c = conns_[static_cast<std::size_t>(i)];
     if (c.dead) continue;
-    c.ssl = SSL_new(tls_ctx_);
-    SSL_set_fd(c.ssl, c.fd);
-    SSL_set_connect_state(c.ssl);
-    SSL_set_tlsext_host_name(c.ssl, opt_.tls_name.c_str());
-    if (!opt_.ca.empty()) SSL_set1_host(c.ssl, opt_.tls_name.c_str());
-    if (!step(c)) {
+    tls_new(c);
+    if (tls_step(c) == 0) {
       done[c.id] = 0;
       ++pending;
     }
@@ -564,7 +598,7 @@ void loadgen::handshake(int first, int last) {
     for (int i = 0; i < k; ++i) {
       conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
       if (done[c.id] || c.dead) continue;
-      if (step(c)) {
+      if (tls_step(c) != 0) {
         done[c.id] = 1;
         --pending;
       }
@@ -581,7 +615,73 @@ bool loadgen::tls_setup() {
   return false;
 }
 void loadgen::handshake(int, int) {}
+void loadgen::tls_new(conn&) {}
+int loadgen::tls_step(conn&) { return -1; }
 #endif
+
+// --reconnect: the response is in and the server closed: say goodbye and connect anew (a new
+// TCP connection and, with --tls, a new SSL object: a full handshake, no session kept).
+void loadgen::reconnect(conn& c) {
+#ifdef LOADGEN_TLS
+  if (c.ssl != nullptr) {
+    ERR_clear_error();
+    SSL_shutdown(c.ssl);
+  }
+#endif
+  close_conn(c);
+  c.rx_off = c.tx_off = c.queued = c.done = 0;
+  c.head.clear();
+  c.in_body = false;
+  c.want_out = c.read_wants_write = false;
+  c.connect_at = now_ns();
+  c.fd = socket(addr_.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (c.fd < 0) {
+    fail(c, err_.connect_failures, std::string("socket: ") + std::strerror(errno));
+    return;
+  }
+  int one = 1;
+  setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(c.fd, reinterpret_cast<sockaddr*>(&addr_), addr_len_) < 0 && errno != EINPROGRESS) {
+    fail(c, err_.connect_failures, std::string("connect: ") + std::strerror(errno));
+    return;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLOUT;
+  ev.data.u32 = c.id;
+  epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev);
+  c.phase = 1;
+}
+
+// --reconnect: the connect or the handshake of c made progress.
+void loadgen::advance(conn& c) {
+  if (c.phase == 1) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err == EINPROGRESS) return;
+    if (err != 0) {
+      fail(c, err_.connect_failures, std::string("connect: ") + std::strerror(err));
+      return;
+    }
+    if (tls_ctx_ != nullptr) {
+      tls_new(c);
+      c.phase = 2;
+    } else {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u32 = c.id;
+      epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+      c.phase = 0;
+      refill(c);
+      return;
+    }
+  }
+  int r = tls_step(c);
+  if (r == 1) {
+    c.phase = 0;
+    refill(c);
+  }
+}
 
 void loadgen::set_out(conn& c, bool on) {
   if (c.want_out == on) return;
@@ -632,7 +732,9 @@ void loadgen::refill(conn& c) {
   auto conns = static_cast<std::uint64_t>(opt_.connections);
   for (; c.queued < limit; ++c.queued) {
     std::size_t i = c.id * depth + c.queued % depth;
-    sent_at_[i] = opt_.rate > 0 ? slot_time(c.id + c.queued * conns) : now;
+    sent_at_[i] = opt_.rate > 0    ? slot_time(c.id + c.queued * conns)
+                  : opt_.reconnect ? c.connect_at
+                                   : now;
     queued_at_[i] = now;
   }
   flush(c);
@@ -859,6 +961,11 @@ void loadgen::on_readable_http(conn& c) {
   for (;;) {
     io_result r = read_some(c, rbuf_.data(), rbuf_.size());
     if (r.kind == io_kind::eof || r.kind == io_kind::eof_unclean) {
+      if (opt_.reconnect && !draining_ && c.queued > 0 && c.done == c.queued && !c.in_body &&
+          c.head.empty()) {  // the answer to "Connection: close" is in: the next connection
+        reconnect(c);
+        return;
+      }
       // The orderly end: every request answered, no response half-read.
       if (draining_ && c.done == c.queued && !c.in_body && c.head.empty()) {
         tls_unclean_closes_ += r.kind == io_kind::eof_unclean ? 1 : 0;
@@ -964,7 +1071,8 @@ void loadgen::setup_http() {
       bool v6 = opt_.host.find(':') != std::string::npos;
       host = (v6 ? "[" + opt_.host + "]" : opt_.host) + ":" + std::to_string(opt_.port);
     }
-    request_ = "GET " + opt_.path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
+    request_ = "GET " + opt_.path + " HTTP/1.1\r\nHost: " + host + "\r\n" +
+               (opt_.reconnect ? "Connection: close\r\n" : "") + "\r\n";
     msg_size_ = request_.size();
     std::size_t copies =
         std::clamp<std::size_t>(64 * 1024 / msg_size_, 1, static_cast<std::size_t>(opt_.depth));
@@ -980,9 +1088,12 @@ int loadgen::run() {
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (opt_.server_pid > 0)
     have_server_clock_ = clock_getcpuclockid(opt_.server_pid, &server_clock_) == 0;
+  if (opt_.reconnect) max_messages_ = 1;  // per connection: counts restart on reconnect
   open_connections(opt_.connections);
   sent_at_.assign(conns_.size() * static_cast<std::size_t>(opt_.depth), 0);
   queued_at_ = sent_at_;
+  for (conn& c : conns_)
+    c.connect_at = now_ns();  // the first connections' latency runs from here
 
   t0_ = now_ns();
   slot_ns_ = opt_.rate > 0 ? 1e9 / opt_.rate : 0;
@@ -1050,6 +1161,13 @@ int loadgen::run() {
   const auto timeout_ns = static_cast<std::int64_t>(opt_.timeout * 1e9);
   for (conn& c : conns_) {
     if (c.dead) continue;
+    if (c.phase != 0) {  // --reconnect: between connections
+      if (end.wall - c.connect_at > timeout_ns)
+        fail(c, err_.timeouts, "connect and handshake not done within --timeout");
+      else
+        close_conn(c);
+      continue;
+    }
     if (opt_.rate > 0) {
       // Scheduled inside the window but not echoed by its end (sent late or still in flight).
       std::uint64_t nconns = conns_.size();
@@ -1101,7 +1219,8 @@ int loadgen::run() {
         ", \"bad_responses\": %" PRIu64
         ", \"server_pid\": %d, \"server_cpu_us_per_rt\": %s, \"server_cpu_ticks_us_per_rt\": %s, "
         "\"server_cpu_util\": %s, \"loadgen_cpu_us_per_rt\": %.3f, \"tls\": %s, "
-        "\"tls_version\": %s, \"tls_cipher\": %s, \"tls_unclean_closes\": %" PRIu64 "}\n",
+        "\"tls_version\": %s, \"tls_cipher\": %s, \"tls_unclean_closes\": %" PRIu64
+        ", \"tls_resumed\": %" PRIu64 ", \"reconnect\": %s}\n",
         opt_.http ? "http" : "echo", opt_.connections, alive, msg_size_, opt_.depth, opt_.rate,
         secs, completed_, rts, static_cast<double>(bytes_) / (secs > 0 ? secs : 1), p50, p90, p99,
         p999, maxl, incomplete, errors, err_.mismatches, err_.eofs, err_.socket_errors,
@@ -1113,7 +1232,8 @@ int loadgen::run() {
             : "null",
         self_us, opt_.tls ? "true" : "false",
         tls_version_.empty() ? "null" : ("\"" + tls_version_ + "\"").c_str(),
-        tls_cipher_.empty() ? "null" : ("\"" + tls_cipher_ + "\"").c_str(), tls_unclean_closes_);
+        tls_cipher_.empty() ? "null" : ("\"" + tls_cipher_ + "\"").c_str(), tls_unclean_closes_,
+        tls_resumed_, opt_.reconnect ? "true" : "false");
   } else {
     const char* unit = opt_.http ? "req" : "rt";
     std::printf("%.0f %s/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  errors %" PRIu64,
@@ -1223,7 +1343,7 @@ int loadgen::run_idle() {
       "               [--duration SEC] [--rate R] [--warmup SEC] [--server-pid PID]\n"
       "               [--timeout SEC] [--spin-us US] [--json]\n"
       "               [--http [--path /x] [--host-header H] [--expect-body STR]\n"
-      "                [--expect-body-file FILE] [--expect-length N]]\n"
+      "                [--expect-body-file FILE] [--expect-length N] [--reconnect]]\n"
       "       loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC] [--http]\n"
       "       any of these with --tls [--ca FILE] [--tls-name NAME]\n"
       "                                [--tls-ciphersuites LIST]\n",
@@ -1290,6 +1410,8 @@ options parse(int argc, char** argv) {
       o.expect_length = std::atoll(value());
     else if (a == "--tls")
       o.tls = true;
+    else if (a == "--reconnect")
+      o.reconnect = true;
     else if (a == "--ca")
       o.ca = value();
     else if (a == "--tls-name")
@@ -1303,6 +1425,8 @@ options parse(int argc, char** argv) {
   if (o.connections < 1 || o.depth < 1 || o.size < 1 || o.duration <= 0 || o.warmup < 0 ||
       o.rate < 0 || o.idle_connections < 0)
     usage("bad value");
+  if (o.reconnect && (!o.http || o.rate > 0 || o.depth != 1 || o.idle_connections > 0))
+    usage("--reconnect needs --http, closed loop (no --rate), --depth 1");
   if (!o.tls && (!o.ca.empty() || !o.tls_ciphersuites.empty()))
     usage("--ca and --tls-ciphersuites need --tls");
   if (!o.http &&
