@@ -4,7 +4,7 @@
 """Measures coring's TLS servers against Asio's ssl::stream and nginx (issue 13).
 
   tls_bench.py --build-dir build                        # every profile, 5 rounds
-  tls_bench.py --build-dir build --rounds 1 --duration 2 --profiles echo-64B-c100-rate20k
+  tls_bench.py --build-dir build --rounds 1 --duration 2 --profiles echo-64B-c100-rate40k
   tls_bench.py --table-from docs/bench-tls-results.json # the tables again from saved samples
   tls_bench.py --build-dir build --smoke                # the meson `bench` suite's quick check
 
@@ -63,9 +63,9 @@ SUITE = "TLS_AES_128_GCM_SHA256"
 
 # name: kind (echo | https | idle), tool (loadgen | wrk | rss) and the load.
 PROFILES = {
-    "echo-64B-c100-rate20k": dict(kind="echo", tool="loadgen", size=64, conns=100, rate=20000),
+    "echo-64B-c100-rate40k": dict(kind="echo", tool="loadgen", size=64, conns=100, rate=40000),
     "echo-64B-c100-flat": dict(kind="echo", tool="loadgen", size=64, conns=100),
-    "echo-4K-c100-rate10k": dict(kind="echo", tool="loadgen", size=4096, conns=100, rate=10000),
+    "echo-4K-c100-rate20k": dict(kind="echo", tool="loadgen", size=4096, conns=100, rate=20000),
     "echo-4K-c100-flat": dict(kind="echo", tool="loadgen", size=4096, conns=100),
     "https-hello-c100-flat": dict(kind="https", tool="wrk", conns=100),
     "https-handshake-c100-flat": dict(kind="https", tool="loadgen", conns=100, reconnect=True),
@@ -84,6 +84,11 @@ GOALS = [
     ("echo-", "cpu", "<=", 0.92, "TLS echo server CPU per round trip ≤ 0.92× Asio's"),
     ("https-hello", "ops", ">=", 1.0, "HTTPS keep-alive requests/s ≥ 1.0× nginx's"),
     ("https-handshake", "ops", ">=", 0.95, "full handshakes/s ≥ 0.95× nginx's"),
+    # One client core cannot saturate the server with TLS (OpenSSL 3 clients cost more per
+    # handshake than servers), so the rates above meet the client's limit: the server's
+    # capacity, 1 / its CPU per operation, is the figure that compares the servers.
+    ("https-hello", "cap", ">=", 1.0, "HTTPS keep-alive capacity (1 / CPU per request)"),
+    ("https-handshake", "cap", ">=", 0.95, "full handshake capacity (1 / CPU per handshake)"),
     ("idle-", "kib", "<=", 1.0, "idle TLS connection memory ≤ nginx's"),
 ]
 
@@ -406,9 +411,12 @@ def tables(samples, profiles):
             if not profile.startswith(prefix):
                 continue
             sm = summary(samples, profile)
-            ref = sm.get(REFERENCE[PROFILES[profile]["kind"]], {}).get(metric)
+            r = sm.get(REFERENCE[PROFILES[profile]["kind"]], {})
             for name in (n for n in CORING if n in sm):
-                q = ratio(sm[name].get(metric), ref)
+                if metric == "cap":
+                    q = ratio(r.get("cpu"), sm[name].get("cpu"))
+                else:
+                    q = ratio(sm[name].get(metric), r.get(metric))
                 met = "n/a" if q is None else (
                     "yes" if (q <= bound if op == "<=" else q >= bound) else "**no**")
                 goals.append(f"| {text} | {profile} ({name}) | {fmt(q, '.2f')}× | {met} |")
@@ -516,6 +524,24 @@ def main():
         ap.error("the openssl command is needed to make the certificates")
 
     tmp = make_tmp(args.openssl)
+    if args.smoke and "asio_tls" in servers:  # the checker's own check: a wrong name fails
+        try:
+            server = start_named(args, "asio_tls", tmp)
+            try:
+                cmd = loadgen_cmd(args, tmp, server.port, ["--connections", "2", "--duration",
+                                                           "0.5", "--size", "64"])
+                cmd[cmd.index("localhost")] = "wrong.example"
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            finally:
+                server.stop()
+            if p.returncode != 1 or "hostname mismatch" not in p.stderr:
+                log(f"tls_bench: loadgen --tls-name wrong.example gave status {p.returncode}: "
+                    f"{p.stderr.strip()[:300]}")
+                shutil.rmtree(tmp["dir"], ignore_errors=True)
+                return 1
+        except BaseException:
+            shutil.rmtree(tmp["dir"], ignore_errors=True)
+            raise
     samples = []
     started = time.time()
     try:
