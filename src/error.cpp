@@ -29,6 +29,12 @@ class category final : public std::error_category {
         return "line too long";
       case errc::unexpected_eof:
         return "peer closed the connection early";
+      case errc::tls_failed:
+        return "TLS failed";
+      case errc::tls_verify_failed:
+        return "TLS peer certificate rejected";
+      case errc::tls_truncated:
+        return "TLS connection closed without close_notify";
     }
     return "unknown coring error";
   }

@@ -33,3 +33,9 @@
 #include <coring/unique_fd.hpp>
 #include <coring/wait_group.hpp>
 #include <coring/when_all.hpp>
+
+// TLS (issue 13): only when coring was built with it (OpenSSL 3).
+#include <coring/detail/tls_config.hpp>
+#if CORING_HAS_TLS
+#include <coring/tls.hpp>
+#endif

@@ -23,6 +23,9 @@ enum class errc {
   message_truncated,     ///< a datagram or control message did not fit the buffer
   line_too_long,         ///< reader: no delimiter within the maximum (condition: message_size)
   unexpected_eof,        ///< reader: the peer closed before the bytes asked for arrived
+  tls_failed,            ///< TLS: protocol error, bad record, version or cipher refused, ...
+  tls_verify_failed,     ///< TLS: the peer's certificate was rejected (chain, host, dates)
+  tls_truncated,         ///< TLS: the peer closed the TCP connection without close_notify
 };
 
 /// The category of coring::errc values; name() is "coring".
