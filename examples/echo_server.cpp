@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 // Description: echo server: straight-line coroutine per client, thousands of clients at once,
-// graceful shutdown on SIGINT/SIGTERM, optional idle timeout.
+// graceful shutdown on SIGINT/SIGTERM, optional idle timeout, optional TLS (--tls-cert).
 #include <coring/coring.hpp>
+#if CORING_HAS_TLS
+#include <coring/tls.hpp>
+#endif
 
 #include "example_util.hpp"
 
@@ -22,6 +25,7 @@ namespace {
 const char* usage =
     "usage: echo_server [--host ADDR] [--port N] [--idle-timeout SECONDS] [--grace SECONDS]\n"
     "                   [--plain | --oneshot] [--threads N]\n"
+    "                   [--tls-cert FILE --tls-key FILE [--handshake-timeout SECONDS]]\n"
     "  Echoes every byte back to every client. Default 127.0.0.1:9000; --port 0 picks a free\n"
     "  port. Prints the address it listens on. On SIGINT or SIGTERM it stops accepting, lets\n"
     "  replies in flight finish (at most --grace seconds, default 2), closes its clients and\n"
@@ -33,7 +37,12 @@ const char* usage =
     "  SO_REUSEPORT listener on the same port (thread per core: they share nothing); it fails\n"
     "  like one thread if the port is in use. Ring buffers: 4,096 x 4 KiB shared out among the\n"
     "  threads (a power of two each, at least 256), memory taken only as used. --idle-timeout\n"
-    "  also drops a client that does not read what it is sent for that long.\n";
+    "  also drops a client that does not read what it is sent for that long.\n"
+    "  --tls-cert FILE --tls-key FILE (PEM: the certificate chain and its key; both or neither)\n"
+    "  serve TLS 1.2 and 1.3 instead: each client's handshake must end within\n"
+    "  --handshake-timeout seconds (default 10); a client's close_notify is answered with ours.\n"
+    "  A failed handshake or a TLS error ends that client with one log line. TLS clients get\n"
+    "  a private 4 KiB buffer each (no buffer ring).\n";
 
 // The straight-line loop of the README: a private buffer per connection.
 // idle > 0 bounds both directions: a client that sends nothing for that long, or does not read
@@ -64,7 +73,11 @@ coring::task<> echo(coring::socket& s, coring::buffer_ring& ring, std::chrono::n
 struct options {
   std::chrono::nanoseconds idle, grace;
   bool plain, multishot, coop;
-  unsigned ring_buffers = 4096;  // per thread: 4096 / threads, at least 256
+  unsigned ring_buffers = 4096;          // per thread: 4096 / threads, at least 256
+  std::chrono::nanoseconds handshake{};  // --handshake-timeout (TLS)
+#if CORING_HAS_TLS
+  std::optional<coring::tls::context> tls;  // --tls-cert: one SSL_CTX shared by every thread
+#endif
 };
 
 // What one thread's connections share. LIFETIME: every connection holds a shared_ptr to it (in
@@ -75,6 +88,15 @@ struct server {
   std::chrono::nanoseconds idle{};
   bool multishot = true;
   std::size_t accepted = 0;
+  // TLS: a stream owns its socket, out of reach of the drain's SHUT_RD and cancel, so the
+  // drain's stop hook requests `stopping` instead (handshakes and receives end), and `cancel`
+  // is the scope's token (requested at the grace limit: sends end too).
+  std::stop_source stopping;
+  std::stop_token cancel;
+#if CORING_HAS_TLS
+  std::optional<coring::tls::context> tls;  // set: every client speaks TLS
+  std::chrono::nanoseconds handshake{};
+#endif
 };
 
 // The shared buffer ring (ring_buffers x 4 KiB), unless --plain or the kernel has none. Its
@@ -83,15 +105,89 @@ std::shared_ptr<server> make_server(coring::io_context& ctx, const options& o) {
   auto srv = std::make_shared<server>();
   srv->idle = o.idle;
   srv->multishot = o.multishot;
+#if CORING_HAS_TLS
+  srv->tls = o.tls;
+  srv->handshake = o.handshake;
+  if (srv->tls) return srv;  // TLS reads records into a private buffer: no ring
+#endif
   if (!o.plain && ctx.features().buf_ring) srv->ring.emplace(ctx, o.ring_buffers, 4096);
   return srv;
 }
+
+#if CORING_HAS_TLS
+// The straight-line loop over TLS: a private buffer, records decrypted by the stream. Returns
+// when the client sent close_notify (recv gives 0) or the server stops (the drain).
+// Throws: std::system_error: tls_truncated if the client closed without close_notify.
+coring::task<> echo(coring::tls::stream& t, const server& srv) {
+  std::array<std::byte, 4096> buf;
+  for (;;) {
+    auto rx = t.recv(buf).with_stop(srv.stopping.get_token());  // named: g++ 12
+    if (srv.idle.count() > 0) std::move(rx).with_timeout(srv.idle);
+    std::size_t n = 0;
+    try {
+      n = co_await std::move(rx);
+    } catch (const std::system_error& e) {
+      if (e.code() == std::errc::operation_canceled && srv.stopping.stop_requested()) co_return;
+      throw;
+    }
+    if (n == 0) co_return;
+    auto tx = t.send_all(std::span(buf).first(n)).with_stop(srv.cancel);
+    if (srv.idle.count() > 0) std::move(tx).with_timeout(srv.idle);
+    co_await std::move(tx);
+  }
+}
+
+// One TLS client: the handshake (bounded by --handshake-timeout, ended by the drain), the echo,
+// then our close_notify. A failure ends this client with one log line in OpenSSL's words.
+coring::task<> serve_tls_client(server& srv, coring::socket& s, const std::string& peer) {
+  bool shaken = false;  // the handshake is done
+  try {
+    s.set_option(coring::sockopt::no_delay{true});
+    coring::tls::stream t(*srv.tls, std::move(s));
+    auto hs = t.handshake().with_timeout(srv.handshake).with_stop(srv.stopping.get_token());
+    co_await std::move(hs);
+    shaken = true;
+    co_await echo(t, srv);
+    // The client's close_notify (or the drain): ours goes out, bounded; a client that is gone
+    // by now (it closed right after its close_notify) is no news.
+    auto bye = t.shutdown().with_timeout(std::chrono::seconds(1)).with_stop(srv.cancel);
+    auto sent = co_await coring::as_result(std::move(bye));
+    (void)sent;
+  } catch (const std::system_error& e) {
+    const std::string who = "client " + peer + ": ";
+    if (e.code() == coring::errc::tls_truncated)
+      example::log::err().line(who + "closed the connection without close_notify (truncated)");
+    else if (e.code() == std::errc::timed_out && !shaken)
+      example::log::err().line(who + "no TLS handshake within --handshake-timeout, disconnected");
+    else if (e.code() == std::errc::timed_out)
+      example::log::err().line(who + "idle for too long, disconnected");
+    else if (e.code() != std::errc::operation_canceled)  // the drain's cancel: not news
+      example::log::err().line(who + e.what());
+  }
+}
+
+// With TLS the drain's stop hook requests srv.stopping (a TLS stream owns its socket, so the
+// default hook, SHUT_RD on the scope's socket, cannot reach it). Without TLS: the default.
+coring::connection_scope_options scope_options(const std::shared_ptr<server>& srv) {
+  if (!srv->tls) return {};
+  server* p = srv.get();  // serve() holds srv as long as the scope runs the hook
+  return {.stop_hook = [p](coring::socket&) { p->stopping.request_stop(); }};
+}
+#else
+coring::connection_scope_options scope_options(const std::shared_ptr<server>&) { return {}; }
+#endif
 
 // One client's error (a reset, a broken pipe, the idle timeout) ends that client only.
 coring::task<> serve_client(server& srv, coring::socket& s) {
   ++srv.accepted;
   // "?" if the client already left (an RST before we got here): not an error of the server.
   const std::string peer = example::peer_name(s);
+#if CORING_HAS_TLS
+  if (srv.tls) {
+    co_await serve_tls_client(srv, s, peer);
+    co_return;
+  }
+#endif
   try {
     // An echo of more than one buffer goes out in several sends; without TCP_NODELAY the last
     // one waits for the client's delayed ACK (~40 ms per message).
@@ -113,7 +209,8 @@ coring::task<> serve_client(server& srv, coring::socket& s) {
 template <class Wait>
 coring::task<> serve(coring::io_context& ctx, coring::socket listener, const options& o,
                      std::shared_ptr<server> srv, Wait stopped) {
-  coring::connection_scope scope(ctx);
+  coring::connection_scope scope(ctx, scope_options(srv));  // TLS: its own stop hook
+  srv->cancel = scope.token();                              // TLS: the grace is over
   scope.serve(std::move(listener), [srv](coring::socket& s) { return serve_client(*srv, s); });
   auto why = stopped(scope);  // named: no temporary around the co_await (g++ 12)
   co_await std::move(why);
@@ -229,7 +326,23 @@ int main(int argc, char** argv) {
   // For benchmarks: the ring's task-run mode (DEFER_TASKRUN costs CPU at some loads).
   o.coop = args.flag("--coop-taskrun");
   auto threads = static_cast<unsigned>(args.get_int("--threads", 1, 1, 256));
+  const std::string tls_cert = args.get("--tls-cert", "");
+  const std::string tls_key = args.get("--tls-key", "");
+  o.handshake =
+      example::seconds(args.get_double("--handshake-timeout", 10, args.min_seconds, 3600));
   args.done();
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::fprintf(stderr,
+                 "echo_server: --tls-cert and --tls-key go together: give both or neither\n");
+    return 2;
+  }
+#if !CORING_HAS_TLS
+  if (!tls_cert.empty()) {
+    std::fprintf(stderr,
+                 "echo_server: built without TLS: --tls-cert and --tls-key are not available\n");
+    return 2;
+  }
+#endif
   // Ring buffers per thread: 4,096 in all (16 MiB, touched only as used), at least 256 each.
   o.ring_buffers = 4096;
   while (o.ring_buffers > 256 && o.ring_buffers * threads > 4096)
@@ -237,6 +350,9 @@ int main(int argc, char** argv) {
   example::raise_fd_limit();
   int status = 0;
   try {
+#if CORING_HAS_TLS
+    if (!tls_cert.empty()) o.tls = coring::tls::context::server(tls_cert, tls_key);
+#endif
     if (threads == 1) {
       coring::io_context ctx(ring_options(o));
       coring::signal_set signals(ctx, {SIGINT, SIGTERM});
