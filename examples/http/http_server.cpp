@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Description: HTTP/1.1 server (RFC 9112): keep-alive, pipelining, request bodies framed and
 // discarded, strict rejections, header/idle/send deadlines, graceful drain; the "hello"
-// profile, or static files with --root (http::static_files).
+// profile, or static files with --root (http::static_files); HTTPS with --tls-cert/--tls-key
+// (coring::tls::stream: the same connection loop, a template over its transport).
 //
 // One coroutine per connection, with a fixed receive buffer and a fixed response buffer in its
 // frame: a request of the hello profile allocates nothing. Every complete request in the
@@ -34,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include <sys/socket.h>
@@ -44,6 +46,7 @@ const char* usage =
     "usage: http_server [--host ADDR] [--port N] [--root DIR] [--threads N]\n"
     "                   [--header-timeout S] [--idle-timeout S] [--send-timeout S] [--grace S]\n"
     "                   [--multishot] [--body sendfile|read|splice]\n"
+    "                   [--tls-cert FILE --tls-key FILE]\n"
     "  An HTTP/1.1 server. Without --root every GET or HEAD is answered 200 \"Hello, world!\\n\"\n"
     "  (text/plain); with --root DIR the files under DIR (index.html for a directory, 404 for\n"
     "  what is missing or outside DIR, Last-Modified, a single byte range: 206 or 416).\n"
@@ -66,6 +69,10 @@ const char* usage =
     "  from the page cache, the socket waiting on the ring, a cold chunk read on the ring),\n"
     "  read (read into a 128 KiB buffer + send) or splice (file -> pipe -> socket); smaller\n"
     "  files are read and sent with their head in one send.\n"
+    "  --tls-cert FILE --tls-key FILE: HTTPS instead (PEM: the certificate chain, leaf first,\n"
+    "  and its private key; TLS 1.2 and 1.3, ALPN http/1.1). The handshake must end within\n"
+    "  --header-timeout; file bodies are read and sent encrypted, in pieces of 128 KiB (--body\n"
+    "  does not apply), and --multishot is ignored (TLS records are read into the stream).\n"
     "  On SIGINT or SIGTERM it stops accepting, finishes the answers in flight (at most --grace\n"
     "  seconds, default 2), closes idle connections and exits 0.\n";
 
@@ -90,6 +97,9 @@ struct settings {
   http::static_files::body_method body = http::static_files::body_method::sendfile;  // --body
   bool multishot = false;        // a multishot recv into the thread's buffer ring
   unsigned ring_buffers = 4096;  // per thread: 4,096 x 4 KiB in all, at least 256 each
+#if CORING_HAS_TLS
+  std::optional<coring::tls::context> tls;  // --tls-cert/--tls-key: HTTPS (shared by threads)
+#endif
 };
 
 struct server;
@@ -127,6 +137,14 @@ struct server {
 
   // A deadline d from now, never early (now may be a tick old), at most two ticks late.
   time_point after(std::chrono::nanoseconds d) const noexcept { return now + d + tick; }
+  // True when the connections speak TLS.
+  bool tls() const noexcept {
+#if CORING_HAS_TLS
+    return cfg.tls.has_value();
+#else
+    return false;
+#endif
+  }
   std::optional<coring::buffer_ring> ring;   // --multishot (and the kernel has buffer rings)
   std::optional<http::static_files> files;   // --root
   http::static_files::options file_options;  // its send timeout, and the drain's stop
@@ -142,6 +160,20 @@ struct server {
     common.assign("Date: ");
     common.append(date, n);
     common.append("\r\nServer: coring\r\n");
+  }
+
+  // The drain of TLS connections (their sockets are the streams', not the scope's): what the
+  // scope does to its own sockets, shutdown(SHUT_RD) at the start, cancel at the grace limit.
+  void shut_reads() noexcept {
+    for (conn_entry* e = head; e; e = e->next)
+      ::shutdown(e->s.fileno(), SHUT_RD);
+  }
+  void cancel_all() noexcept {
+    for (conn_entry* e = head; e;) {
+      conn_entry* next = e->next;
+      e->s.cancel();
+      e = next;
+    }
   }
 
   // Cancels the connections whose deadline passed.
@@ -271,14 +303,31 @@ void put_error(out_buffer& o, const server& srv, int status) {
 // The answer a request waits for while its body is read.
 enum class reply : unsigned char { none, hello, not_allowed };
 
-// The connection loop (the whole of it is one coroutine: no frame per request).
-coring::task<> connection(server& srv, coring::socket& s) {
-  conn_entry self(srv, s);
+// Whether e is how a connection usually ends (a reset, a broken pipe, a deadline, the drain's
+// cancel, a TLS client that closed without close_notify): not worth a log line.
+bool quiet_end(const std::system_error& e, const conn_entry& self) noexcept {
+  const std::error_code ec = e.code();
+#if CORING_HAS_TLS
+  if (ec == coring::errc::tls_truncated) return true;
+#endif
+  return self.expired || ec == std::errc::operation_canceled || ec == std::errc::connection_reset ||
+         ec == std::errc::broken_pipe || ec == std::errc::timed_out;
+}
+
+// The connection loop (the whole of it is one coroutine: no frame per request), over its
+// transport: a plain socket, or a TLS stream (then sock is its socket: the deadlines cancel it).
+// The transport's recv and send_all are called directly (a template: no virtual call).
+template <class Stream>
+CORING_NO_SANITIZE_FUNCTION coring::task<> connection(server& srv, Stream& s,
+                                                      coring::socket& sock) {
+  constexpr bool plain = std::is_same_v<Stream, coring::socket>;
+  conn_entry self(srv, sock);
   std::array<char, in_capacity> in;
   // With a buffer ring: one multishot recv stays armed (no SQE per request); the bytes of a
   // ring buffer are copied into in, and what did not fit waits in held.
   std::optional<coring::recv_stream> rx;
-  if (srv.ring) rx.emplace(s, *srv.ring, coring::recv_stream_options{.multishot = true});
+  if (plain && srv.ring)
+    rx.emplace(sock, *srv.ring, coring::recv_stream_options{.multishot = true});
   coring::buffer held;
   std::size_t held_at = 0;
   http::static_files::connection files;  // --root: this connection's state (pipe, buffers)
@@ -300,7 +349,18 @@ coring::task<> connection(server& srv, coring::socket& s) {
   // the client still sends, briefly, so that it sees the answer rather than a reset.
   bool linger = false;
   try {
-    s.set_option(coring::sockopt::no_delay{true});
+    sock.set_option(coring::sockopt::no_delay{true});
+#if CORING_HAS_TLS
+    if constexpr (!plain) {
+      // The handshake and the first request head, within the header timeout (a client that
+      // stalls in the handshake, or after it, is closed then).
+      head_started = true;
+      head_deadline = srv.after(srv.cfg.header_timeout);
+      self.deadline = head_deadline;
+      auto hs = s.handshake();
+      co_await std::move(hs);
+    }
+#endif
     for (;;) {
       int error_status = 0;
       // Answer every complete request in the buffer.
@@ -425,7 +485,7 @@ coring::task<> connection(server& srv, coring::socket& s) {
       }
       if (body != http::body_framing::none) {
         self.deadline = srv.after(srv.cfg.idle_timeout);
-      } else if (tail > 0) {
+      } else if (tail > 0 || head_started) {  // (head_started without bytes: TLS's first head)
         if (!head_started) {
           head_started = true;
           head_deadline = srv.after(srv.cfg.header_timeout);
@@ -456,16 +516,21 @@ coring::task<> connection(server& srv, coring::socket& s) {
     }
   } catch (const std::system_error& e) {
     // A reset, a broken pipe, a deadline (expired), the drain's cancel: the connection ends.
-    const std::error_code ec = e.code();
-    if (!self.expired && ec != std::errc::operation_canceled && ec != std::errc::connection_reset &&
-        ec != std::errc::broken_pipe && ec != std::errc::timed_out)
+    if (!quiet_end(e, self))
       example::log::err().line(std::string("http_server: connection: ") + e.what());
     linger = false;
   }
   if (!linger) co_return;
   // The lingering close: bounded in time and bytes.
   try {
-    s.shutdown(SHUT_WR);
+#if CORING_HAS_TLS
+    if constexpr (!plain) {  // close_notify first; what follows is read raw and dropped
+      self.deadline = srv.after(srv.cfg.send_timeout);
+      auto bye = s.shutdown();
+      co_await std::move(bye);
+    }
+#endif
+    sock.shutdown(SHUT_WR);
     self.deadline = srv.after(linger_time);
     std::size_t drained = 0;
     while (drained < linger_bytes) {
@@ -475,7 +540,7 @@ coring::task<> connection(server& srv, coring::socket& s) {
         n = held.size();
         held = coring::buffer{};
       } else {
-        n = co_await s.recv(std::as_writable_bytes(std::span(in)));
+        n = co_await sock.recv(std::as_writable_bytes(std::span(in)));
       }
       if (n == 0) break;
       drained += n;
@@ -489,7 +554,8 @@ coring::task<> connection(server& srv, coring::socket& s) {
 // the system only as the kernel first fills each buffer.
 std::shared_ptr<server> make_server(coring::io_context& ctx, const settings& cfg) {
   auto srv = std::make_shared<server>(cfg);
-  if (cfg.multishot && ctx.features().buf_ring) srv->ring.emplace(ctx, cfg.ring_buffers, 4096);
+  if (cfg.multishot && !srv->tls() && ctx.features().buf_ring)
+    srv->ring.emplace(ctx, cfg.ring_buffers, 4096);
   if (!cfg.root.empty()) {
     srv->files.emplace(ctx, cfg.root);
     srv->file_options.send_timeout =
@@ -502,8 +568,23 @@ std::shared_ptr<server> make_server(coring::io_context& ctx, const settings& cfg
 // One client: counted, served; errors end it alone (connection() reports what is news).
 coring::task<> serve_client(std::shared_ptr<server> srv, coring::socket& s) {
   ++srv->accepted;
-  co_await connection(*srv, s);
+#if CORING_HAS_TLS
+  if (srv->cfg.tls) {
+    // The stream owns the socket from here (the scope's slot keeps an empty one: serve() drains
+    // these connections itself).
+    coring::tls::stream t(*srv->cfg.tls, std::move(s));
+    co_await connection(*srv, t, t.next_layer());
+    co_return;
+  }
+#endif
+  co_await connection(*srv, s, s);
 }
+
+// The grace is over: cancels every connection of srv (the TLS ones: see serve()).
+struct cancel_all_fn {
+  server* srv;
+  void operator()() const noexcept { srv->cancel_all(); }
+};
 
 // Serves listener until stopped() returns, then drains (see the usage text).
 template <class Wait>
@@ -517,6 +598,12 @@ coring::task<> serve(coring::io_context& ctx, coring::socket listener, std::shar
   auto why = stopped(scope);  // named: no temporary around the co_await (g++ 12)
   co_await std::move(why);
   srv->draining = true;
+  // TLS streams own their sockets: shut their reads down now, cancel them at the grace limit.
+  std::optional<std::stop_callback<cancel_all_fn>> cancel_tls;
+  if (srv->tls()) {
+    srv->shut_reads();
+    cancel_tls.emplace(scope.token(), cancel_all_fn{srv.get()});
+  }
   const bool ended = co_await scope.drain(srv->cfg.grace);  // named: g++ 12
   ticking.request_stop();
   if (!ended)
@@ -623,7 +710,13 @@ int main(int argc, char** argv) {
   cfg.multishot = args.flag("--multishot");
   auto threads = static_cast<unsigned>(args.get_int("--threads", 1, 1, 256));
   const std::string body = args.get("--body", "sendfile");
+  const std::string tls_cert = args.get("--tls-cert", "");
+  const std::string tls_key = args.get("--tls-key", "");
   args.done();
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::fprintf(stderr, "http_server: --tls-cert and --tls-key go together\n%s", usage);
+    return 2;
+  }
   if (body == "read") {
     cfg.body = http::static_files::body_method::read_send;
   } else if (body == "splice") {
@@ -637,6 +730,15 @@ int main(int argc, char** argv) {
   example::raise_fd_limit();
   int status = 0;
   try {
+    if (!tls_cert.empty()) {
+#if CORING_HAS_TLS
+      coring::tls::context_options tls_options;
+      tls_options.alpn = {"http/1.1"};
+      cfg.tls = coring::tls::context::server(tls_cert, tls_key, tls_options);
+#else
+      throw std::runtime_error("--tls-cert: this build has no TLS (meson -Dtls=enabled)");
+#endif
+    }
     if (threads == 1) {
       coring::io_context ctx(ring_options(cfg));
       coring::signal_set signals(ctx, {SIGINT, SIGTERM});

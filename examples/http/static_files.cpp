@@ -11,6 +11,7 @@
 #include <ctime>
 #include <span>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include <fcntl.h>
@@ -229,18 +230,26 @@ void add_length(std::string& h, std::uint64_t n) {
   h.append("\r\n");
 }
 
+// The socket under a transport (a plain socket is its own).
+coring::socket& socket_of(coring::socket& s) noexcept { return s; }
+#if CORING_HAS_TLS
+coring::socket& socket_of(coring::tls::stream& s) noexcept { return s.next_layer(); }
+#endif
+
 // Sends all of data within the options' bounds. Returns: false if it failed or timed out.
-coring::task<bool> send_bounded(coring::socket& s, std::string_view data,
-                                const static_files::options& o) {
+template <class Stream>
+CORING_NO_SANITIZE_FUNCTION coring::task<bool> send_bounded(Stream& s, std::string_view data,
+                                                            const static_files::options& o) {
   auto op = s.send_all(data).with_timeout(o.send_timeout).with_stop(o.stop);
   auto r = co_await coring::as_result(std::move(op));
   co_return static_cast<bool>(r);
 }
 
 // A short text response (errors, redirects). Returns: whether the connection may stay open.
-coring::task<bool> send_simple(coring::socket& s, const request& r, std::string_view common,
-                               std::string& h, int status, const static_files::options& o,
-                               std::string_view extra_headers = {}, bool close = false) {
+template <class Stream>
+CORING_NO_SANITIZE_FUNCTION coring::task<bool> send_simple(
+    Stream& s, const request& r, std::string_view common, std::string& h, int status,
+    const static_files::options& o, std::string_view extra_headers = {}, bool close = false) {
   start_head(h, status, common, r);
   if (close && r.keep_alive) h.append("Connection: close\r\n");
   h.append(extra_headers);
@@ -263,9 +272,12 @@ coring::task<bool> send_simple(coring::socket& s, const request& r, std::string_
 
 }  // namespace
 
-coring::task<bool> static_files::serve(coring::socket& s, const request& r,
-                                       std::string_view common_headers, connection& c,
-                                       const options& o) {
+// serve() for a plain socket or a TLS stream (whose bodies are read and sent: sendfile and
+// splice cannot encrypt).
+template <class Stream>
+CORING_NO_SANITIZE_FUNCTION coring::task<bool> static_files::serve_on(
+    Stream& s, const request& r, std::string_view common_headers, connection& c, const options& o) {
+  constexpr bool plain = std::is_same_v<Stream, coring::socket>;
   std::string& h = c.head_;
   if (r.verb != method::get && r.verb != method::head)
     co_return co_await send_simple(s, r, common_headers, h, 405, o, "Allow: GET, HEAD\r\n");
@@ -279,7 +291,7 @@ coring::task<bool> static_files::serve(coring::socket& s, const request& r,
   if (dir_target) path.append("index.html");
   if (path.empty()) path = ".";
 
-  coring::io_context& ctx = s.context();
+  coring::io_context& ctx = socket_of(s).context();
   // O_NONBLOCK: opening a FIFO must not wait for a writer (only regular files are served).
   auto opened = co_await coring::as_result(
       coring::file::open_beneath(ctx, root_, path, O_RDONLY | O_NONBLOCK | O_NOCTTY));
@@ -358,34 +370,36 @@ coring::task<bool> static_files::serve(coring::socket& s, const request& r,
                         deadline - std::chrono::steady_clock::now()),
                     std::chrono::milliseconds(0));
   };
-  if (o.body == body_method::sendfile && count > small_file_bytes) {
-    // The head (MSG_MORE: it leaves with the body's first bytes), then the body by sendfile
-    // within what is left of the time; no buffer, no copy, no thread.
-    auto head = s.send_all(h, MSG_MORE).with_timeout(o.send_timeout).with_stop(o.stop);
-    auto head_sent = co_await coring::as_result(std::move(head));
-    if (!head_sent) co_return false;
-    auto body = coring::send_file(
-        s, f, offset, count,
-        {.timeout = std::max(left(), std::chrono::milliseconds(1)), .stop = o.stop});
-    auto sent = co_await coring::as_result(std::move(body));
-    co_return static_cast<bool>(sent) && r.keep_alive;
-  }
-  if (o.body == body_method::splice && count > small_file_bytes) {
-    // The head, then the body by splice (file → pipe → socket) within what is left of the time.
-    const bool head_sent = co_await send_bounded(s, h, o);
-    if (!head_sent) co_return false;
-    if (!c.pipe_) {
-      try {
-        c.pipe_ = coring::pipe::open();
-      } catch (const std::system_error&) {
-        co_return false;  // out of descriptors: the response is cut, the connection closed
-      }
+  if constexpr (plain) {
+    if (o.body == body_method::sendfile && count > small_file_bytes) {
+      // The head (MSG_MORE: it leaves with the body's first bytes), then the body by sendfile
+      // within what is left of the time; no buffer, no copy, no thread.
+      auto head = s.send_all(h, MSG_MORE).with_timeout(o.send_timeout).with_stop(o.stop);
+      auto head_sent = co_await coring::as_result(std::move(head));
+      if (!head_sent) co_return false;
+      auto body = coring::send_file(
+          s, f, offset, count,
+          {.timeout = std::max(left(), std::chrono::milliseconds(1)), .stop = o.stop});
+      auto sent = co_await coring::as_result(std::move(body));
+      co_return static_cast<bool>(sent) && r.keep_alive;
     }
-    auto body = coring::send_file(
-        s, f, offset, count, c.pipe_,
-        {.timeout = std::max(left(), std::chrono::milliseconds(1)), .stop = o.stop});
-    auto sent = co_await coring::as_result(std::move(body));
-    co_return static_cast<bool>(sent) && r.keep_alive;
+    if (o.body == body_method::splice && count > small_file_bytes) {
+      // The head, then the body by splice (file → pipe → socket) within what is left of the time.
+      const bool head_sent = co_await send_bounded(s, h, o);
+      if (!head_sent) co_return false;
+      if (!c.pipe_) {
+        try {
+          c.pipe_ = coring::pipe::open();
+        } catch (const std::system_error&) {
+          co_return false;  // out of descriptors: the response is cut, the connection closed
+        }
+      }
+      auto body = coring::send_file(
+          s, f, offset, count, c.pipe_,
+          {.timeout = std::max(left(), std::chrono::milliseconds(1)), .stop = o.stop});
+      auto sent = co_await coring::as_result(std::move(body));
+      co_return static_cast<bool>(sent) && r.keep_alive;
+    }
   }
   // Read + send (and small files whatever the method). A small file joins the head in the
   // connection's buffer, one read and one send; a larger one goes through a buffer of
@@ -421,5 +435,19 @@ coring::task<bool> static_files::serve(coring::socket& s, const request& r,
   }
   co_return r.keep_alive;
 }
+
+coring::task<bool> static_files::serve(coring::socket& s, const request& r,
+                                       std::string_view common_headers, connection& c,
+                                       const options& o) {
+  return serve_on(s, r, common_headers, c, o);
+}
+
+#if CORING_HAS_TLS
+coring::task<bool> static_files::serve(coring::tls::stream& s, const request& r,
+                                       std::string_view common_headers, connection& c,
+                                       const options& o) {
+  return serve_on(s, r, common_headers, c, o);
+}
+#endif
 
 }  // namespace http

@@ -66,6 +66,13 @@ class static_files {
   /// the task completes.
   coring::task<bool> serve(coring::socket& s, const request& r, std::string_view common_headers,
                            connection& c, const options& o);
+#if CORING_HAS_TLS
+  /// As serve() on a socket, over TLS: every body is read into a buffer and sent through s
+  /// (o.body does not apply: sendfile and splice cannot encrypt), at most read_chunk_bytes at a
+  /// time. Returns/Note: as above.
+  coring::task<bool> serve(coring::tls::stream& s, const request& r,
+                           std::string_view common_headers, connection& c, const options& o);
+#endif
 
   /// Bodies up to this size are read into the connection's buffer after the head and sent with
   /// it in one send (the buffer keeps its capacity for the next request).
@@ -75,6 +82,9 @@ class static_files {
   static constexpr std::size_t read_chunk_bytes = 128 * 1024;
 
  private:
+  template <class Stream>
+  coring::task<bool> serve_on(Stream& s, const request& r, std::string_view common_headers,
+                              connection& c, const options& o);
   coring::file root_;
 };
 
