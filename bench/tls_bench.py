@@ -368,6 +368,7 @@ def summary(samples, profile):
         out[name] = {"ops": median(ss, "ops_per_s"), "cpu": median(ss, "server_cpu_us_per_op"),
                      "kib": median(ss, "kib_per_conn"), "p50": median(ss, "p50_us"),
                      "p99": median(ss, "p99_us"), "n": len(ss),
+                     "su": median(ss, "server_cpu_util"), "cu": median(ss, "client_cpu_util"),
                      "errors": sum(max(s.get("errors", 0), 0) for s in ss),
                      "failed": sum(1 for s in ss if s.get("errors", 0) != 0
                                    or s.get("tool_rc") != 0),
@@ -381,8 +382,8 @@ def ratio(a, b):
 
 def tables(samples, profiles):
     rows = ["| profile | server | ops/s | p50 µs | p99 µs | server CPU µs/op | ops/s ÷ ref | "
-            "CPU/op ÷ ref | errors | noisy |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "CPU/op ÷ ref | server / client CPU used | errors | noisy |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     mem = ["| profile | server | connections | RSS before KiB | RSS held KiB | KiB / connection | "
            "÷ nginx | RSS after close KiB | errors |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -404,7 +405,8 @@ def tables(samples, profiles):
             rows.append(f"| {profile} | {name} | {fmt(v['ops'], ',.0f')} | "
                         f"{fmt(v['p50'], '.0f')} | {fmt(v['p99'], '.0f')} | "
                         f"{fmt(v['cpu'], '.2f')} | {fmt(ratio(v['ops'], r.get('ops')), '.2f')} | "
-                        f"{fmt(ratio(v['cpu'], r.get('cpu')), '.2f')} | {err} | {v['noisy']} |")
+                        f"{fmt(ratio(v['cpu'], r.get('cpu')), '.2f')} | "
+                        f"{fmt(v['su'], '.0%')} / {fmt(v['cu'], '.0%')} | {err} | {v['noisy']} |")
     goals = ["| goal | profile | measured | met |", "|---|---|---:|---|"]
     for prefix, metric, op, bound, text in GOALS:
         for profile in profiles:
