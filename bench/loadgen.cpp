@@ -5,7 +5,8 @@
 //         [--rate R] [--warmup SEC] [--server-pid PID] [--timeout SEC] [--spin-us US] [--json]
 // loadgen --http [--path /x] [--host-header H] [--expect-body STR | --expect-body-file F |
 //                 --expect-length N] ...
-// loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC] [--size S]
+// loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC] [--size S] [--http]
+// loadgen --tls [--ca FILE] [--tls-name NAME] [--tls-ciphersuites LIST] ... (any mode above)
 //
 // Closed loop (no --rate): every connection keeps D messages of S bytes in flight; latency runs
 // from the moment a message is queued. Open loop (--rate R): global send slots every 1/R s are
@@ -35,6 +36,14 @@
 // Transfer-Encoding), with a body equal to --expect-body or to the contents of
 // --expect-body-file (or of --expect-length bytes), and no response may arrive without a
 // request outstanding; anything else counts as a bad response.
+//
+// TLS (--tls, built with OpenSSL 3): every connection does a client handshake (non-blocking
+// OpenSSL on the socket, on the same epoll loop) before the load starts, then the same load and
+// checks as above go through SSL_write/SSL_read. --ca FILE verifies the chain and --tls-name
+// (default localhost, also sent as SNI); without --ca the server is not verified (a load
+// generator). A failed handshake counts as a connect failure. At the end loadgen sends
+// close_notify and half-closes; the server's EOF is accepted with or without its close_notify
+// ("tls_unclean_closes" counts the latter). The JSON names the negotiated version and suite.
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -62,6 +71,17 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#ifdef LOADGEN_TLS
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#else
+struct ssl_st;
+struct ssl_ctx_st;
+using SSL = ssl_st;
+using SSL_CTX = ssl_ctx_st;
+#endif
 
 namespace {
 
@@ -156,11 +176,16 @@ struct options {
   int idle_connections = 0;
   double hold = 0;
   bool http = false;
+  bool reconnect = false;  // --http: one "Connection: close" request per connection, then anew
   std::string path = "/";
   std::string host_header;  // empty: HOST:PORT
   bool have_expect_body = false;
   std::string expect_body;
   long long expect_length = -1;  // -1: any Content-Length
+  bool tls = false;
+  std::string ca;  // empty: the server is not verified
+  std::string tls_name = "localhost";
+  std::string tls_ciphersuites;  // empty: OpenSSL's default TLS 1.3 suites
 };
 
 struct conn {
@@ -180,6 +205,18 @@ struct conn {
   std::uint64_t body_left = 0;
   std::uint64_t body_off = 0;  // body bytes seen so far (compared with --expect-body)
   std::uint64_t resp_bytes = 0;
+  SSL* ssl = nullptr;             // --tls
+  int phase = 0;                  // --reconnect: 0 ready, 1 connecting, 2 TLS handshake
+  std::int64_t connect_at = 0;    // --reconnect: when this connection's connect() started
+  bool read_wants_write = false;  // --tls: SSL_read asked for a writable socket
+};
+
+// What one read or write on a connection came to.
+enum class io_kind { data, again, eof, eof_unclean, error };
+struct io_result {
+  io_kind kind = io_kind::data;
+  std::size_t n = 0;
+  std::string what;  // io_kind::error: what failed
 };
 
 struct counters {
@@ -210,6 +247,17 @@ class loadgen {
 
  private:
   bool resolve();
+  bool tls_setup();
+  void setup_http();
+  void handshake(int first, int last);
+  io_result read_some(conn& c, void* buf, std::size_t len);
+  io_result write_some(conn& c, const void* buf, std::size_t len);
+  void close_conn(conn& c);
+  void tls_new(conn& c);
+  int tls_step(conn& c);
+  void reconnect(conn& c);
+  void advance(conn& c);
+  void on_event(conn& c, std::uint32_t events);
   void open_connections(int n);
   void close_all();
   void fail(conn& c, std::uint64_t& counter, const std::string& what);
@@ -251,6 +299,10 @@ class loadgen {
   clockid_t server_clock_{};
   bool have_server_clock_ = false;
   int errors_logged_ = 0;
+  SSL_CTX* tls_ctx_ = nullptr;
+  std::string tls_version_, tls_cipher_;  // of the first connection's handshake
+  std::uint64_t tls_unclean_closes_ = 0;  // server EOFs at the end without close_notify
+  std::uint64_t tls_resumed_ = 0;         // handshakes that resumed a session (expected: 0)
 };
 
 bool loadgen::resolve() {
@@ -308,7 +360,10 @@ void loadgen::open_connections(int n) {
       if (left_ms <= 0) break;
       int k = epoll_wait(ep_, evs.data(), batch, left_ms);
       for (int i = 0; i < k; ++i) {
-        conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
+        std::uint32_t id = evs[static_cast<std::size_t>(i)].data.u32;
+        if (id < static_cast<std::uint32_t>(first) || id >= static_cast<std::uint32_t>(last))
+          continue;  // an earlier batch's connection
+        conn& c = conns_[id];
         if (c.dead || c.want_out) continue;  // want_out marks "connected" during this phase
         int err = 0;
         socklen_t len = sizeof err;
@@ -330,6 +385,16 @@ void loadgen::open_connections(int n) {
       if (!c.dead && !c.want_out) fail(c, err_.connect_failures, "connect timed out");
       c.want_out = false;
     }
+    if (tls_ctx_ != nullptr) handshake(first, last);
+  }
+  // TLS: a connection parks (no events) once its handshake is done, since the server's
+  // session tickets would keep it readable while later batches connect; now wake them all.
+  for (conn& c : conns_) {
+    if (tls_ctx_ == nullptr || c.dead) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = c.id;
+    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
   }
 }
 
@@ -340,9 +405,282 @@ void loadgen::fail(conn& c, std::uint64_t& counter, const std::string& what) {
                  "loadgen: connection %u: %s at rx offset %" PRIu64 ", tx offset %" PRIu64 "\n",
                  c.id, what.c_str(), c.rx_off, c.tx_off);
   }
+  close_conn(c);
+  c.dead = true;
+}
+
+void loadgen::close_conn(conn& c) {
+#ifdef LOADGEN_TLS
+  if (c.ssl != nullptr) SSL_free(c.ssl);
+#endif
+  c.ssl = nullptr;
   if (c.fd >= 0) close(c.fd);  // also removes it from the epoll set
   c.fd = -1;
-  c.dead = true;
+}
+
+// Both directions of a TLS connection can need either readiness, so TLS connections try
+// both on any event; plain ones follow the event.
+void loadgen::on_event(conn& c, std::uint32_t e) {
+  if (c.phase != 0) {
+    advance(c);
+    return;
+  }
+  if (c.ssl != nullptr || (e & (EPOLLIN | EPOLLHUP | EPOLLERR))) on_readable(c);
+  if (!c.dead && c.fd >= 0 && (c.ssl != nullptr || (e & EPOLLOUT))) flush(c);
+}
+
+io_result loadgen::read_some(conn& c, void* buf, std::size_t len) {
+#ifdef LOADGEN_TLS
+  if (c.ssl != nullptr) {
+    ERR_clear_error();
+    int r = SSL_read(c.ssl, buf, static_cast<int>(len));
+    if (r > 0) {
+      if (c.read_wants_write) {
+        c.read_wants_write = false;
+        if (c.queued * msg_size_ == c.tx_off) set_out(c, false);
+      }
+      return {io_kind::data, static_cast<std::size_t>(r), {}};
+    }
+    int err = SSL_get_error(c.ssl, r);
+    if (err == SSL_ERROR_WANT_READ) return {io_kind::again, 0, {}};
+    if (err == SSL_ERROR_WANT_WRITE) {
+      c.read_wants_write = true;
+      set_out(c, true);
+      return {io_kind::again, 0, {}};
+    }
+    if (err == SSL_ERROR_ZERO_RETURN) return {io_kind::eof, 0, {}};
+    unsigned long e = ERR_peek_error();
+    if (err == SSL_ERROR_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+      return {io_kind::eof_unclean, 0, {}};
+    if (err == SSL_ERROR_SYSCALL && e == 0 && errno == 0) return {io_kind::eof_unclean, 0, {}};
+    char msg[256] = "";
+    if (e != 0) ERR_error_string_n(e, msg, sizeof msg);
+    return {io_kind::error, 0, std::string("SSL_read: ") + (e != 0 ? msg : std::strerror(errno))};
+  }
+#endif
+  for (;;) {
+    ssize_t r = recv(c.fd, buf, len, 0);
+    if (r > 0) return {io_kind::data, static_cast<std::size_t>(r), {}};
+    if (r == 0) return {io_kind::eof, 0, {}};
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return {io_kind::again, 0, {}};
+    return {io_kind::error, 0, std::string("recv: ") + std::strerror(errno)};
+  }
+}
+
+io_result loadgen::write_some(conn& c, const void* buf, std::size_t len) {
+#ifdef LOADGEN_TLS
+  if (c.ssl != nullptr) {
+    ERR_clear_error();
+    // Partial writes and a moving buffer are enabled: a retry after WANT_WRITE passes the
+    // same bytes (same stream offset) and at least as many of them.
+    int r = SSL_write(c.ssl, buf, static_cast<int>(std::min<std::size_t>(len, 1 << 30)));
+    if (r > 0) return {io_kind::data, static_cast<std::size_t>(r), {}};
+    int err = SSL_get_error(c.ssl, r);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) return {io_kind::again, 0, {}};
+    unsigned long e = ERR_peek_error();
+    char msg[256] = "";
+    if (e != 0) ERR_error_string_n(e, msg, sizeof msg);
+    return {io_kind::error, 0, std::string("SSL_write: ") + (e != 0 ? msg : std::strerror(errno))};
+  }
+#endif
+  for (;;) {
+    ssize_t w = send(c.fd, buf, len, MSG_NOSIGNAL);
+    if (w >= 0) return {io_kind::data, static_cast<std::size_t>(w), {}};
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return {io_kind::again, 0, {}};
+    return {io_kind::error, 0, std::string("send: ") + std::strerror(errno)};
+  }
+}
+
+#ifdef LOADGEN_TLS
+std::string tls_error(SSL* ssl, int r, const char* step) {
+  std::string out = step;
+  int err = SSL_get_error(ssl, r);
+  unsigned long e = ERR_get_error();
+  char msg[256] = "";
+  if (e != 0) {
+    ERR_error_string_n(e, msg, sizeof msg);
+    out += msg;
+  } else if (err == SSL_ERROR_SYSCALL) {
+    out += errno != 0 ? std::strerror(errno) : "connection closed";
+  } else {
+    out += "SSL_get_error " + std::to_string(err);
+  }
+  long v = SSL_get_verify_result(ssl);
+  if (v != X509_V_OK) out += std::string(" (") + X509_verify_cert_error_string(v) + ")";
+  return out;
+}
+
+bool loadgen::tls_setup() {
+  tls_ctx_ = SSL_CTX_new(TLS_client_method());
+  if (tls_ctx_ == nullptr) return false;
+  SSL_CTX_set_min_proto_version(tls_ctx_, TLS1_2_VERSION);
+  long mode = SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
+  if (opt_.idle_connections > 0) mode |= SSL_MODE_RELEASE_BUFFERS;  // 10,000 idle clients
+  SSL_CTX_set_mode(tls_ctx_, mode);
+  if (opt_.idle_connections == 0) SSL_CTX_set_read_ahead(tls_ctx_, 1);  // fewer recv calls
+  SSL_CTX_set_session_cache_mode(tls_ctx_, SSL_SESS_CACHE_OFF);         // every handshake is full
+  if (!opt_.tls_ciphersuites.empty() &&
+      SSL_CTX_set_ciphersuites(tls_ctx_, opt_.tls_ciphersuites.c_str()) != 1) {
+    std::fprintf(stderr, "loadgen: bad --tls-ciphersuites %s\n", opt_.tls_ciphersuites.c_str());
+    return false;
+  }
+  if (!opt_.ca.empty()) {
+    if (SSL_CTX_load_verify_locations(tls_ctx_, opt_.ca.c_str(), nullptr) != 1) {
+      std::fprintf(stderr, "loadgen: cannot load --ca %s\n", opt_.ca.c_str());
+      return false;
+    }
+    SSL_CTX_set_verify(tls_ctx_, SSL_VERIFY_PEER, nullptr);
+  } else {
+    SSL_CTX_set_verify(tls_ctx_, SSL_VERIFY_NONE, nullptr);
+  }
+  return true;
+}
+
+void loadgen::tls_new(conn& c) {
+  c.ssl = SSL_new(tls_ctx_);
+  SSL_set_fd(c.ssl, c.fd);
+  SSL_set_connect_state(c.ssl);
+  SSL_set_tlsext_host_name(c.ssl, opt_.tls_name.c_str());
+  if (!opt_.ca.empty()) SSL_set1_host(c.ssl, opt_.tls_name.c_str());
+}
+
+// One step of c's handshake. Returns: 1 done (c waits for EPOLLIN), 0 in progress (c waits for
+// what OpenSSL asked for), -1 failed (c is dead).
+int loadgen::tls_step(conn& c) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(c.ssl);
+  epoll_event ev{};
+  ev.data.u32 = c.id;
+  if (r == 1) {
+    if (tls_version_.empty()) {
+      tls_version_ = SSL_get_version(c.ssl);
+      tls_cipher_ = SSL_get_cipher_name(c.ssl);
+    }
+    tls_resumed_ += SSL_session_reused(c.ssl) ? 1 : 0;
+    // open_connections wakes the parked ones (events 0) at its end.
+    ev.events = c.phase == 2 ? static_cast<std::uint32_t>(EPOLLIN) : 0u;
+    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+    c.want_out = false;
+    return 1;
+  }
+  int err = SSL_get_error(c.ssl, r);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    ev.events = err == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT;
+    epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+    return 0;
+  }
+  fail(c, err_.connect_failures, tls_error(c.ssl, r, "tls handshake: "));
+  return -1;
+}
+
+// TLS client handshakes on the connected sockets first..last-1, all at once on the epoll set;
+// a connection that fails or is not done within 30 s counts as a connect failure.
+void loadgen::handshake(int first, int last) {
+  std::vector<char> done(conns_.size(), 1);
+  int pending = 0;
+  for (int i = first; i < last; ++i) {
+    conn& c = conns_[static_cast<std::size_t>(i)];
+    if (c.dead) continue;
+    tls_new(c);
+    if (tls_step(c) == 0) {
+      done[c.id] = 0;
+      ++pending;
+    }
+  }
+  std::vector<epoll_event> evs(1024);
+  std::int64_t deadline = now_ns() + 30'000'000'000ll;
+  while (pending > 0) {
+    int left_ms = static_cast<int>((deadline - now_ns()) / 1'000'000);
+    if (left_ms <= 0) break;
+    int k = epoll_wait(ep_, evs.data(), static_cast<int>(evs.size()), left_ms);
+    for (int i = 0; i < k; ++i) {
+      conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
+      if (done[c.id] || c.dead) continue;
+      if (tls_step(c) != 0) {
+        done[c.id] = 1;
+        --pending;
+      }
+    }
+  }
+  for (int i = first; i < last; ++i) {
+    conn& c = conns_[static_cast<std::size_t>(i)];
+    if (!done[c.id] && !c.dead) fail(c, err_.connect_failures, "tls handshake timed out");
+  }
+}
+#else
+bool loadgen::tls_setup() {
+  std::fprintf(stderr, "loadgen: built without OpenSSL: no --tls\n");
+  return false;
+}
+void loadgen::handshake(int, int) {}
+void loadgen::tls_new(conn&) {}
+int loadgen::tls_step(conn&) { return -1; }
+#endif
+
+// --reconnect: the response is in and the server closed: say goodbye and connect anew (a new
+// TCP connection and, with --tls, a new SSL object: a full handshake, no session kept).
+void loadgen::reconnect(conn& c) {
+#ifdef LOADGEN_TLS
+  if (c.ssl != nullptr) {
+    ERR_clear_error();
+    SSL_shutdown(c.ssl);
+  }
+#endif
+  close_conn(c);
+  c.rx_off = c.tx_off = c.queued = c.done = 0;
+  c.head.clear();
+  c.in_body = false;
+  c.want_out = c.read_wants_write = false;
+  c.connect_at = now_ns();
+  c.fd = socket(addr_.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (c.fd < 0) {
+    fail(c, err_.connect_failures, std::string("socket: ") + std::strerror(errno));
+    return;
+  }
+  int one = 1;
+  setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  if (connect(c.fd, reinterpret_cast<sockaddr*>(&addr_), addr_len_) < 0 && errno != EINPROGRESS) {
+    fail(c, err_.connect_failures, std::string("connect: ") + std::strerror(errno));
+    return;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLOUT;
+  ev.data.u32 = c.id;
+  epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev);
+  c.phase = 1;
+}
+
+// --reconnect: the connect or the handshake of c made progress.
+void loadgen::advance(conn& c) {
+  if (c.phase == 1) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err == EINPROGRESS) return;
+    if (err != 0) {
+      fail(c, err_.connect_failures, std::string("connect: ") + std::strerror(err));
+      return;
+    }
+    if (tls_ctx_ != nullptr) {
+      tls_new(c);
+      c.phase = 2;
+    } else {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u32 = c.id;
+      epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
+      c.phase = 0;
+      refill(c);
+      return;
+    }
+  }
+  int r = tls_step(c);
+  if (r == 1) {
+    c.phase = 0;
+    refill(c);
+  }
 }
 
 void loadgen::set_out(conn& c, bool on) {
@@ -368,20 +706,19 @@ void loadgen::flush(conn& c) {
       data = pattern.data() + pos;
       len = static_cast<std::size_t>(std::min<std::uint64_t>(owed, max_chunk));
     }
-    ssize_t w = send(c.fd, data, len, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        set_out(c, true);
-        return;
-      }
-      fail(c, err_.socket_errors, std::string("send: ") + std::strerror(errno));
+    io_result w = write_some(c, data, len);
+    if (w.kind == io_kind::again) {
+      set_out(c, true);
       return;
     }
-    c.tx_off += static_cast<std::uint64_t>(w);
-    owed -= static_cast<std::uint64_t>(w);
+    if (w.kind != io_kind::data) {
+      fail(c, err_.socket_errors, w.what);
+      return;
+    }
+    c.tx_off += w.n;
+    owed -= w.n;
   }
-  set_out(c, false);
+  set_out(c, c.read_wants_write);
 }
 
 // Queues as many messages as the mode allows, stamping each with its start time.
@@ -395,7 +732,9 @@ void loadgen::refill(conn& c) {
   auto conns = static_cast<std::uint64_t>(opt_.connections);
   for (; c.queued < limit; ++c.queued) {
     std::size_t i = c.id * depth + c.queued % depth;
-    sent_at_[i] = opt_.rate > 0 ? slot_time(c.id + c.queued * conns) : now;
+    sent_at_[i] = opt_.rate > 0    ? slot_time(c.id + c.queued * conns)
+                  : opt_.reconnect ? c.connect_at
+                                   : now;
     queued_at_[i] = now;
   }
   flush(c);
@@ -408,23 +747,24 @@ void loadgen::on_readable(conn& c) {
   }
   auto depth = static_cast<std::uint64_t>(opt_.depth);
   for (;;) {
-    ssize_t r = recv(c.fd, rbuf_.data(), rbuf_.size(), 0);
-    if (r == 0) {
+    io_result r = read_some(c, rbuf_.data(), rbuf_.size());
+    if (r.kind == io_kind::eof || r.kind == io_kind::eof_unclean) {
       if (draining_ && c.rx_off == c.tx_off) {  // the orderly end: every byte came back
-        close(c.fd);
-        c.fd = -1;
+        tls_unclean_closes_ += r.kind == io_kind::eof_unclean ? 1 : 0;
+        close_conn(c);
         return;
       }
-      fail(c, err_.eofs, draining_ ? "EOF before every byte was echoed" : "unexpected EOF");
+      fail(c, err_.eofs,
+           std::string(draining_ ? "EOF before every byte was echoed" : "unexpected EOF") +
+               (r.kind == io_kind::eof_unclean ? " (no close_notify)" : ""));
       return;
     }
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      fail(c, err_.socket_errors, std::string("recv: ") + std::strerror(errno));
+    if (r.kind == io_kind::again) return;
+    if (r.kind == io_kind::error) {
+      fail(c, err_.socket_errors, r.what);
       return;
     }
-    auto n = static_cast<std::uint64_t>(r);
+    auto n = static_cast<std::uint64_t>(r.n);
     if (c.rx_off + n > c.tx_off) {
       fail(c, err_.mismatches,
            "received " + std::to_string(c.rx_off + n - c.tx_off) + " more bytes than were sent");
@@ -454,7 +794,8 @@ void loadgen::on_readable(conn& c) {
     }
     if (!draining_) refill(c);
     if (c.dead || c.fd < 0) return;
-    if (static_cast<std::size_t>(r) < rbuf_.size()) return;  // short read: socket drained
+    // A short read drained the socket; TLS reads until WANT_READ (records may wait in OpenSSL).
+    if (c.ssl == nullptr && r.n < rbuf_.size()) return;
   }
 }
 
@@ -618,30 +959,34 @@ bool loadgen::on_http_bytes(conn& c, const char* p, std::size_t n, std::int64_t 
 
 void loadgen::on_readable_http(conn& c) {
   for (;;) {
-    ssize_t r = recv(c.fd, rbuf_.data(), rbuf_.size(), 0);
-    if (r == 0) {
-      // The orderly end: every request answered, no response half-read.
-      if (draining_ && c.done == c.queued && !c.in_body && c.head.empty()) {
-        close(c.fd);
-        c.fd = -1;
+    io_result r = read_some(c, rbuf_.data(), rbuf_.size());
+    if (r.kind == io_kind::eof || r.kind == io_kind::eof_unclean) {
+      if (opt_.reconnect && !draining_ && c.queued > 0 && c.done == c.queued && !c.in_body &&
+          c.head.empty()) {  // the answer to "Connection: close" is in: the next connection
+        reconnect(c);
         return;
       }
-      fail(c, err_.eofs, draining_ ? "EOF before every request was answered" : "unexpected EOF");
+      // The orderly end: every request answered, no response half-read.
+      if (draining_ && c.done == c.queued && !c.in_body && c.head.empty()) {
+        tls_unclean_closes_ += r.kind == io_kind::eof_unclean ? 1 : 0;
+        close_conn(c);
+        return;
+      }
+      fail(c, err_.eofs,
+           std::string(draining_ ? "EOF before every request was answered" : "unexpected EOF") +
+               (r.kind == io_kind::eof_unclean ? " (no close_notify)" : ""));
       return;
     }
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-      fail(c, err_.socket_errors, std::string("recv: ") + std::strerror(errno));
+    if (r.kind == io_kind::again) return;
+    if (r.kind == io_kind::error) {
+      fail(c, err_.socket_errors, r.what);
       return;
     }
-    c.rx_off += static_cast<std::uint64_t>(r);
-    if (!on_http_bytes(c, reinterpret_cast<const char*>(rbuf_.data()), static_cast<std::size_t>(r),
-                       now_ns()))
-      return;
+    c.rx_off += r.n;
+    if (!on_http_bytes(c, reinterpret_cast<const char*>(rbuf_.data()), r.n, now_ns())) return;
     if (!draining_) refill(c);
     if (c.dead || c.fd < 0) return;
-    if (static_cast<std::size_t>(r) < rbuf_.size()) return;  // short read: socket drained
+    if (c.ssl == nullptr && r.n < rbuf_.size()) return;  // short read: socket drained
   }
 }
 
@@ -672,10 +1017,7 @@ cpu_sample loadgen::sample() const {
 
 void loadgen::close_all() {
   for (conn& c : conns_)
-    if (c.fd >= 0) {
-      close(c.fd);
-      c.fd = -1;
-    }
+    close_conn(c);
 }
 
 std::string fmt(const char* f, double v) {
@@ -692,6 +1034,12 @@ void loadgen::drain() {
   std::size_t open = 0;
   for (conn& c : conns_) {
     if (c.dead || c.fd < 0) continue;
+#ifdef LOADGEN_TLS
+    if (c.ssl != nullptr) {  // close_notify first; echoes still in flight can be read after it
+      ERR_clear_error();
+      SSL_shutdown(c.ssl);
+    }
+#endif
     shutdown(c.fd, SHUT_WR);
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -716,27 +1064,36 @@ void loadgen::drain() {
   }
 }
 
-int loadgen::run() {
-  if (!resolve()) return 2;
+void loadgen::setup_http() {
   if (opt_.http) {
     std::string host = opt_.host_header;
     if (host.empty()) {
       bool v6 = opt_.host.find(':') != std::string::npos;
       host = (v6 ? "[" + opt_.host + "]" : opt_.host) + ":" + std::to_string(opt_.port);
     }
-    request_ = "GET " + opt_.path + " HTTP/1.1\r\nHost: " + host + "\r\n\r\n";
+    request_ = "GET " + opt_.path + " HTTP/1.1\r\nHost: " + host + "\r\n" +
+               (opt_.reconnect ? "Connection: close\r\n" : "") + "\r\n";
     msg_size_ = request_.size();
     std::size_t copies =
         std::clamp<std::size_t>(64 * 1024 / msg_size_, 1, static_cast<std::size_t>(opt_.depth));
     for (std::size_t i = 0; i < copies; ++i)
       requests_ += request_;
   }
+}
+
+int loadgen::run() {
+  if (!resolve()) return 2;
+  if (opt_.tls && !tls_setup()) return 2;
+  setup_http();
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   if (opt_.server_pid > 0)
     have_server_clock_ = clock_getcpuclockid(opt_.server_pid, &server_clock_) == 0;
+  if (opt_.reconnect) max_messages_ = 1;  // per connection: counts restart on reconnect
   open_connections(opt_.connections);
   sent_at_.assign(conns_.size() * static_cast<std::size_t>(opt_.depth), 0);
   queued_at_ = sent_at_;
+  for (conn& c : conns_)
+    c.connect_at = now_ns();  // the first connections' latency runs from here
 
   t0_ = now_ns();
   slot_ns_ = opt_.rate > 0 ? 1e9 / opt_.rate : 0;
@@ -780,8 +1137,7 @@ int loadgen::run() {
       conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
       if (c.dead) continue;
       std::uint32_t e = evs[static_cast<std::size_t>(i)].events;
-      if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
-      if (!c.dead && (e & EPOLLOUT)) flush(c);
+      on_event(c, e);
     }
     if (opt_.rate > 0) {
       now = now_ns();
@@ -805,6 +1161,13 @@ int loadgen::run() {
   const auto timeout_ns = static_cast<std::int64_t>(opt_.timeout * 1e9);
   for (conn& c : conns_) {
     if (c.dead) continue;
+    if (c.phase != 0) {  // --reconnect: between connections
+      if (end.wall - c.connect_at > timeout_ns)
+        fail(c, err_.timeouts, "connect and handshake not done within --timeout");
+      else
+        close_conn(c);
+      continue;
+    }
     if (opt_.rate > 0) {
       // Scheduled inside the window but not echoed by its end (sent late or still in flight).
       std::uint64_t nconns = conns_.size();
@@ -855,7 +1218,9 @@ int loadgen::run() {
         ", \"connect_failures\": %" PRIu64 ", \"timeouts\": %" PRIu64
         ", \"bad_responses\": %" PRIu64
         ", \"server_pid\": %d, \"server_cpu_us_per_rt\": %s, \"server_cpu_ticks_us_per_rt\": %s, "
-        "\"server_cpu_util\": %s, \"loadgen_cpu_us_per_rt\": %.3f}\n",
+        "\"server_cpu_util\": %s, \"loadgen_cpu_us_per_rt\": %.3f, \"tls\": %s, "
+        "\"tls_version\": %s, \"tls_cipher\": %s, \"tls_unclean_closes\": %" PRIu64
+        ", \"tls_resumed\": %" PRIu64 ", \"reconnect\": %s}\n",
         opt_.http ? "http" : "echo", opt_.connections, alive, msg_size_, opt_.depth, opt_.rate,
         secs, completed_, rts, static_cast<double>(bytes_) / (secs > 0 ? secs : 1), p50, p90, p99,
         p999, maxl, incomplete, errors, err_.mismatches, err_.eofs, err_.socket_errors,
@@ -865,7 +1230,10 @@ int loadgen::run() {
         server_us >= 0
             ? fmt("%.4f", server_us * static_cast<double>(completed_) / 1e6 / secs).c_str()
             : "null",
-        self_us);
+        self_us, opt_.tls ? "true" : "false",
+        tls_version_.empty() ? "null" : ("\"" + tls_version_ + "\"").c_str(),
+        tls_cipher_.empty() ? "null" : ("\"" + tls_cipher_ + "\"").c_str(), tls_unclean_closes_,
+        tls_resumed_, opt_.reconnect ? "true" : "false");
   } else {
     const char* unit = opt_.http ? "req" : "rt";
     std::printf("%.0f %s/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  errors %" PRIu64,
@@ -874,6 +1242,7 @@ int loadgen::run() {
     std::printf("  loadgen %.2f us/%s  (c%d s%zu d%d", self_us, unit, opt_.connections, msg_size_,
                 opt_.depth);
     if (opt_.rate > 0) std::printf(" rate %.0f, %" PRIu64 " incomplete", opt_.rate, incomplete);
+    if (opt_.tls) std::printf(", %s %s", tls_version_.c_str(), tls_cipher_.c_str());
     std::printf(", %.2f s)\n", secs);
   }
   std::fflush(stdout);
@@ -887,6 +1256,8 @@ void on_hold_signal(int) { hold_interrupted = 1; }
 // holds them for --hold seconds (or until SIGINT/SIGTERM/stdin EOF).
 int loadgen::run_idle() {
   if (!resolve()) return 2;
+  if (opt_.tls && !tls_setup()) return 2;
+  setup_http();
   ep_ = epoll_create1(EPOLL_CLOEXEC);
   opt_.connections = opt_.idle_connections;
   opt_.depth = 1;
@@ -909,8 +1280,7 @@ int loadgen::run_idle() {
       conn& c = conns_[evs[static_cast<std::size_t>(i)].data.u32];
       if (c.dead) continue;
       std::uint32_t e = evs[static_cast<std::size_t>(i)].events;
-      if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
-      if (!c.dead && (e & EPOLLOUT)) flush(c);
+      on_event(c, e);
     }
   }
   int echoed = 0;
@@ -955,8 +1325,9 @@ int loadgen::run_idle() {
   close_all();
   std::uint64_t errors = err_.total();
   if (opt_.json)
-    std::printf("{\"idle_connections\": %d, \"echoed\": %d, \"errors\": %" PRIu64 "}\n",
-                opt_.idle_connections, echoed, errors);
+    std::printf("{\"idle_connections\": %d, \"echoed\": %d, \"errors\": %" PRIu64
+                ", \"tls_version\": \"%s\", \"tls_cipher\": \"%s\"}\n",
+                opt_.idle_connections, echoed, errors, tls_version_.c_str(), tls_cipher_.c_str());
   else
     std::printf("idle: %d connections, %d echoed, errors %" PRIu64 "\n", opt_.idle_connections,
                 echoed, errors);
@@ -965,15 +1336,18 @@ int loadgen::run_idle() {
 }
 
 [[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr,
-               "loadgen: %s\n"
-               "usage: loadgen --host 127.0.0.1 --port N [--connections C] [--size S] [--depth D]\n"
-               "               [--duration SEC] [--rate R] [--warmup SEC] [--server-pid PID]\n"
-               "               [--timeout SEC] [--spin-us US] [--json]\n"
-               "               [--http [--path /x] [--host-header H] [--expect-body STR]\n"
-               "                [--expect-body-file FILE] [--expect-length N]]\n"
-               "       loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC]\n",
-               why);
+  std::fprintf(
+      stderr,
+      "loadgen: %s\n"
+      "usage: loadgen --host 127.0.0.1 --port N [--connections C] [--size S] [--depth D]\n"
+      "               [--duration SEC] [--rate R] [--warmup SEC] [--server-pid PID]\n"
+      "               [--timeout SEC] [--spin-us US] [--json]\n"
+      "               [--http [--path /x] [--host-header H] [--expect-body STR]\n"
+      "                [--expect-body-file FILE] [--expect-length N] [--reconnect]]\n"
+      "       loadgen --host 127.0.0.1 --port N --idle-connections N [--hold SEC] [--http]\n"
+      "       any of these with --tls [--ca FILE] [--tls-name NAME]\n"
+      "                                [--tls-ciphersuites LIST]\n",
+      why);
   std::exit(2);
 }
 
@@ -1034,6 +1408,16 @@ options parse(int argc, char** argv) {
       o.have_expect_body = true;
     } else if (a == "--expect-length")
       o.expect_length = std::atoll(value());
+    else if (a == "--tls")
+      o.tls = true;
+    else if (a == "--reconnect")
+      o.reconnect = true;
+    else if (a == "--ca")
+      o.ca = value();
+    else if (a == "--tls-name")
+      o.tls_name = value();
+    else if (a == "--tls-ciphersuites")
+      o.tls_ciphersuites = value();
     else
       usage(("unknown argument " + std::string(a)).c_str());
   }
@@ -1041,7 +1425,10 @@ options parse(int argc, char** argv) {
   if (o.connections < 1 || o.depth < 1 || o.size < 1 || o.duration <= 0 || o.warmup < 0 ||
       o.rate < 0 || o.idle_connections < 0)
     usage("bad value");
-  if (o.http && o.idle_connections > 0) usage("--http has no --idle-connections mode");
+  if (o.reconnect && (!o.http || o.rate > 0 || o.depth != 1 || o.idle_connections > 0))
+    usage("--reconnect needs --http, closed loop (no --rate), --depth 1");
+  if (!o.tls && (!o.ca.empty() || !o.tls_ciphersuites.empty()))
+    usage("--ca and --tls-ciphersuites need --tls");
   if (!o.http &&
       (o.have_expect_body || o.expect_length >= 0 || o.path != "/" || !o.host_header.empty()))
     usage("--path, --host-header, --expect-body and --expect-length need --http");

@@ -26,10 +26,11 @@ from run import DEFAULT_SERVERS  # noqa: E402
 from serverproc import rss_kib, start_server, stop_server  # noqa: E402
 
 
-def idle_clients(loadgen, port, n, hold):
-    """Starts loadgen holding n idle connections; returns (Popen, echoed) once it says ready."""
+def idle_clients(loadgen, port, n, hold, extra=()):
+    """Starts loadgen holding n idle connections (extra: more loadgen arguments, e.g. --tls);
+    returns (Popen, echoed) once it says ready."""
     p = subprocess.Popen([loadgen, "--host", "127.0.0.1", "--port", str(port),
-                          "--idle-connections", str(n), "--hold", str(hold)],
+                          "--idle-connections", str(n), "--hold", str(hold), *extra],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()  # "ready N" (loadgen gives up connecting after ~12 s)
     if not line.startswith("ready"):
