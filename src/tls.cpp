@@ -28,6 +28,8 @@ std::string openssl_words(const char* fallback) {
   std::string out;
   if (e == 0) {
     out = fallback;
+  } else if (ERR_SYSTEM_ERROR(e)) {  // an errno (a file that is not there): say it as such
+    out = std::system_category().message(ERR_GET_REASON(e));
   } else {
     const char* reason = ERR_reason_error_string(e);
     if (reason) {
