@@ -185,6 +185,36 @@ TEST_CASE("4 MiB each way at the same time arrive intact (full duplex)" *
       60s);
 }
 
+TEST_CASE("key updates asked for by each side, in the middle of traffic both ways, keep the bytes" *
+          test::skip_unless(test::has_openssl())) {
+  // A TLS 1.3 KeyUpdate with update_requested makes the peer's SSL_read write an answer: output
+  // made while reading, queued behind the peer's own sends.
+  io_context ctx;
+  const auto sc = server_ctx();
+  const auto cc = client_ctx();
+  test::run_on(
+      ctx,
+      [&](io_context& ctx) -> task<> {
+        tls_pair t = co_await connect_pair(ctx, sc, cc);
+        for (int round = 0; round < 4; ++round) {
+          CHECK(SSL_key_update(t.server.native_handle(), SSL_KEY_UPDATE_REQUESTED) == 1);
+          CHECK(SSL_key_update(t.client.native_handle(), SSL_KEY_UPDATE_REQUESTED) == 1);
+          const std::size_t size = 300000;
+          const std::string up = pattern(size, 10 + round), down = pattern(size, 20 + round);
+          auto all = when_all(send_text(t.client, up), send_text(t.server, down),
+                              recv_exactly(t.server, size), recv_exactly(t.client, size));
+          auto results = co_await all;
+          CHECK(std::get<2>(results) == up);
+          CHECK(std::get<3>(results) == down);
+        }
+        co_await t.client.shutdown();
+        std::array<std::byte, 8> buf;
+        std::size_t n = co_await t.server.recv(buf);
+        CHECK(n == 0);
+      },
+      60s);
+}
+
 TEST_CASE("TLS 1.2 can be forced, and ALPN picks the server's choice among the client's" *
           test::skip_unless(test::has_openssl())) {
   io_context ctx;
