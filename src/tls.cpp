@@ -746,7 +746,7 @@ tls_loop tls_state::tx_loop(tls_state& st) {
         // Records (or part of one) that cannot be taken back are unsent: output is over.
         st.write_error = is_cancel(ec) ? make_error_code(errc::tls_failed) : ec;
         st.write_message = is_cancel(ec) ? "an earlier send was cancelled mid-record"
-                                         : ec.message() + " (sending records)";
+                                         : std::string("sending records");
         if (is_cancel(ec) && st.tx_owner) st.tx_stopped = ec;
         st.out_begin = st.out_end = 0;
         break;
