@@ -37,32 +37,10 @@ int start_server(test::child& server) {
 
 // ---- echo_client's load mode, run as a real process ----
 
-/// echo_client's summary line: "N connections x M messages x S bytes: A ok, F failed,
-/// B bytes echoed and verified, X mismatches, ...".
-struct load_summary {
-  std::size_t connections = 0, count = 0, size = 0, ok = 0, failed = 0, bytes = 0, mismatches = 0;
-};
-
-/// The summary line in out, or nullopt if there is none.
-std::optional<load_summary> parse_summary(const std::string& out) {
-  std::istringstream lines(out);
-  std::string line;
-  while (std::getline(lines, line)) {
-    load_summary s;
-    if (std::sscanf(line.c_str(),
-                    "%zu connections x %zu messages x %zu bytes: %zu ok, %zu failed, %zu bytes "
-                    "echoed and verified, %zu mismatches",
-                    &s.connections, &s.count, &s.size, &s.ok, &s.failed, &s.bytes,
-                    &s.mismatches) == 7)
-      return s;
-  }
-  return std::nullopt;
-}
-
 struct load_run {
   int status = -1;
   std::string out;  // stdout and stderr: the summary and the lines naming each failure
-  std::optional<load_summary> summary;
+  std::optional<test::load_summary> summary;
   double seconds = 0;
 };
 
@@ -85,7 +63,7 @@ load_run run_load(int port, const std::vector<std::string>& args, std::chrono::s
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   REQUIRE_MESSAGE(st.has_value(), "echo_client still running after " << limit.count() << " s");
   r.status = *st;
-  r.summary = parse_summary(r.out);
+  r.summary = test::parse_summary(r.out);
   // Its stderr is in out: a status of 1 must be echo_client's verdict, not a sanitizer's death.
   CHECK_MESSAGE(!test::sanitizer_report(r.out), r.out);
   return r;

@@ -119,32 +119,12 @@ run_result run_client(int port, std::vector<std::string> args, const std::string
   return run(argv, limit, input);
 }
 
-// echo_client's summary: "N connections x M messages x S bytes: A ok, F failed, B bytes echoed
-// and verified, X mismatches, ...".
-struct summary {
-  std::size_t connections = 0, count = 0, size = 0, ok = 0, failed = 0, bytes = 0, mismatches = 0;
-};
-std::optional<summary> parse_summary(const std::string& out) {
-  std::istringstream lines(out);
-  std::string line;
-  while (std::getline(lines, line)) {
-    summary s;
-    if (std::sscanf(line.c_str(),
-                    "%zu connections x %zu messages x %zu bytes: %zu ok, %zu failed, %zu bytes "
-                    "echoed and verified, %zu mismatches",
-                    &s.connections, &s.count, &s.size, &s.ok, &s.failed, &s.bytes,
-                    &s.mismatches) == 7)
-      return s;
-  }
-  return std::nullopt;
-}
-
 // The proof that a server still serves after a fault: echo_client's verified load over TLS.
 void check_served(int port) {
   auto r = run_client(port, {"--connections", "3", "--count", "5", "--size", "3000"});
   INFO(r.out);
   CHECK(r.status == 0);
-  auto s = parse_summary(r.out);
+  auto s = test::parse_summary(r.out);
   REQUIRE(s);
   CHECK(s->ok == 3);
   CHECK(s->bytes == 3u * 5 * 3000);
@@ -304,7 +284,7 @@ TEST_CASE("echo_client --tls --ca verifies every byte against Python's ssl echo 
         port, {"--tls-host", host, "--connections", "8", "--count", "20", "--size", "5000"});
     INFO(r.out);
     CHECK(r.status == 0);
-    auto s = parse_summary(r.out);
+    auto s = test::parse_summary(r.out);
     REQUIRE(s);
     CHECK(s->ok == 8);
     CHECK(s->mismatches == 0);
@@ -327,7 +307,7 @@ TEST_CASE("1,000 concurrent TLS clients through echo_client --tls, every byte ve
       "", 240s);
   INFO(r.out);
   CHECK(r.status == 0);
-  auto s = parse_summary(r.out);
+  auto s = test::parse_summary(r.out);
   REQUIRE(s);
   CHECK(s->ok == 1000);
   CHECK(s->failed == 0);
@@ -556,7 +536,7 @@ TEST_CASE("echo_server --threads 2 serves TLS on every thread" * needs_openssl) 
   auto r = run_client(srv.port, {"--connections", "200", "--count", "5", "--size", "2000"});
   INFO(r.out);
   CHECK(r.status == 0);
-  auto s = parse_summary(r.out);
+  auto s = test::parse_summary(r.out);
   REQUIRE(s);
   CHECK(s->ok == 200);
   CHECK(s->bytes == 200u * 5 * 2000);

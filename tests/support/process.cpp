@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
 #include <utility>
 
@@ -184,6 +185,21 @@ int port_from_line(const std::string& line) {
   auto colon = line.rfind(':');
   if (colon == std::string::npos) return -1;
   return std::atoi(line.c_str() + colon + 1);
+}
+
+std::optional<load_summary> parse_summary(const std::string& out) {
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    load_summary s;
+    if (std::sscanf(line.c_str(),
+                    "%zu connections x %zu messages x %zu bytes: %zu ok, %zu failed, %zu bytes "
+                    "echoed and verified, %zu mismatches",
+                    &s.connections, &s.count, &s.size, &s.ok, &s.failed, &s.bytes,
+                    &s.mismatches) == 7)
+      return s;
+  }
+  return std::nullopt;
 }
 
 }  // namespace coring::test

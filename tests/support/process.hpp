@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -73,5 +74,14 @@ std::string example_path(const char* env_var);
 
 /// Parses the port from a line ending in "host:PORT" (e.g. "listening on 127.0.0.1:4242").
 int port_from_line(const std::string& line);
+
+/// echo_client's summary line: "N connections x M messages x S bytes: A ok, F failed,
+/// B bytes echoed and verified, X mismatches, ...".
+struct load_summary {
+  std::size_t connections = 0, count = 0, size = 0, ok = 0, failed = 0, bytes = 0, mismatches = 0;
+};
+
+/// The summary line in out, or nullopt if there is none.
+std::optional<load_summary> parse_summary(const std::string& out);
 
 }  // namespace coring::test
