@@ -54,6 +54,22 @@ task<tls_pair> connect_pair(io_context& ctx, const tls::context& sc, const tls::
   co_return std::move(t);
 }
 
+// Runs body(ctx, t) on a new io_context, t a pair made by connect_pair from the default
+// contexts; fails the test if it takes longer than limit.
+template <class Body>
+void on_pair(Body body, std::chrono::seconds limit = 20s) {
+  io_context ctx;
+  const auto sc = server_ctx();
+  const auto cc = client_ctx();
+  test::run_on(
+      ctx,
+      [&](io_context& ctx) -> task<> {
+        tls_pair t = co_await connect_pair(ctx, sc, cc);
+        co_await body(ctx, t);
+      },
+      limit);
+}
+
 // Both handshakes, as results (one side's failure does not hide the other's).
 struct handshake_results {
   std::string client_what, server_what;  // empty: it succeeded
@@ -151,11 +167,7 @@ TEST_CASE("a context made from a missing file says which file and why" *
 
 TEST_CASE("a TLS 1.3 handshake and an echo carry the bytes exactly" *
           test::skip_unless(test::has_openssl())) {
-  io_context ctx;
-  const auto sc = server_ctx();
-  const auto cc = client_ctx();
-  test::run_on(ctx, [&](io_context& ctx) -> task<> {
-    tls_pair t = co_await connect_pair(ctx, sc, cc);
+  on_pair([&](io_context&, tls_pair& t) -> task<> {
     CHECK(t.client.version_name() == "TLSv1.3");
     CHECK(t.server.version_name() == "TLSv1.3");
     CHECK(!t.client.cipher_name().empty());
@@ -198,13 +210,8 @@ TEST_CASE("key updates asked for by each side, in the middle of traffic both way
           test::skip_unless(test::has_openssl())) {
   // A TLS 1.3 KeyUpdate with update_requested makes the peer's SSL_read write an answer: output
   // made while reading, queued behind the peer's own sends.
-  io_context ctx;
-  const auto sc = server_ctx();
-  const auto cc = client_ctx();
-  test::run_on(
-      ctx,
-      [&](io_context& ctx) -> task<> {
-        tls_pair t = co_await connect_pair(ctx, sc, cc);
+  on_pair(
+      [&](io_context&, tls_pair& t) -> task<> {
         for (int round = 0; round < 4; ++round) {
           CHECK(SSL_key_update(t.server.native_handle(), SSL_KEY_UPDATE_REQUESTED) == 1);
           CHECK(SSL_key_update(t.client.native_handle(), SSL_KEY_UPDATE_REQUESTED) == 1);
@@ -254,11 +261,7 @@ TEST_CASE("TLS 1.2 can be forced, and ALPN picks the server's choice among the c
 
 TEST_CASE("shutdown sends close_notify: the peer's recv returns 0, as often as asked" *
           test::skip_unless(test::has_openssl())) {
-  io_context ctx;
-  const auto sc = server_ctx();
-  const auto cc = client_ctx();
-  test::run_on(ctx, [&](io_context& ctx) -> task<> {
-    tls_pair t = co_await connect_pair(ctx, sc, cc);
+  on_pair([&](io_context&, tls_pair& t) -> task<> {
     co_await t.client.send_all("last words");
     co_await t.client.shutdown();
     std::string got = co_await recv_exactly(t.server, 1000);
@@ -280,11 +283,7 @@ TEST_CASE("shutdown sends close_notify: the peer's recv returns 0, as often as a
 
 TEST_CASE("a TCP close without close_notify is reported as truncation, not as EOF" *
           test::skip_unless(test::has_openssl())) {
-  io_context ctx;
-  const auto sc = server_ctx();
-  const auto cc = client_ctx();
-  test::run_on(ctx, [&](io_context& ctx) -> task<> {
-    tls_pair t = co_await connect_pair(ctx, sc, cc);
+  on_pair([&](io_context&, tls_pair& t) -> task<> {
     co_await t.client.send_all("partial");
     t.client.next_layer().shutdown(SHUT_RDWR);
     std::string got = co_await recv_exactly(t.server, 7);
@@ -419,11 +418,7 @@ TEST_CASE("a handshake with a peer that never speaks ends at its deadline" *
 
 TEST_CASE("a recv ends on a stop request, and the stream goes on" *
           test::skip_unless(test::has_openssl())) {
-  io_context ctx;
-  const auto sc = server_ctx();
-  const auto cc = client_ctx();
-  test::run_on(ctx, [&](io_context& ctx) -> task<> {
-    tls_pair t = co_await connect_pair(ctx, sc, cc);
+  on_pair([&](io_context&, tls_pair& t) -> task<> {
     std::stop_source stop;
     std::array<std::byte, 64> buf;
     auto stopper = [&]() -> task<> {
@@ -444,11 +439,7 @@ TEST_CASE("a recv ends on a stop request, and the stream goes on" *
 
 TEST_CASE("a task group's stop ends a recv and a send in flight on one stream" *
           test::skip_unless(test::has_openssl())) {
-  io_context ctx;
-  const auto sc = server_ctx();
-  const auto cc = client_ctx();
-  test::run_on(ctx, [&](io_context& ctx) -> task<> {
-    tls_pair t = co_await connect_pair(ctx, sc, cc);
+  on_pair([&](io_context& ctx, tls_pair& t) -> task<> {
     const std::string big = pattern(16u << 20, 5);  // more than the socket buffers hold
     std::array<std::byte, 64> buf;
     std::error_code recv_error, send_error;
@@ -483,11 +474,7 @@ TEST_CASE("a task group's stop ends a recv and a send in flight on one stream" *
 
 TEST_CASE("a send that times out mid-record leaves the stream unusable for sends, with a reason" *
           test::skip_unless(test::has_openssl())) {
-  io_context ctx;
-  const auto sc = server_ctx();
-  const auto cc = client_ctx();
-  test::run_on(ctx, [&](io_context& ctx) -> task<> {
-    tls_pair t = co_await connect_pair(ctx, sc, cc);
+  on_pair([&](io_context&, tls_pair& t) -> task<> {
     const std::string big = pattern(32u << 20, 6);  // far more than the socket buffers hold
     auto r = co_await as_result(t.client.send_all(big).with_timeout(200ms));
     CHECK(r.error() == std::errc::timed_out);
