@@ -315,7 +315,9 @@ struct tls_state {
   tls_op_base* tx_owner = nullptr;  // the op whose deadline and stop bound the send in flight
   std::error_code tx_stopped;       // ... and ended it
   bool pumping = false, repump = false;
-  bool orphaned = false;  // the stream was destroyed while rx or tx was in flight
+  bool orphaned = false;             // the stream was destroyed while rx or tx was in flight
+  bool reaped = false;               // orphaned: an orphan_reaper spawned on ctx owns the state
+  std::coroutine_handle<> reaper{};  // ... and waits here for the loops to be idle
 
   // ---- the BIO over in and out ----
   static BIO_METHOD* bio_method();
@@ -644,11 +646,39 @@ struct tls_state {
 
   // Frees the state of a stream destroyed while a ring operation was in flight, once none is.
   // Returns: true if it did (the caller's frame is gone then).
+  // With a reaper (the usual case), wakes it instead: it frees the state in a later loop turn.
   bool reap_orphan() noexcept {
     if (!orphaned || rx_busy || tx_busy) return false;
+    if (reaped) {
+      if (reaper) ctx->schedule(std::exchange(reaper, {}));
+      return false;
+    }
     delete this;
     return true;
   }
+};
+
+// Spawned on the context by ~stream when a ring operation of an orphaned state is in flight:
+// owns the state from then on, so that io_context teardown (which destroys spawned frames after
+// every final CQE) frees it even if that operation never resumes its loop. Waits for the loops
+// to be idle (reap_orphan wakes it), then frees the state as it ends.
+struct orphan_reaper {
+  tls_state* st;
+  explicit orphan_reaper(tls_state* s) noexcept : st(s) {}
+  orphan_reaper(orphan_reaper&& o) noexcept : st(std::exchange(o.st, nullptr)) {}
+  orphan_reaper& operator=(orphan_reaper&&) = delete;
+  ~orphan_reaper() {
+    if (!st) return;
+    if ((st->rx_busy || st->tx_busy) && !st->ctx->stopping()) {
+      st->reaped = false;  // never started (spawn failed): the loops free the state themselves
+      st->reaper = {};
+      return;
+    }
+    delete st;  // LIFETIME: idle, or teardown after every final CQE
+  }
+  bool await_ready() const noexcept { return !st->rx_busy && !st->tx_busy; }
+  void await_suspend(std::coroutine_handle<> h) noexcept { st->reaper = h; }
+  void await_resume() const noexcept {}
 };
 
 // Suspends a loop until the state machine resumes it; frees an orphaned state (and with it
@@ -912,6 +942,11 @@ stream::~stream() {
     st_->orphaned = true;
     st_->rd = st_->wr = nullptr;
     st_->sock.cancel();
+    st_->reaped = true;
+    try {
+      st_->ctx->spawn(detail::orphan_reaper(st_));
+    } catch (...) {  // std::bad_alloc: the reaper undid its claim; the loops free the state
+    }
     return;
   }
   delete st_;

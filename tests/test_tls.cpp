@@ -523,6 +523,64 @@ TEST_CASE("destroying the io_context with a handshake, a recv and a send in flig
   }  // ~io_context: cancels, reaps, destroys the frames (and the streams in them)
 }
 
+namespace {
+
+// Makes the server stream of t owe the client output that cannot leave: its socket is filled
+// with raw bytes (the client never reads), then a forged record from the client makes the
+// server's recv fail and queue a fatal alert, which its tx loop sends into the full socket: a
+// ring send in flight that no operation owns. Returns: true if the recv failed as it should.
+// co_await next_turn{ctx} (named first: g++ 12): resumes in the context's next loop turn.
+struct next_turn {
+  io_context& ctx;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) const { ctx.schedule(h); }
+  void await_resume() const noexcept {}
+};
+
+task<bool> owe_an_alert(tls_pair& t) {
+  const int fd = t.server.next_layer().fileno();
+  const int small = 4096;  // fixed sizes: the kernel does not grow them later (autotuning off)
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  ::setsockopt(t.client.next_layer().fileno(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  const std::string junk(64 * 1024, 'j');
+  for (int i = 0; i < 10000; ++i) {
+    if (::send(fd, junk.data(), junk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) break;
+  }
+  // Application data, 21 bytes, that no key decrypts: bad_record_mac.
+  const std::string forged = std::string("\x17\x03\x03\x00\x15", 5) + std::string(21, 'f');
+  co_await t.client.next_layer().send_all(forged);
+  std::array<std::byte, 8> buf;
+  auto recv = as_result(t.server.recv(buf).with_timeout(10s));
+  auto r = co_await recv;
+  co_return !r && r.error() == errc::tls_failed;
+}
+
+}  // namespace
+
+TEST_CASE("a stream destroyed with output in flight is freed once that send ends" *
+          test::skip_unless(test::has_openssl())) {
+  // LSan (ASan builds) is the judge: the orphaned state, its loops and the SSL object must be
+  // freed (by the reaper ~stream spawned on the context).
+  test::watchdog w(20s);
+  const auto sc = server_ctx();
+  const auto cc = client_ctx();
+  {
+    io_context ctx;
+    test::run_on(ctx, [&](io_context& ctx) -> task<> {
+      tls_pair t = co_await connect_pair(ctx, sc, cc);
+      bool got = co_await owe_an_alert(t);
+      CHECK(got);
+      CHECK(ctx.in_flight() >= 1);
+      { tls::stream gone = std::move(t.server); }  // orphaned: its send is still in flight
+      for (int i = 0; i < 1000 && ctx.in_flight() > 0; ++i) {
+        next_turn turn{ctx};
+        co_await turn;
+      }
+      CHECK(ctx.in_flight() == 0);
+    });
+  }
+}
+
 TEST_CASE("twenty connections at once each carry a message and shut down" *
           test::skip_unless(test::has_openssl())) {
   io_context ctx;
