@@ -272,7 +272,7 @@ struct tls_state {
     if (ssl) SSL_free(ssl);  // frees the BIO too
     if (rx) rx.destroy();
     if (tx) tx.destroy();
-    give_chunk(in);
+    if (in != small) give_chunk(in);
     give_chunk(out);
   }
 
@@ -282,9 +282,15 @@ struct tls_state {
   SSL* ssl = nullptr;
   bool server = false;
 
-  // Ciphertext received, not yet read by OpenSSL: in[in_begin, in_end).
+  // Ciphertext received, not yet read by OpenSSL: in[in_begin, in_end), in_cap bytes. in is a
+  // chunk, or small: a receive that waits for the next message after small ones (an idle
+  // connection, request and answer traffic) waits in small, so an idle stream holds no chunk;
+  // a record that does not fit moves to a chunk (one copy of at most small_size bytes).
+  static constexpr std::size_t small_size = 512;
   char* in = nullptr;
-  std::size_t in_begin = 0, in_end = 0;
+  std::size_t in_begin = 0, in_end = 0, in_cap = 0;
+  std::size_t last_got = 0;  // the last receive's size: small after small ones
+  char small[small_size];
   bool in_eof = false;       // the peer closed the TCP connection
   std::error_code in_error;  // the receive failed (ECONNRESET, ...)
   // Ciphertext OpenSSL wrote, not yet sent: out[out_begin, out_end). Totals count every byte
@@ -599,7 +605,8 @@ struct tls_state {
   // An idle stream holds no ciphertext buffer.
   void release_idle() noexcept {
     if (in && in_begin == in_end && !rx_busy) {
-      give_chunk(std::exchange(in, nullptr));
+      if (in != small) give_chunk(in);
+      in = nullptr;
       in_begin = in_end = 0;
     }
     if (out && out_begin == out_end && !tx_busy) {
@@ -702,24 +709,34 @@ tls_loop tls_state::rx_loop(tls_state& st) {
     st.rx_wanted = false;
     std::error_code ec;
     std::size_t got = 0;
+    if (st.in_end == st.in_begin) st.in_begin = st.in_end = 0;
+    if (st.in && st.in_begin > 0) {
+      std::memmove(st.in, st.in + st.in_begin, st.in_end - st.in_begin);
+      st.in_end -= st.in_begin;
+      st.in_begin = 0;
+    }
     try {
-      if (!st.in) st.in = take_chunk();  // here: pump() gives it back while rx is idle
+      // here: pump() gives the chunk back while rx is idle
+      const bool want_small = st.in_end == 0 && st.last_got < tls_state::small_size;
+      if (!st.in && want_small) {
+        st.in = st.small;
+        st.in_cap = tls_state::small_size;
+      } else if (!st.in || (st.in == st.small && !want_small)) {
+        char* c = take_chunk();  // bulk traffic, or a record larger than small
+        if (st.in) std::memcpy(c, st.in, st.in_end);
+        st.in = c;
+        st.in_cap = chunk_size;
+      }
     } catch (...) {
       st.in_error = make_error_code(std::errc::not_enough_memory);
       st.pump();
       continue;
     }
-    if (st.in_end == st.in_begin) st.in_begin = st.in_end = 0;
-    if (st.in_begin > 0) {
-      std::memmove(st.in, st.in + st.in_begin, st.in_end - st.in_begin);
-      st.in_end -= st.in_begin;
-      st.in_begin = 0;
-    }
     st.rx_busy = true;
     try {
-      auto recv = bounded(st.sock.recv(std::as_writable_bytes(
-                              std::span(st.in + st.in_end, chunk_size - st.in_end))),
-                          st.rd);
+      auto recv = bounded(
+          st.sock.recv(std::as_writable_bytes(std::span(st.in + st.in_end, st.in_cap - st.in_end))),
+          st.rd);
       result<std::size_t> r = co_await recv;
       if (r)
         got = *r;
@@ -742,6 +759,7 @@ tls_loop tls_state::rx_loop(tls_state& st) {
       st.in_eof = true;
     } else {
       st.in_end += got;
+      st.last_got = got;
     }
     st.pump();
   }
