@@ -15,6 +15,7 @@
 #include <new>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 #include <fcntl.h>
@@ -132,6 +133,28 @@ constexpr unsigned task_work_budget = 512;
 // A turn that reaped this many completions counts as busy.
 constexpr unsigned busy_turn = 64;
 
+// TLS (issue 13): whether the kernel offers the TLS ULP (kTLS), read once per process. The
+// file lists the ULPs available ("mptcp tls"); the tls module may also load on first use, which
+// this does not try.
+bool kernel_has_tls_ulp() noexcept {
+  static const bool has = [] {
+    std::FILE* f = std::fopen("/proc/sys/net/ipv4/tcp_available_ulp", "re");
+    if (!f) return false;
+    char buf[256] = {};
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    std::string_view list(buf, n);
+    for (std::size_t at = list.find("tls"); at != std::string_view::npos;
+         at = list.find("tls", at + 1)) {
+      const bool starts = at == 0 || list[at - 1] == ' ';
+      const bool ends = at + 3 == list.size() || list[at + 3] == ' ' || list[at + 3] == '\n';
+      if (starts && ends) return true;
+    }
+    return false;
+  }();
+  return has;
+}
+
 }  // namespace
 
 std::string ring_features::describe() const {
@@ -143,7 +166,7 @@ std::string ring_features::describe() const {
      << " fast_poll=" << fast_poll << " op_socket=" << op_socket << " op_send_zc=" << op_send_zc
      << " op_link_timeout=" << op_link_timeout << " accept_multishot=" << accept_multishot
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
-     << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring;
+     << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp;
   return os.str();
 }
 
@@ -206,6 +229,7 @@ io_context::io_context(io_context_options o)
   f.accept_multishot = f.buf_ring = f.cancel_any = f.op_socket;
   f.recv_multishot = f.op_send_zc;
   if (o.register_ring_fd) f.registered_ring_fd = io_uring_register_ring_fd(&impl_->ring) == 1;
+  f.tls_ulp = kernel_has_tls_ulp();
 
   owner_only_ = f.single_issuer || f.registered_ring_fd;
   bool msg_wake = o.msg_ring_wake;

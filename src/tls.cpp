@@ -327,7 +327,7 @@ struct tls_state {
     const std::size_t n = std::min(avail, static_cast<std::size_t>(len));
     std::memcpy(buf, in + in_begin, n);
     in_begin += n;
-    if (in_begin == in_end) in_begin = in_end = 0;
+    if (in_begin == in_end && !rx_busy) in_begin = in_end = 0;  // rx appends at in_end
     return static_cast<int>(n);
   }
 

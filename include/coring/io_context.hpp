@@ -71,6 +71,9 @@ struct ring_features {
   bool buf_ring = false;            ///< provided-buffer rings (5.19+)
   bool cancel_any = false;          ///< IORING_ASYNC_CANCEL_ANY / _FD (5.19+)
   bool msg_ring = false;            ///< IORING_OP_MSG_RING (5.18+): wakes other rings with it
+  /// The kernel's TLS ULP (kTLS) is there: /proc/sys/net/ipv4/tcp_available_ulp lists "tls".
+  /// Informational: coring::tls does its records in OpenSSL, not in the kernel (issue 13).
+  bool tls_ulp = false;
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };

@@ -196,7 +196,7 @@ namespace coring::tls {
 /// reached the socket, leaves the stream unusable: a record cannot be taken back, so later
 /// sends, send_all and shutdown fail with errc::tls_failed ("tls send: an earlier send was
 /// cancelled mid-record"); recv still works. A stopped handshake ends the stream.
-/// Memory: ciphertext buffers (at most two of about 17 KiB) are taken from a small per-thread
+/// Memory: ciphertext buffers (at most two of 20 KiB) are taken from a small per-thread
 /// free list only while an operation needs them and given back when the stream goes idle; an
 /// idle stream holds only its SSL object (and, with release_buffers, OpenSSL frees its record
 /// buffers too). No coroutine frame is allocated per operation.
