@@ -106,7 +106,8 @@ CORING_NO_SANITIZE_FUNCTION coring::task<> exchange(Stream& s, std::size_t id, s
   std::size_t offset = 0;
   for (std::size_t m = 0; m < count; ++m) {
     fill_pattern(out, id, offset);
-    co_await s.send_all(out);
+    auto tx = s.send_all(out);  // named: no temporary in the co_await (g++ 12)
+    co_await std::move(tx);
     std::size_t got = 0;
     while (got < size) {
       // Bounded by --timeout if given: a lost byte would otherwise stall us forever.

@@ -392,8 +392,9 @@ TEST_CASE("a reset in the middle of a record ends that connection only" * needs_
   auto r = run_peer("reset", srv.port);
   INFO(r.out);
   CHECK(r.status == 0);
-  CHECK(srv.proc.wait_stderr_for("client 127.0.0.1:", 10s));
+  CHECK(srv.proc.wait_stderr_for("Connection reset by peer", 10s));
   INFO(srv.proc.stderr_seen());
+  CHECK(srv.proc.stderr_seen().find("tls handshake") == std::string::npos);  // in the echo
   check_served(srv.port);
   CHECK(srv.terminate(5s) == std::optional<int>(0));
 }
@@ -521,4 +522,61 @@ TEST_CASE("SIGTERM while a TLS client floods: echo_server ends it with close_not
   REQUIRE(ended);
   CHECK(ended->find("ended: close_notify after ") == 0);
   CHECK(flood.wait(10s) == std::optional<int>(0));
+}
+
+TEST_CASE("SIGTERM while a TLS client sends and never reads: echo_server exits 0 after --grace" *
+          needs_openssl * needs_python) {
+  tls_server srv({"--grace", "1"});
+  test::child flood({test::python3(), tls_peer(), "flood-noread", "--port", srv.port_text(), "--ca",
+                     certs().ca, "--timeout", "60"},
+                    test::child_options{.capture_stderr = true});
+  auto started = flood.read_line(20s);
+  REQUIRE_MESSAGE(started, flood.read_stderr(1s));
+  REQUIRE(*started == "flooding");
+  auto stuck = flood.read_line(30s);  // the server's echo waits for us to read
+  REQUIRE(stuck);
+  REQUIRE(*stuck == "stuck");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto st = srv.terminate(10s);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(st);
+  CHECK(*st == 0);
+  CHECK(took >= 0.8);  // the send in flight had its grace (1 s)...
+  CHECK(took < 5);     // ...then the scope's token stopped it
+  auto ended = flood.read_line(20s);
+  REQUIRE(ended);
+  CHECK(ended->find("ended: closed by the server after ") == 0);
+  CHECK(flood.wait(10s) == std::optional<int>(0));
+}
+
+// ---- the other options, over TLS ----
+
+TEST_CASE("echo_server --threads 2 serves TLS on every thread" * needs_openssl) {
+  tls_server srv({"--threads", "2"});
+  auto r = run_client(srv.port, {"--connections", "200", "--count", "5", "--size", "2000"});
+  INFO(r.out);
+  CHECK(r.status == 0);
+  auto s = parse_summary(r.out);
+  REQUIRE(s);
+  CHECK(s->ok == 200);
+  CHECK(s->bytes == 200u * 5 * 2000);
+  CHECK(srv.terminate(10s) == std::optional<int>(0));
+}
+
+TEST_CASE("a TLS client idle past --idle-timeout is disconnected with one log line" *
+          needs_openssl) {
+  tls_server srv({"--idle-timeout", "0.3"});
+  // echo_client handshakes, echoes a line, then waits on its stdin (kept open): idle.
+  test::child c({test::example_path("ECHO_CLIENT"), "--port", srv.port_text(), "--ca", certs().ca},
+                test::child_options{.capture_stderr = true});
+  c.write("one line\n");
+  auto echoed = c.read_line(10s);
+  REQUIRE(echoed);
+  CHECK(*echoed == "one line");
+  CHECK(srv.proc.wait_stderr_for("idle for too long, disconnected", 10s));
+  INFO(srv.proc.stderr_seen());
+  c.close_stdin();
+  CHECK(c.wait(10s).has_value());  // whatever it says of the closed connection, it ends
+  check_served(srv.port);
+  CHECK(srv.terminate(5s) == std::optional<int>(0));
 }

@@ -17,13 +17,17 @@
 #   truncated  sends half a ClientHello, then closes: "sent <n> of <m> bytes"
 #   stall      sends half a ClientHello and waits for the server to close the connection (its
 #              handshake deadline): "closed by the server after <seconds> s"
-#   reset      handshakes (verifying --ca), sends half of a record, then resets (SO_LINGER 0)
+#   reset      handshakes (verifying --ca), echoes 1000 bytes, sends half of a record, then
+#              resets (SO_LINGER 0)
 #   no-close-notify  handshakes, echoes --size bytes, then closes TCP without close_notify
 #   old        offers only TLS 1.0 and 1.1 (@SECLEVEL=0 ciphers): "refused: <why>", or exit 1
 #              ("accepted <version>") if the server took it
 #   flood      handshakes, then sends and reads back 16 KiB at a time until the server ends the
 #              connection: prints "flooding" after the first echo, then "ended: <how> after
 #              <bytes> bytes" (how: "close_notify", or the error)
+#   flood-noread  as flood, but after the first echo it only sends (never reads): prints
+#              "flooding", then "stuck" once a send waited 1 s (the server's echo is stuck on us),
+#              then "ended: closed by the server after <bytes> bytes sent" when it hangs up
 import argparse
 import select
 import socket
@@ -213,12 +217,31 @@ def handshake_over(sock, obj, inc, out):
             inc.write(b)
 
 
+def echo_through(sock, obj, inc, out, data):
+    """Sends data through obj over sock and reads its echo. Returns: the echo."""
+    obj.write(data)
+    sock.sendall(out.read())
+    got = bytearray()
+    while len(got) < len(data):
+        try:
+            got += obj.read(65536)
+        except ssl.SSLWantReadError:
+            b = sock.recv(65536)
+            if not b:
+                raise ConnectionError("the server closed during the echo")
+            inc.write(b)
+    return bytes(got)
+
+
 def mode_reset(args):
     ctx = client_context(args)
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(inc, out, server_hostname=args.host)
     with connect(args) as s:
         handshake_over(s, obj, inc, out)
+        if echo_through(s, obj, inc, out, pattern(1000)) != pattern(1000):
+            print("the echo before the reset differs")
+            return 1
         obj.write(pattern(3000))
         record = out.read()
         s.sendall(record[:len(record) // 2])
@@ -283,10 +306,41 @@ def mode_flood(args):
     return 0
 
 
+def mode_flood_noread(args):
+    ctx = client_context(args)
+    raw = connect(args)
+    tls = ctx.wrap_socket(raw, server_hostname=args.host)
+    chunk = pattern(16384)
+    if echo_over(tls, chunk) != chunk:
+        print("the first echo differs")
+        return 1
+    print("flooding", flush=True)
+    total, how = 0, "timeout"
+    end = time.monotonic() + args.timeout
+    tls.settimeout(1.0)
+    try:
+        while time.monotonic() < end:
+            tls.sendall(chunk)
+            total += len(chunk)
+    except socket.timeout:
+        # The server stopped reading: its echo is stuck on us. Wait for it to hang up, without
+        # reading (that would let it go on).
+        print("stuck", flush=True)
+        p = select.poll()
+        p.register(tls.fileno(), select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        if p.poll(max(0.0, end - time.monotonic()) * 1000):
+            how = "closed by the server"
+    except (OSError, ssl.SSLError) as e:
+        how = f"{type(e).__name__}: {e}"
+    print(f"ended: {how} after {total} bytes sent", flush=True)
+    tls.close()
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("mode", choices=["client", "server", "garbage", "truncated", "stall", "reset",
-                                    "no-close-notify", "old", "flood"])
+                                    "no-close-notify", "old", "flood", "flood-noread"])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--host", default="localhost")
     p.add_argument("--ca")
@@ -298,7 +352,8 @@ def main():
     args = p.parse_args()
     modes = {"client": mode_client, "server": mode_server, "garbage": mode_garbage,
              "truncated": mode_truncated, "stall": mode_stall, "reset": mode_reset,
-             "no-close-notify": mode_no_close_notify, "old": mode_old, "flood": mode_flood}
+             "no-close-notify": mode_no_close_notify, "old": mode_old, "flood": mode_flood,
+             "flood-noread": mode_flood_noread}
     try:
         return modes[args.mode](args)
     except (OSError, ssl.SSLError, ValueError) as e:
