@@ -13,10 +13,12 @@
 // One io_context and one server context for the whole run: a P-256 key and a self-signed
 // certificate made with the OpenSSL API at start, handed to tls::context::server through memfd
 // paths (/proc/self/fd/N: no file is written). Per input: a fresh socketpair; the input is
-// written to the client's end at once, then the client's end shuts its writes (the server sees
-// EOF after the input), and the server end runs handshake() and, if that succeeds, recv() until
-// 0 or an error, each bounded by a deadline that must never be reached (the EOF is already
-// queued: a timeout means the stream waited for bytes that cannot come).
+// written to the client's end, at once or in pieces (their size follows from the input's size,
+// so both ways are fuzzed: pieces make the stream read partial records, one recv at a time),
+// then the client's end shuts its writes (the server sees EOF after the input); the server end
+// runs handshake() and, if that succeeds, recv() until 0 or an error, each bounded by a deadline
+// that must never be reached (the EOF comes after the input: a timeout means the stream waited
+// for bytes that cannot come).
 //
 // Invariants (std::abort, so libFuzzer saves the input):
 // - every failure is a std::system_error with coring::errc::tls_failed, tls_truncated or
@@ -30,6 +32,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstddef>
@@ -156,21 +159,55 @@ CORING_NO_SANITIZE_FUNCTION coring::task<> serve(coring::tls::stream& t) {
   }
 }
 
+// The client's side: bytes in pieces of piece bytes (each a ring send, so the server runs in
+// between), then EOF. A send refused because the server is done (EPIPE) ends it; one that waits
+// 10 s is a bug of this harness.
+CORING_NO_SANITIZE_FUNCTION coring::task<> feed(coring::socket& client,
+                                                std::span<const std::byte> bytes,
+                                                std::size_t piece) {
+  while (!bytes.empty()) {
+    const std::size_t n = std::min(piece, bytes.size());
+    auto op = coring::as_result(client.send_all(bytes.first(n)).with_timeout(10s));
+    auto sent = co_await std::move(op);
+    if (!sent) {
+      check(sent.error() != std::errc::timed_out);
+      break;
+    }
+    bytes = bytes.subspan(n);
+  }
+  (void)::shutdown(client.fileno(), SHUT_WR);
+}
+
+// The server, then its socket shut down both ways: a client still sending many small pieces
+// (each takes far more of the socket's buffer than its size) gets EPIPE instead of waiting for
+// room the server will never make.
+CORING_NO_SANITIZE_FUNCTION coring::task<> serve_then_close(coring::tls::stream& t) {
+  co_await serve(t);
+  (void)::shutdown(t.next_layer().fileno(), SHUT_RDWR);
+}
+
+CORING_NO_SANITIZE_FUNCTION coring::task<> run(coring::tls::stream& t, coring::socket& client,
+                                               std::span<const std::byte> bytes,
+                                               std::size_t piece) {
+  auto server = serve_then_close(t);
+  auto writer = feed(client, bytes, piece);
+  co_await coring::when_all(std::move(server), std::move(writer));
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   fixture& f = the_fixture();
   auto [server_end, client_end] = coring::socket_pair(f.ctx);
-  // The whole input waits in the server's receive queue, then EOF (a socketpair holds far more
-  // than libFuzzer's inputs; bigger ones are cut).
-  const std::size_t n = std::min<std::size_t>(size, 64 * 1024);
-  if (n > 0) check(::send(client_end.fileno(), data, n, MSG_DONTWAIT) == static_cast<ssize_t>(n));
-  check(::shutdown(client_end.fileno(), SHUT_WR) == 0);
+  // Inputs over 64 KiB are cut (libFuzzer's stay under 4 KiB unless told otherwise).
+  const auto bytes = std::as_bytes(std::span(data, std::min<std::size_t>(size, 64 * 1024)));
+  // Half the inputs at once, the others in pieces of 1 to 64 bytes.
+  const std::size_t piece = size % 2 == 0 ? bytes.size() + 1 : 1 + (size / 2) % 64;
   coring::tls::stream t(f.tls, std::move(server_end));
   try {
-    coring::sync_wait(f.ctx, serve(t));
+    coring::sync_wait(f.ctx, run(t, client_end, bytes, piece));
   } catch (...) {
-    std::abort();  // serve() lets only its invariants' aborts out
+    std::abort();  // serve() and feed() let only their invariants' aborts out
   }
   return 0;
 }

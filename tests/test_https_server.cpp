@@ -166,7 +166,8 @@ print(c.sock.version())
 print("done")
 )";
 
-// Pipelining over ssl: every request in one sendall, the answers read in order from one buffered
+// Pipelining over ssl: every request in one sendall (their answers, some 14 KiB, fill the
+// server's 8 KiB answer buffer more than once), the answers read in order from one buffered
 // reader; ALPN offered as http/1.1 and accepted.
 const char* python_pipelining = R"(import http.client, socket, ssl, sys
 class Shared:
@@ -181,7 +182,7 @@ ctx.set_alpn_protocols(["http/1.1"])
 raw = socket.create_connection(("127.0.0.1", port))
 s = ctx.wrap_socket(raw, server_hostname="localhost")
 assert s.selected_alpn_protocol() == "http/1.1", s.selected_alpn_protocol()
-methods = ["GET"] * 20 + ["HEAD", "POST", "GET"]
+methods = ["GET"] * 100 + ["HEAD", "POST", "GET"]
 wire = b""
 for i, m in enumerate(methods):
     wire += b"%s /%d HTTP/1.1\r\nHost: localhost\r\n" % (m.encode(), i)
@@ -246,6 +247,20 @@ try:
     print("closed" if data == b"" else "data")
 except (ssl.SSLError, OSError):
     print("closed")
+)";
+
+// Asks for /big.bin with a 4 KiB receive buffer, reads 100 bytes, prints "ready", then reads
+// nothing more until stdin closes (the server's send of the body stalls).
+const char* python_slow_reader = R"(import socket, ssl, sys
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+raw = socket.create_connection(("127.0.0.1", port))
+raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s = ctx.wrap_socket(raw, server_hostname="localhost")
+s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+assert s.recv(100).startswith(b"HTTP/1.1 200 OK")
+print("ready", flush=True)
+sys.stdin.read()
 )";
 
 task<coring::socket> connect_to(io_context& ctx, int port) {
@@ -394,7 +409,7 @@ TEST_CASE("Python http.client over ssl: keep-alive on one TLS connection, and pi
   std::string out = run_python(python_keep_alive, {std::to_string(port), certs().ca});
   CHECK(out == "TLSv1.3\ndone\n");
   out = run_python(python_pipelining, {std::to_string(port), certs().ca});
-  CHECK(out == "22 200\ndone\n");
+  CHECK(out == "102 200\ndone\n");
   stop_server(server);
 }
 
@@ -476,6 +491,26 @@ TEST_CASE("SIGTERM with idle TLS connections and a half-done handshake: exit 0 p
   }
   until_close r = test::run(ctx, read_until_close(half), 10s);
   CHECK(r.closed);
+}
+
+TEST_CASE("SIGTERM while a client does not read a file over TLS: exit 0 at the grace limit" *
+          test::skip_unless(has_python3())) {
+  test::temp_dir root{"https-slow"};
+  test::write_file(root / "big.bin", std::string(32u << 20, 'x'));
+  test::child server(server_argv({"--root", root.path(), "--grace", "1"}));
+  const int port = start_server(server);
+  test::child reader({test::python3(), "-c", python_slow_reader, std::to_string(port), certs().ca});
+  auto line = reader.read_line(30s);
+  REQUIRE(line);
+  CHECK(*line == "ready");
+  const auto start = steady::now();
+  stop_server(server, 5s);
+  const double secs = std::chrono::duration<double>(steady::now() - start).count();
+  MESSAGE("exited " << secs << " s after SIGTERM (--grace 1)");
+  CHECK(secs > 0.9);
+  CHECK(secs < 2.5);
+  reader.close_stdin();
+  CHECK(reader.wait(30s));
 }
 
 TEST_CASE("http_server --tls-cert: a missing key or certificate is refused with a clear error" *
