@@ -1089,7 +1089,10 @@ int loadgen::run() {
   if (opt_.server_pid > 0)
     have_server_clock_ = clock_getcpuclockid(opt_.server_pid, &server_clock_) == 0;
   if (opt_.reconnect) max_messages_ = 1;  // per connection: counts restart on reconnect
+  const std::int64_t setup_from = now_ns();
   open_connections(opt_.connections);
+  // Connection setup (and, with --warmup, the server's accepts) stays out of the window.
+  const double setup_s = static_cast<double>(now_ns() - setup_from) / 1e9;
   sent_at_.assign(conns_.size() * static_cast<std::size_t>(opt_.depth), 0);
   queued_at_ = sent_at_;
   for (conn& c : conns_)
@@ -1102,6 +1105,9 @@ int loadgen::run() {
   const std::int64_t measure_to = measure_from + static_cast<std::int64_t>(opt_.duration * 1e9);
   std::uint64_t next_slot = 0;
   cpu_sample start{}, end{};
+  // Live connections with no round trip done when the window opened: a warm-up too short for
+  // the server to accept every connection and answer it once (should be 0).
+  int cold = 0;
 
   if (opt_.rate <= 0)
     for (conn& c : conns_)
@@ -1113,6 +1119,8 @@ int loadgen::run() {
     if (!measuring_ && now >= measure_from && start.wall == 0) {
       start = sample();
       measuring_ = true;
+      for (const conn& c : conns_)
+        cold += (!c.dead && c.done == 0 && !opt_.reconnect) ? 1 : 0;
     }
     if (now >= measure_to) break;
     std::int64_t wake = measuring_ ? measure_to : measure_from;
@@ -1220,7 +1228,9 @@ int loadgen::run() {
         ", \"server_pid\": %d, \"server_cpu_us_per_rt\": %s, \"server_cpu_ticks_us_per_rt\": %s, "
         "\"server_cpu_util\": %s, \"loadgen_cpu_us_per_rt\": %.3f, \"tls\": %s, "
         "\"tls_version\": %s, \"tls_cipher\": %s, \"tls_unclean_closes\": %" PRIu64
-        ", \"tls_resumed\": %" PRIu64 ", \"reconnect\": %s}\n",
+        ", \"tls_resumed\": %" PRIu64
+        ", \"reconnect\": %s, \"setup_s\": %.3f"
+        ", \"cold_connections\": %d}\n",
         opt_.http ? "http" : "echo", opt_.connections, alive, msg_size_, opt_.depth, opt_.rate,
         secs, completed_, rts, static_cast<double>(bytes_) / (secs > 0 ? secs : 1), p50, p90, p99,
         p999, maxl, incomplete, errors, err_.mismatches, err_.eofs, err_.socket_errors,
@@ -1233,7 +1243,7 @@ int loadgen::run() {
         self_us, opt_.tls ? "true" : "false",
         tls_version_.empty() ? "null" : ("\"" + tls_version_ + "\"").c_str(),
         tls_cipher_.empty() ? "null" : ("\"" + tls_cipher_ + "\"").c_str(), tls_unclean_closes_,
-        tls_resumed_, opt_.reconnect ? "true" : "false");
+        tls_resumed_, opt_.reconnect ? "true" : "false", setup_s, cold);
   } else {
     const char* unit = opt_.http ? "req" : "rt";
     std::printf("%.0f %s/s  p50 %.1f us  p99 %.1f us  p99.9 %.1f us  max %.1f us  errors %" PRIu64,
@@ -1243,7 +1253,7 @@ int loadgen::run() {
                 opt_.depth);
     if (opt_.rate > 0) std::printf(" rate %.0f, %" PRIu64 " incomplete", opt_.rate, incomplete);
     if (opt_.tls) std::printf(", %s %s", tls_version_.c_str(), tls_cipher_.c_str());
-    std::printf(", %.2f s)\n", secs);
+    std::printf(", %.2f s, setup %.2f s, %d cold)\n", secs, setup_s, cold);
   }
   std::fflush(stdout);
   return errors == 0 ? 0 : 1;

@@ -41,8 +41,14 @@ PROFILES = {
     "64B-c100-rate60k": (64, 100, 1, 60000),
     "64B-c100-rate120k": (64, 100, 1, 120000),
     "64B-c1000-rate60k": (64, 1000, 1, 60000),
+    # Issue 14: the scale profile (CPU per round trip as connections grow, same offered load)
+    "64B-c10000-rate60k": (64, 10000, 1, 60000),
     "4K-c100-rate30k": (4096, 100, 1, 30000),
 }
+
+# Issue 14: a profile's warm-up is at least this long (s), so that the server has accepted every
+# connection and answered each once before the measured window (loadgen's cold_connections).
+MIN_WARMUP = {"64B-c10000-rate60k": 3.0}
 
 # Servers found in a build dir when no --server is given (name, path relative to the build dir).
 DEFAULT_SERVERS = [
@@ -98,15 +104,38 @@ def pin(cpu, cmd, enabled):
     return (["taskset", "-c", str(cpu)] + cmd) if enabled else cmd
 
 
+def raise_nofile():
+    """preexec_fn for the server and loadgen: the soft open-file limit up to the hard one, so a
+    server that does not raise its own still holds 10,000 connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def check_nofile(profiles):
+    """Exits with a message when a profile needs more descriptors than the hard limit allows
+    (each side holds one per connection, plus a few)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    need = max(PROFILES[p][1] for p in profiles) + 64
+    if hard != resource.RLIM_INFINITY and hard < need:
+        sys.exit(f"run.py: the open-file hard limit is {hard}, and {need} are needed "
+                 f"(raise it, e.g. `ulimit -Hn {need}` as root, or leave out the big profiles)")
+
+
+def warmup_for(args, profile):
+    return max(args.warmup, MIN_WARMUP.get(profile, 0.0))
+
+
 def run_sample(args, name, cmd, profile):
     """One fresh server, one loadgen run. Also measures "other load": the share of the server's
     and loadgen's CPUs that neither process used (other tenants of the machine, ksoftirqd);
     processes in other PID namespaces are invisible to top but not to /proc/stat."""
     size, conns, depth, rate = PROFILES[profile]
-    server, port = start_server(pin(args.server_cpu, cmd, args.pin))
+    warmup = warmup_for(args, profile)
+    server, port = start_server(pin(args.server_cpu, cmd, args.pin), preexec_fn=raise_nofile)
     lg = [args.loadgen, "--host", "127.0.0.1", "--port", str(port), "--connections", str(conns),
           "--size", str(size), "--depth", str(depth), "--duration", str(args.duration),
-          "--warmup", str(args.warmup), "--server-pid", str(server.pid), "--json"]
+          "--warmup", str(warmup), "--server-pid", str(server.pid), "--json"]
     if rate:
         lg += ["--rate", str(rate)]
     hz = os.sysconf("SC_CLK_TCK")
@@ -115,7 +144,7 @@ def run_sample(args, name, cmd, profile):
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         p = subprocess.run(pin(args.loadgen_cpu, lg, args.pin), capture_output=True, text=True,
-                           timeout=args.warmup + args.duration + 60)
+                           timeout=warmup + args.duration + 60, preexec_fn=raise_nofile)
         # The server is not reaped yet, so the children's rusage delta is loadgen alone.
         children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         after, server_after = cpu_jiffies(), proc_ticks(server.pid)
@@ -145,7 +174,16 @@ def run_sample(args, name, cmd, profile):
                        "loadgen_cpu": other(cpu_l, loadgen_ticks)},
     })
     res["noisy"] = other_load(res) > args.max_other_load
+    res["warmup"] = warmup
+    if res.get("cold_connections", 0) > 0:
+        log(f"  {res['cold_connections']} connections had no round trip before the measured "
+            f"window (warm-up {warmup:g} s too short): the sample counts as bad")
     return res
+
+
+def bad_sample(s):
+    """Errors, a failed loadgen, or connection setup inside the measured window."""
+    return s.get("errors", 0) != 0 or s.get("loadgen_rc") != 0 or s.get("cold_connections", 0) > 0
 
 
 def other_load(sample):
@@ -187,7 +225,7 @@ def table(samples, servers, profiles, reference):
             cpu = median(ss, "server_cpu_us_per_rt")
             ratio = cpu / ref_cpu if cpu is not None and ref_cpu else None
             errors = sum(max(s.get("errors", 0), 0) for s in ss)
-            failed = sum(1 for s in ss if s.get("errors", 0) != 0 or s.get("loadgen_rc") != 0)
+            failed = sum(1 for s in ss if bad_sample(s))
             err = str(errors) + (f" ({failed} bad runs)" if failed else "")
             rows.append(f"| {profile} | {name} | {fmt(median(ss, 'rt_per_s'), ',.0f')} | "
                         f"{fmt(median(ss, 'p50_us'), '.1f')} | {fmt(median(ss, 'p99_us'), '.1f')} | "
@@ -261,6 +299,7 @@ def main():
     for p in profiles:
         if p not in PROFILES:
             ap.error(f"unknown profile {p!r}; known: {', '.join(PROFILES)}")
+    check_nofile(profiles)
     reference = args.reference or ("coring" if "coring" in servers else next(iter(servers)))
     if reference not in servers:
         ap.error(f"--reference {reference!r} is not one of the servers: {', '.join(servers)}")
@@ -286,7 +325,8 @@ def main():
                         f"{res.get('rt_per_s', 0):>9,.0f} rt/s  "
                         f"p99 {fmt(res.get('p99_us'), '.0f'):>6} µs  "
                         f"server {fmt(res.get('server_cpu_us_per_rt'), '.2f')} µs/rt  "
-                        f"errors {res.get('errors')}  other load "
+                        f"errors {res.get('errors')}  setup {fmt(res.get('setup_s'), '.2f')} s  "
+                        f"other load "
                         f"{fmt(ol['server_cpu'], '.0%')}/{fmt(ol['loadgen_cpu'], '.0%')}"
                         + ("  NOISY" + (", retrying" if attempt < args.retries else "")
                            if res["noisy"] else ""))
@@ -297,7 +337,10 @@ def main():
                     time.sleep(args.retry_pause)
                 samples.append(best)  # the quietest attempt
 
-    print(f"\n{args.rounds} rounds x {args.duration:g} s (+{args.warmup:g} s warmup), medians; "
+    longer = [f"{k} {warmup_for(args, k):g} s" for k in profiles
+              if warmup_for(args, k) > args.warmup]
+    print(f"\n{args.rounds} rounds x {args.duration:g} s (+{args.warmup:g} s warmup"
+          + (f"; {', '.join(longer)}" if longer else "") + "), medians; "
           f"server on CPU {args.server_cpu}, loadgen on CPU {args.loadgen_cpu}; "
           f"{platform.release()}, {os.cpu_count()} CPUs\n")
     print(table(samples, names, profiles, reference))
@@ -310,7 +353,7 @@ def main():
         with open(args.json_out, "w") as f:
             json.dump({"meta": meta, "samples": samples}, f, indent=1)
         log(f"raw samples written to {args.json_out}")
-    bad = [s for s in samples if s.get("errors", 0) != 0 or s.get("loadgen_rc") != 0]
+    bad = [s for s in samples if bad_sample(s)]
     return 1 if bad else 0
 
 
