@@ -139,8 +139,8 @@ constexpr unsigned max_cancel_attempts = 1000;
 constexpr unsigned task_work_budget = 512;
 // A turn that reaped this many completions counts as busy.
 constexpr unsigned busy_turn = 64;
-// Issue 14: completions that end a batched wait before its budget (max_batch_delay): at this
-// many the turn is busy anyway (busy_turn), so waiting longer would only add latency.
+// Issue 14: the most completions a batched wait asks for before its budget ends
+// (max_batch_delay): at this many the turn is busy anyway (busy_turn).
 constexpr unsigned batch_wait_nr = busy_turn;
 
 // TLS (issue 13): whether the kernel offers the TLS ULP (kTLS), read once per process. The
@@ -498,13 +498,16 @@ bool io_context::run_once(bool block) {
   return true;
 }
 
-// Issue 14: submits and waits up to batch_delay_us for batch_wait_nr completions.
+// Issue 14: submits and waits up to batch_delay_us for impl_->batch_wait_nr completions.
+// - How many end the wait early adapts to the rate: the count the last batched wait gathered
+//   (at least 1, at most batch_wait_nr). A loop that sees one completion at a time (a lone
+//   client, a ping-pong) waits for one and is not delayed; at a steady load the count grows
+//   with the completions that arrive while the loop wakes, until a wait lasts the budget.
 // - A loop that was idle (the last batched wait gathered nothing) waits plainly for one
 //   completion: a lone request on a quiet server is answered at once.
-// - Otherwise wait_nr = batch_wait_nr with the budget as the wait's timeout (EXT_ARG: no SQE).
-//   Under DEFER_TASKRUN the kernel wakes the task only when that many completions are ready or
-//   the timeout ends. Its cost: a wait that gathers fewer lasts the whole budget, and an idle
-//   loop's first wait ends once by the timeout.
+// - The wait is wait_nr with the budget as its timeout (EXT_ARG: no SQE). Under DEFER_TASKRUN
+//   the kernel wakes the task only when that many completions are ready or the timeout ends.
+//   Its cost: a wait that gathers fewer lasts the whole budget.
 // - Not min_wait_usec (Linux 6.12+, ring_features::min_wait): measured on 6.18 with
 //   DEFER_TASKRUN, completions that arrive as deferred task work (recv, poll) do not end the
 //   min wait, so with an overall timeout beyond the budget a lone request waited the overall
@@ -517,14 +520,17 @@ int io_context::batched_wait() {
   io_uring& ring = impl_->ring;
   if (impl_->last_batch_empty) {
     impl_->last_batch_empty = false;
+    impl_->batch_wait_nr = 1;
     return io_uring_submit_and_wait(&ring, 1);
   }
   const unsigned before = io_uring_cq_ready(&ring);
   __kernel_timespec ts{impl_->batch_delay_us / 1000000,
                        static_cast<long long>(impl_->batch_delay_us % 1000000) * 1000};
   io_uring_cqe* cqe = nullptr;
-  const int ret = io_uring_submit_and_wait_timeout(&ring, &cqe, batch_wait_nr, &ts, nullptr);
-  impl_->last_batch_empty = ret == -ETIME && io_uring_cq_ready(&ring) == before;
+  const int ret = io_uring_submit_and_wait_timeout(&ring, &cqe, impl_->batch_wait_nr, &ts, nullptr);
+  const unsigned gathered = io_uring_cq_ready(&ring) - before;
+  impl_->last_batch_empty = ret == -ETIME && gathered == 0;
+  impl_->batch_wait_nr = std::clamp(gathered, 1U, batch_wait_nr);
   return ret;
 }
 

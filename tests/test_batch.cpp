@@ -106,8 +106,8 @@ bool read_exactly(int fd, char* out, std::size_t n) {
     const ssize_t r = ::read(fd, out + got, n - got);
     if (r < 0 && errno == EINTR) continue;  // the test harness's signals
     if (r <= 0) {
-      MESSAGE("read returned " << r << " (errno " << errno << ") after " << got << " of "
-                               << n << " bytes");
+      MESSAGE("read returned " << r << " (errno " << errno << ") after " << got << " of " << n
+                               << " bytes");
       return false;
     }
     got += static_cast<std::size_t>(r);
@@ -149,10 +149,10 @@ TEST_CASE("with a 2 ms budget a lone request on an idle server is answered withi
   ::close(fd);
   const auto idle_worst = *std::max_element(idle_rtt.begin(), idle_rtt.end());
   const auto busy_worst = *std::max_element(busy_rtt.begin(), busy_rtt.end());
-  MESSAGE("round trip after idle: median " << median(idle_rtt).count() << " us, worst "
-                                           << idle_worst.count() << " us; right after another: "
-                                           << median(busy_rtt).count() << " us, worst "
-                                           << busy_worst.count() << " us");
+  MESSAGE("round trip after idle: median "
+          << median(idle_rtt).count() << " us, worst " << idle_worst.count()
+          << " us; right after another: " << median(busy_rtt).count() << " us, worst "
+          << busy_worst.count() << " us");
   // Idle: the loop waits plainly for the first completion, so it answers at once.
   CHECK(median(idle_rtt) <= budget + median_margin);
   CHECK(idle_worst <= budget + worst_margin);
@@ -191,8 +191,8 @@ TEST_CASE("with a 2 ms budget a 1 ms sleep_for wakes within the budget") {
   };
   const auto late = test::run_on(ctx, body);
   const auto worst = *std::max_element(late.begin(), late.end());
-  MESSAGE("sleep_for(1ms) late by median " << median(late).count() << " us, worst "
-                                           << worst.count() << " us");
+  MESSAGE("sleep_for(1ms) late by median " << median(late).count() << " us, worst " << worst.count()
+                                           << " us");
   CHECK(median(late) <= budget + median_margin);
   CHECK(worst <= budget + worst_margin);
 }
