@@ -7,6 +7,7 @@
 
 #include <coring/error.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -22,6 +23,12 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
+
+// Issue 14: the minimum wait time of Linux 6.12 (reported by features(), see batched_wait),
+// which liburing 2.3's headers predate; a newer liburing's own definition wins.
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
 
 static_assert(coring::detail::cqe_f_buffer == IORING_CQE_F_BUFFER);
 static_assert(coring::detail::cqe_f_more == IORING_CQE_F_MORE);
@@ -132,6 +139,9 @@ constexpr unsigned max_cancel_attempts = 1000;
 constexpr unsigned task_work_budget = 512;
 // A turn that reaped this many completions counts as busy.
 constexpr unsigned busy_turn = 64;
+// Issue 14: the most completions a batched wait asks for before its budget ends
+// (max_batch_delay): at this many the turn is busy anyway (busy_turn).
+constexpr unsigned batch_wait_nr = busy_turn;
 
 // TLS (issue 13): whether the kernel offers the TLS ULP (kTLS), read once per process. The
 // file lists the ULPs available ("mptcp tls"); the tls module may also load on first use, which
@@ -166,7 +176,8 @@ std::string ring_features::describe() const {
      << " fast_poll=" << fast_poll << " op_socket=" << op_socket << " op_send_zc=" << op_send_zc
      << " op_link_timeout=" << op_link_timeout << " accept_multishot=" << accept_multishot
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
-     << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp;
+     << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp
+     << " min_wait=" << min_wait;
   return os.str();
 }
 
@@ -216,6 +227,7 @@ io_context::io_context(io_context_options o)
   f.ext_arg = params.features & IORING_FEAT_EXT_ARG;
   f.cqe_skip = params.features & IORING_FEAT_CQE_SKIP;
   f.fast_poll = params.features & IORING_FEAT_FAST_POLL;
+  f.min_wait = params.features & IORING_FEAT_MIN_TIMEOUT;
   if (io_uring_probe* p = io_uring_get_probe_ring(&impl_->ring)) {
     f.op_socket = has_op(p, IORING_OP_SOCKET);
     f.op_send_zc = has_op(p, IORING_OP_SEND_ZC);
@@ -236,6 +248,12 @@ io_context::io_context(io_context_options o)
   if (const char* env = std::getenv("CORING_MSG_RING"); env && (*env == '0' || *env == '1'))
     msg_wake = *env == '1';
   impl_->msg_wake = msg_wake && f.msg_ring;
+  // Issue 14: the budget, capped at 1 s (the wait's timeouts assume less).
+  long long delay_us = o.max_batch_delay.count();
+  if (const char* env = std::getenv("CORING_MAX_BATCH_DELAY_US"); env && *env)
+    delay_us = std::strtoll(env, nullptr, 10);
+  if (delay_us > 0)
+    impl_->batch_delay_us = static_cast<std::uint32_t>(std::min(delay_us, 1000000LL));
   impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   int e = errno;
   if (impl_->wake_fd >= 0) {
@@ -457,7 +475,9 @@ bool io_context::run_once(bool block) {
     __kernel_timespec zero{0, 0};
     io_uring_cqe* cqe = nullptr;
     ret = io_uring_submit_and_wait_timeout(&ring, &cqe, task_work_budget, &zero, nullptr);
-  } else if (wait)
+  } else if (wait && impl_->batch_delay_us != 0)
+    ret = batched_wait();
+  else if (wait)
     ret = io_uring_submit_and_wait(&ring, 1);
   else if (impl_->features.defer_taskrun)
     ret = io_uring_submit_and_get_events(&ring);  // DEFER_TASKRUN: completions need an enter
@@ -476,6 +496,42 @@ bool io_context::run_once(bool block) {
     io_uring_submit(&ring);
   }
   return true;
+}
+
+// Issue 14: submits and waits up to batch_delay_us for impl_->batch_wait_nr completions.
+// - How many end the wait early adapts to the rate: the count the last batched wait gathered
+//   (at least 1, at most batch_wait_nr). A loop that sees one completion at a time (a lone
+//   client, a ping-pong) waits for one and is not delayed; at a steady load the count grows
+//   with the completions that arrive while the loop wakes, until a wait lasts the budget.
+// - A loop that was idle (the last batched wait gathered nothing) waits plainly for one
+//   completion: a lone request on a quiet server is answered at once.
+// - The wait is wait_nr with the budget as its timeout (EXT_ARG: no SQE). Under DEFER_TASKRUN
+//   the kernel wakes the task only when that many completions are ready or the timeout ends.
+//   Its cost: a wait that gathers fewer lasts the whole budget.
+// - Not min_wait_usec (Linux 6.12+, ring_features::min_wait): measured on 6.18 with
+//   DEFER_TASKRUN, completions that arrive as deferred task work (recv, poll) do not end the
+//   min wait, so with an overall timeout beyond the budget a lone request waited the overall
+//   timeout (2x the budget, or forever without one); with the overall timeout equal to the
+//   budget it behaves as the wait above.
+// A timer (IORING_OP_TIMEOUT) ends any wait at once (the kernel counts fired timeouts as a
+// reason to wake), and the eventfd poll of execute()/stop() is a completion like any other, so
+// neither is held back past the budget.
+int io_context::batched_wait() {
+  io_uring& ring = impl_->ring;
+  if (impl_->last_batch_empty) {
+    impl_->last_batch_empty = false;
+    impl_->batch_wait_nr = 1;
+    return io_uring_submit_and_wait(&ring, 1);
+  }
+  const unsigned before = io_uring_cq_ready(&ring);
+  __kernel_timespec ts{impl_->batch_delay_us / 1000000,
+                       static_cast<long long>(impl_->batch_delay_us % 1000000) * 1000};
+  io_uring_cqe* cqe = nullptr;
+  const int ret = io_uring_submit_and_wait_timeout(&ring, &cqe, impl_->batch_wait_nr, &ts, nullptr);
+  const unsigned gathered = io_uring_cq_ready(&ring) - before;
+  impl_->last_batch_empty = ret == -ETIME && gathered == 0;
+  impl_->batch_wait_nr = std::clamp(gathered, 1U, batch_wait_nr);
+  return ret;
 }
 
 void io_context::reap() {

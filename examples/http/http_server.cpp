@@ -46,7 +46,7 @@ const char* usage =
     "usage: http_server [--host ADDR] [--port N] [--root DIR] [--threads N]\n"
     "                   [--header-timeout S] [--idle-timeout S] [--send-timeout S] [--grace S]\n"
     "                   [--multishot] [--body sendfile|read|splice]\n"
-    "                   [--tls-cert FILE --tls-key FILE]\n"
+    "                   [--tls-cert FILE --tls-key FILE] [--batch-delay-us N]\n"
     "  An HTTP/1.1 server. Without --root every GET or HEAD is answered 200 \"Hello, world!\\n\"\n"
     "  (text/plain); with --root DIR the files under DIR (index.html for a directory, 404 for\n"
     "  what is missing or outside DIR, Last-Modified, a single byte range: 206 or 416).\n"
@@ -61,6 +61,8 @@ const char* usage =
     "  connection with no request for that long is closed; --send-timeout (default 30 s): a\n"
     "  client that does not take its answers for that long is closed.\n"
     "  --threads N (default 1): N threads, each with its own ring and SO_REUSEPORT listener.\n"
+    "  --batch-delay-us N (default 0: off): each loop may wait up to N microseconds to gather\n"
+    "  completions before it wakes (io_context_options::max_batch_delay).\n"
     "  Requests are received by a recv per reception into the connection's own buffer;\n"
     "  --multishot keeps one multishot recv armed per connection instead, into buffers of a ring\n"
     "  shared by the thread's connections (4,096 x 4 KiB in all, taken only as used), copied\n"
@@ -93,7 +95,8 @@ constexpr std::size_t out_reserve = 1024;  // room one answer needs (else flush 
 struct settings {
   std::chrono::nanoseconds header_timeout, idle_timeout, send_timeout, grace;
   bool coop = false;
-  std::string root;  // --root: static files; empty: the hello profile
+  std::chrono::microseconds batch_delay{};  // --batch-delay-us (issue 14)
+  std::string root;                         // --root: static files; empty: the hello profile
   http::static_files::body_method body = http::static_files::body_method::sendfile;  // --body
   bool multishot = false;        // a multishot recv into the thread's buffer ring
   unsigned ring_buffers = 4096;  // per thread: 4,096 x 4 KiB in all, at least 256 each
@@ -612,7 +615,7 @@ coring::task<> serve(coring::io_context& ctx, coring::socket listener, std::shar
 }
 
 coring::io_context_options ring_options(const settings& cfg) {
-  return coring::io_context_options{.defer_taskrun = !cfg.coop};
+  return coring::io_context_options{.defer_taskrun = !cfg.coop, .max_batch_delay = cfg.batch_delay};
 }
 
 // --threads: one listener per thread on the same address (SO_REUSEPORT). Bound, not listening.
@@ -709,6 +712,7 @@ int main(int argc, char** argv) {
   cfg.coop = args.flag("--coop-taskrun");
   cfg.multishot = args.flag("--multishot");
   auto threads = static_cast<unsigned>(args.get_int("--threads", 1, 1, 256));
+  cfg.batch_delay = std::chrono::microseconds(args.get_int("--batch-delay-us", 0, 0, 1000000));
   const std::string body = args.get("--body", "sendfile");
   const std::string tls_cert = args.get("--tls-cert", "");
   const std::string tls_key = args.get("--tls-key", "");

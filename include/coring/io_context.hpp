@@ -10,6 +10,7 @@
 #include <coring/task.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <coroutine>
 #include <cstddef>
 #include <cstdint>
@@ -50,6 +51,12 @@ struct io_context_options {
   /// instead of writing their eventfd. Off by default: not faster on Linux 6.18 (README,
   /// "Threads"). The environment variable CORING_MSG_RING=1 or =0 overrides this field.
   bool msg_ring_wake = false;
+  /// Issue 14: latency budget for batched wake-ups; 0 (default) wakes on the first completion.
+  /// When > 0 the loop's blocking wait may hold back up to this long to gather completions
+  /// (min_wait_usec, Linux 6.12+; else wait_nr > 1 with this timeout): README, "Batched
+  /// wake-ups". Timers and cross-thread wake-ups still run within it. The environment variable
+  /// CORING_MAX_BATCH_DELAY_US (microseconds) overrides this field.
+  std::chrono::microseconds max_batch_delay{0};
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
@@ -74,6 +81,8 @@ struct ring_features {
   /// The kernel's TLS ULP (kTLS) is there: /proc/sys/net/ipv4/tcp_available_ulp lists "tls".
   /// Informational: coring::tls does its records in OpenSSL, not in the kernel (issue 13).
   bool tls_ulp = false;
+  /// IORING_FEAT_MIN_TIMEOUT (6.12+): waits take min_wait_usec (used by max_batch_delay).
+  bool min_wait = false;
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };
@@ -244,6 +253,7 @@ class io_context {
   void on_wake(int res, std::uint32_t flags) noexcept;
   void arm_wake() noexcept;
   void run_remote(bool cancelled) noexcept;
+  int batched_wait();  // issue 14: the blocking wait under max_batch_delay
   bool send_wake(io_context& target) noexcept;
   void on_wake_sent(std::uint64_t user_data, int res) noexcept;
 

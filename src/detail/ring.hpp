@@ -40,6 +40,10 @@ struct io_context::impl {
   /// Test seam: timer SQEs submitted (IORING_OP_TIMEOUT and linked timeouts), so that a test
   /// can tell a wait woken by an event from one that polls a timer (tests/test_scope.cpp).
   std::uint64_t timeouts_submitted = 0;
+  // Issue 14: batched wake-ups (io_context::batched_wait).
+  std::uint32_t batch_delay_us = 0;  // max_batch_delay in effect; 0: wake on the first completion
+  std::uint32_t batch_wait_nr = 1;   // completions that end the next batched wait early
+  bool last_batch_empty = true;      // the last batched wait gathered nothing: wait plainly
 };
 
 namespace detail {

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: MIT
+// Description: issue 14, batched wake-ups: with io_context_options::max_batch_delay a lone
+// request, a timer and a cross-thread execute() are each served within the budget, a burst is
+// answered whole, and a budget of 0 changes nothing.
+#include "test_support.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <future>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+using namespace coring;
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto budget = 2ms;
+// Scheduling noise on a shared machine: the median must stay within budget + median_margin,
+// the worst case within budget + worst_margin (a delay of 10 budgets would fail both).
+constexpr auto median_margin = 1ms;
+constexpr auto worst_margin = 50ms;
+
+io_context_options batched() {
+  io_context_options o;
+  o.max_batch_delay = budget;
+  return o;
+}
+
+std::chrono::microseconds median(std::vector<std::chrono::microseconds> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+task<> echo_one(coring::socket& listener) {
+  coring::socket s = co_await listener.accept();
+  std::array<std::byte, 4096> buf;
+  for (int i = 0; i < 100000; ++i) {
+    const std::size_t n = co_await s.recv(buf);
+    if (n == 0) break;
+    co_await s.send_all(std::span<const std::byte>(buf.data(), n));
+  }
+}
+
+/// An echo server for one connection on its own thread and context (with the budget).
+struct echo_thread {
+  std::promise<std::uint16_t> port;
+  std::thread thread;
+  explicit echo_thread(io_context_options o) {
+    thread = std::thread([this, o] {
+      io_context ctx(o);
+      coring::socket listener = tcp_listen(ctx, address::loopback_v4(), 16);
+      port.set_value(listener.sock_name().port());
+      test::run(ctx, echo_one(listener), 60s);
+    });
+  }
+  ~echo_thread() { thread.join(); }
+};
+
+/// A blocking client socket connected to 127.0.0.1:port, reads bounded by 10 s.
+int connect_blocking(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+  return fd;
+}
+
+/// Writes all of data (retrying after signals). Returns: false on an error.
+bool write_all(int fd, const char* data, std::size_t n) {
+  std::size_t done = 0;
+  for (int i = 0; done < n && i < 100000; ++i) {
+    const ssize_t r = ::write(fd, data + done, n - done);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<std::size_t>(r);
+  }
+  return done == n;
+}
+
+/// Reads exactly n bytes (retrying after signals). Returns: false on EOF, error or timeout.
+bool read_exactly(int fd, char* out, std::size_t n) {
+  std::size_t got = 0;
+  for (int i = 0; got < n && i < 100000; ++i) {
+    const ssize_t r = ::read(fd, out + got, n - got);
+    if (r < 0 && errno == EINTR) continue;  // the test harness's signals
+    if (r <= 0) {
+      MESSAGE("read returned " << r << " (errno " << errno << ") after " << got << " of " << n
+                               << " bytes");
+      return false;
+    }
+    got += static_cast<std::size_t>(r);
+  }
+  return got == n;
+}
+
+}  // namespace
+
+TEST_CASE("the budget is off by default and features() says whether min_wait is there") {
+  io_context ctx;
+  CHECK(io_context_options{}.max_batch_delay == 0us);
+  const std::string d = ctx.features().describe();
+  CHECK(d.find(" min_wait=") != std::string::npos);
+  MESSAGE(d);
+}
+
+TEST_CASE("with a 2 ms budget a lone request on an idle server is answered within the budget") {
+  echo_thread server(batched());
+  const int fd = connect_blocking(server.port.get_future().get());
+  std::vector<std::chrono::microseconds> idle_rtt, busy_rtt;
+  char msg[64], back[64];
+  for (int i = 0; i < 40; ++i) {
+    const bool idle = i % 2 == 0;
+    if (idle) {
+      // Let the server's loop go idle (a batched wait that gathers nothing): 3 budgets in which
+      // nothing may arrive.
+      pollfd p{fd, POLLIN, 0};
+      REQUIRE(::poll(&p, 1, 3 * static_cast<int>(budget.count())) == 0);
+    }
+    std::memset(msg, 'a' + i % 26, sizeof msg);
+    const auto t0 = clock_type::now();
+    REQUIRE(write_all(fd, msg, sizeof msg));
+    REQUIRE(read_exactly(fd, back, sizeof back));
+    (idle ? idle_rtt : busy_rtt)
+        .push_back(std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0));
+    CHECK(std::memcmp(msg, back, sizeof msg) == 0);
+  }
+  ::close(fd);
+  const auto idle_worst = *std::max_element(idle_rtt.begin(), idle_rtt.end());
+  const auto busy_worst = *std::max_element(busy_rtt.begin(), busy_rtt.end());
+  MESSAGE("round trip after idle: median "
+          << median(idle_rtt).count() << " us, worst " << idle_worst.count()
+          << " us; right after another: " << median(busy_rtt).count() << " us, worst "
+          << busy_worst.count() << " us");
+  // Idle: the loop waits plainly for the first completion, so it answers at once.
+  CHECK(median(idle_rtt) <= budget + median_margin);
+  CHECK(idle_worst <= budget + worst_margin);
+  // Right after another: the echo takes two dependent completions (its send's, then the next
+  // recv's), each of which may wait up to the budget.
+  CHECK(median(busy_rtt) <= 2 * budget + median_margin);
+  CHECK(busy_worst <= 2 * budget + worst_margin);
+}
+
+TEST_CASE("with a 2 ms budget a burst of messages is all answered") {
+  echo_thread server(batched());
+  const int fd = connect_blocking(server.port.get_future().get());
+  constexpr std::size_t count = 500, size = 64;
+  std::string out(count * size, '\0');
+  for (std::size_t i = 0; i < out.size(); ++i)
+    out[i] = static_cast<char>('0' + (i * 7 + i / size) % 64);
+  for (std::size_t i = 0; i < count; ++i)
+    REQUIRE(write_all(fd, out.data() + i * size, size));
+  std::string in(out.size(), '\0');
+  REQUIRE(read_exactly(fd, in.data(), in.size()));
+  CHECK(in == out);
+  ::close(fd);
+}
+
+TEST_CASE("with a 2 ms budget a 1 ms sleep_for wakes within the budget") {
+  io_context ctx(batched());
+  auto body = [](io_context& c) -> task<std::vector<std::chrono::microseconds>> {
+    std::vector<std::chrono::microseconds> late;
+    for (int i = 0; i < 20; ++i) {
+      const auto t0 = clock_type::now();
+      co_await sleep_for(c, 1ms);
+      late.push_back(
+          std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0 - 1ms));
+    }
+    co_return late;
+  };
+  const auto late = test::run_on(ctx, body);
+  const auto worst = *std::max_element(late.begin(), late.end());
+  MESSAGE("sleep_for(1ms) late by median " << median(late).count() << " us, worst " << worst.count()
+                                           << " us");
+  CHECK(median(late) <= budget + median_margin);
+  CHECK(worst <= budget + worst_margin);
+}
+
+TEST_CASE("with a 2 ms budget a cross-thread execute() runs within the budget") {
+  std::promise<io_context*> made;
+  std::atomic<bool> done{false};
+  std::thread loop([&] {
+    io_context ctx(batched());
+    auto guard = ctx.make_work_guard();
+    made.set_value(&ctx);
+    test::watchdog w(60s);
+    ctx.run();
+    done = true;
+  });
+  io_context* ctx = made.get_future().get();
+  std::vector<std::chrono::microseconds> delay;
+  for (int i = 0; i < 30; ++i) {
+    std::promise<clock_type::time_point> ran;
+    auto ran_at = ran.get_future();
+    const auto t0 = clock_type::now();
+    ctx->execute([&ran] { ran.set_value(clock_type::now()); });
+    REQUIRE(ran_at.wait_for(10s) == std::future_status::ready);
+    delay.push_back(std::chrono::duration_cast<std::chrono::microseconds>(ran_at.get() - t0));
+  }
+  ctx->stop();
+  loop.join();
+  CHECK(done);
+  const auto worst = *std::max_element(delay.begin(), delay.end());
+  MESSAGE("execute() delay median " << median(delay).count() << " us, worst " << worst.count()
+                                    << " us");
+  CHECK(median(delay) <= budget + median_margin);
+  CHECK(worst <= budget + worst_margin);
+}
