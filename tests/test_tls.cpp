@@ -191,13 +191,8 @@ TEST_CASE("a TLS 1.3 handshake and an echo carry the bytes exactly" *
 
 TEST_CASE("4 MiB each way at the same time arrive intact (full duplex)" *
           test::skip_unless(test::has_openssl())) {
-  io_context ctx;
-  const auto sc = server_ctx();
-  const auto cc = client_ctx();
-  test::run_on(
-      ctx,
-      [&](io_context& ctx) -> task<> {
-        tls_pair t = co_await connect_pair(ctx, sc, cc);
+  on_pair(
+      [&](io_context&, tls_pair& t) -> task<> {
         const std::size_t size = 4u << 20;
         const std::string up = pattern(size, 1), down = pattern(size, 2);
         bool intact = co_await both_ways(t, up, down);
