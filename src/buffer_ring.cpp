@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: MIT
-// Description: buffer_ring: registration (liburing 2.3 has no io_uring_setup_buf_ring), and
-// handing buffers out and back.
+// Description: buffer_ring: registration (liburing 2.3 has no io_uring_setup_buf_ring; plain or
+// incremental), and handing buffers, or pieces of them, out and back.
 #include <coring/buffer_ring.hpp>
 
 #include <coring/detail/ring_access.hpp>
 #include <coring/error.hpp>
 
 #include "detail/ring.hpp"
+#include "detail/uapi.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <stdexcept>
 
@@ -18,6 +21,14 @@
 #include <unistd.h>
 
 namespace coring {
+
+namespace {
+// liburing 2.3 calls io_uring_buf_reg's flags field (Linux 6.12) "pad"; newer ones "flags".
+void set_reg_flags(io_uring_buf_reg& reg, std::uint16_t flags) noexcept {
+  static_assert(sizeof(io_uring_buf_reg) == 40 && offsetof(io_uring_buf_reg, bgid) == 12);
+  std::memcpy(reinterpret_cast<unsigned char*>(&reg) + 14, &flags, sizeof flags);
+}
+}  // namespace
 
 buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
     : ctx_(&ctx), count_(count), size_(size) {
@@ -43,23 +54,37 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
     throw_errno(e, "mmap (buffer_ring)");
   }
   storage_ = static_cast<std::byte*>(mem);
+  try {
+    state_ = std::make_unique<buffer_state[]>(count);
+    slot_id_ = std::make_unique<std::uint16_t[]>(count);
+  } catch (...) {
+    std::free(ring_mem_);
+    ::munmap(storage_, std::size_t(count) * size);
+    throw;
+  }
   auto* br = static_cast<io_uring_buf_ring*>(ring_mem_);
   io_uring_buf_ring_init(br);
   io_uring_buf_reg reg{};
   reg.ring_addr = reinterpret_cast<std::uintptr_t>(br);
   reg.ring_entries = count;
   reg.bgid = group_;
-  if (int ret = io_uring_register_buf_ring(&impl.ring, &reg, 0); ret < 0) {
+  int ret = -EINVAL;
+  if (ctx.features().pbuf_inc) {
+    set_reg_flags(reg, IOU_PBUF_RING_INC);
+    ret = io_uring_register_buf_ring(&impl.ring, &reg, 0);
+    incremental_ = ret == 0;
+    // Refused (a kernel that lacks it after all): plain buffers, here and in later rings.
+    if (ret == -EINVAL) impl.features.pbuf_inc = false;
+    set_reg_flags(reg, 0);
+  }
+  if (!incremental_) ret = io_uring_register_buf_ring(&impl.ring, &reg, 0);
+  if (ret < 0) {
     std::free(ring_mem_);
     ::munmap(storage_, std::size_t(count) * size);
     throw_errno(-ret, "io_uring_register_buf_ring");
   }
-  const int mask = io_uring_buf_ring_mask(count);
   for (unsigned i = 0; i < count; ++i)
-    io_uring_buf_ring_add(br, storage_ + std::size_t(i) * size, size,
-                          static_cast<unsigned short>(i), mask, static_cast<int>(i));
-  io_uring_buf_ring_advance(br, static_cast<int>(count));
-  available_ = count;
+    add(static_cast<std::uint16_t>(i));
 }
 
 buffer_ring::~buffer_ring() {
@@ -68,16 +93,57 @@ buffer_ring::~buffer_ring() {
   ::munmap(storage_, std::size_t(count_) * size_);
 }
 
-buffer buffer_ring::take(std::uint16_t id, std::size_t len) noexcept {
-  return buffer(&buffer_ring::give_back_fn, this, id,
-                std::span(storage_ + std::size_t(id) * size_, len));
+buffer_ring::piece buffer_ring::next(cqe_cursor& c) noexcept {
+  const std::uint16_t id = slot_id_[c.slot];
+  buffer_state& st = state_[id];
+  const std::uint32_t n = std::min(c.remaining, size_ - st.offset);
+  if (n == 0) {  // never with a consistent kernel: stop rather than loop
+    c.remaining = 0;
+    return {id, st.offset, 0};
+  }
+  const piece p{id, st.offset, n};
+  c.remaining -= n;
+  c.slot = (c.slot + 1) & (count_ - 1);
+  if (st.views++ == 0) --available_;
+  if (incremental_) st.offset += n;
+  // Every buffer but the last of a bundle is full; the last stays the kernel's only if it
+  // said so (incremental: IORING_CQE_F_BUF_MORE).
+  if (c.remaining != 0 || !(incremental_ && c.buf_more)) st.in_kernel = false;
+  return p;
 }
 
-void buffer_ring::give_back(std::uint16_t id) noexcept {
+void buffer_ring::empty_completion(std::uint16_t id, bool bundle) noexcept {
+  // Incremental: no bytes consumed, the kernel did not move past it (a kernel without
+  // 3ecd3e03144b omits F_BUF_MORE here, but leaves the buffer at the head all the same).
+  // Bundle: "no data is always zero segments" (io_bundle_nbufs), the head did not move.
+  if (incremental_ || bundle || state_[id].views != 0) return;
+  --available_;  // add() counts it again
+  add(id);
+}
+
+buffer buffer_ring::take(piece p) noexcept {
+  return buffer(&buffer_ring::release_fn, this, p.id,
+                std::span(storage_ + std::size_t(p.id) * size_ + p.offset, p.len));
+}
+
+void buffer_ring::release(std::uint16_t id) noexcept {
+  buffer_state& st = state_[id];
+  if (--st.views != 0) return;
+  if (st.in_kernel)
+    ++available_;  // incremental: the kernel goes on filling it
+  else
+    add(id);
+}
+
+void buffer_ring::add(std::uint16_t id) noexcept {
   auto* br = static_cast<io_uring_buf_ring*>(ring_mem_);
+  const std::uint32_t slot = tail_ & (count_ - 1);
   io_uring_buf_ring_add(br, storage_ + std::size_t(id) * size_, size_, id,
                         io_uring_buf_ring_mask(count_), 0);
   io_uring_buf_ring_advance(br, 1);
+  ++tail_;
+  state_[id] = {0, 0, slot, true};
+  slot_id_[slot] = id;
   ++available_;
 }
 

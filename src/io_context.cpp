@@ -4,6 +4,7 @@
 #include <coring/io_context.hpp>
 
 #include "detail/ring.hpp"
+#include "detail/uapi.hpp"
 
 #include <coring/error.hpp>
 
@@ -165,6 +166,12 @@ bool kernel_has_tls_ulp() noexcept {
   return has;
 }
 
+// Issue 14: an option that the environment variable name (=0 or =1) overrides.
+bool env_flag(const char* name, bool value) noexcept {
+  if (const char* env = std::getenv(name); env && (*env == '0' || *env == '1')) return *env == '1';
+  return value;
+}
+
 }  // namespace
 
 std::string ring_features::describe() const {
@@ -177,7 +184,7 @@ std::string ring_features::describe() const {
      << " op_link_timeout=" << op_link_timeout << " accept_multishot=" << accept_multishot
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
      << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp
-     << " min_wait=" << min_wait;
+     << " min_wait=" << min_wait << " recv_bundle=" << recv_bundle << " pbuf_inc=" << pbuf_inc;
   return os.str();
 }
 
@@ -248,6 +255,11 @@ io_context::io_context(io_context_options o)
   if (const char* env = std::getenv("CORING_MSG_RING"); env && (*env == '0' || *env == '1'))
     msg_wake = *env == '1';
   impl_->msg_wake = msg_wake && f.msg_ring;
+  // Issue 14: recv bundles (6.10, a feature bit) and incremental buffer rings (6.12, no bit of
+  // their own: they came with IORING_FEAT_MIN_TIMEOUT; buffer_ring falls back if refused).
+  f.recv_bundle = env_flag("CORING_RECV_BUNDLE", o.recv_bundle) &&
+                  (params.features & IORING_FEAT_RECVSEND_BUNDLE) != 0 && f.buf_ring;
+  f.pbuf_inc = env_flag("CORING_PBUF_INC", o.pbuf_inc) && f.min_wait && f.buf_ring;
   // Issue 14: the budget, capped at 1 s (the wait's timeouts assume less).
   long long delay_us = o.max_batch_delay.count();
   if (const char* env = std::getenv("CORING_MAX_BATCH_DELAY_US"); env && *env)

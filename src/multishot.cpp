@@ -102,16 +102,15 @@ void multishot_core::handle_cqe(int res, std::uint32_t flags) noexcept {
   }
   multishot_item it;
   const cqe_kind kind = convert(res, flags, it);
-  bool queued = false;
-  if (kind == cqe_kind::item && !orphaned_) {
-    try {
-      queue_.push(it);
-      queued = true;
-    } catch (const std::bad_alloc&) {
-      end_with(ENOMEM);  // the item is lost: the stream cannot go on as if nothing happened
+  if (kind == cqe_kind::item) {
+    bool ok = deliver(it);
+    while (next_item(it)) {  // the rest of a recv bundle, in order; none after a lost one
+      if (ok)
+        ok = deliver(it);
+      else
+        dispose(it);
     }
   }
-  if (kind == cqe_kind::item && !queued) dispose(it);
   if (orphaned_) {
     if (can_delete()) delete this;
     return;
@@ -145,6 +144,19 @@ void multishot_core::handle_cqe(int res, std::uint32_t flags) noexcept {
                                   : (waiter_ != nullptr && queue_.empty());
   if (!armed_ && !ended() && !paused() && queue_.size() < max_queued_ && wanted) rearm_or_fail();
   finish_turn();
+}
+
+bool multishot_core::deliver(multishot_item it) noexcept {
+  if (!orphaned_) {
+    try {
+      queue_.push(it);
+      return true;
+    } catch (const std::bad_alloc&) {
+      end_with(ENOMEM);  // the item is lost: the stream cannot go on as if nothing happened
+    }
+  }
+  dispose(it);
+  return false;
 }
 
 void multishot_core::finish_turn() noexcept {

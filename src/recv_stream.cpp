@@ -6,6 +6,7 @@
 
 #include "detail/multishot.hpp"
 #include "detail/ring.hpp"
+#include "detail/uapi.hpp"
 #include "detail/valgrind.hpp"
 
 #include <cerrno>
@@ -26,9 +27,10 @@ class recv_stream_state final : public multishot_core {
 
   /// Wraps an item in a handle that gives the buffer back.
   buffer to_buffer(multishot_item it) noexcept {
-    buffer b = it.value < 0 ? buffer(&recv_stream_state::release_fallback, this, 0,
-                                     std::span(fallback_.get(), it.len))
-                            : ring_->take(static_cast<std::uint16_t>(it.value), it.len);
+    buffer b = it.value < 0
+                   ? buffer(&recv_stream_state::release_fallback, this, 0,
+                            std::span(fallback_.get(), it.len))
+                   : ring_->take({static_cast<std::uint16_t>(it.value), it.offset, it.len});
     kernel_wrote(b.data().data(), b.size());
     return b;
   }
@@ -54,6 +56,8 @@ class recv_stream_state final : public multishot_core {
     if (fallback && !fallback_)
       fallback_ = std::make_unique_for_overwrite<std::byte[]>(ring_->buffer_size());
     oneshot_fallback_ = fallback;  // nothing is in flight: free to change
+    bundle_ = !fallback && multishot() && context().features().recv_multishot &&
+              context().features().recv_bundle;
   }
 
   void prep(io_uring_sqe& sqe) noexcept override {
@@ -61,10 +65,18 @@ class recv_stream_state final : public multishot_core {
       io_uring_prep_recv(&sqe, fd(), fallback_.get(), ring_->buffer_size(), 0);
       return;
     }
-    if (multishot() && context().features().recv_multishot)
+    if (bundle_) {
+      // A multishot bundle whose len caps each completion at what the queue has room for
+      // (Linux 6.15+; EINVAL before: convert() turns bundles off). Only multishot: a one-shot
+      // bundle retries once with all the socket holds, which no len caps.
+      const std::uint32_t room = queued() < max_queued() ? max_queued() - queued() : 1;
+      io_uring_prep_recv_multishot(&sqe, fd(), nullptr, room * ring_->buffer_size(), 0);
+      sqe.ioprio |= IORING_RECVSEND_BUNDLE;
+    } else if (multishot() && context().features().recv_multishot) {
       io_uring_prep_recv_multishot(&sqe, fd(), nullptr, 0, 0);
-    else
+    } else {
       io_uring_prep_recv(&sqe, fd(), nullptr, 0, 0);
+    }
     sqe.flags |= IOSQE_BUFFER_SELECT;
     sqe.buf_group = ring_->group();
   }
@@ -72,28 +84,48 @@ class recv_stream_state final : public multishot_core {
   cqe_kind convert(int res, std::uint32_t flags, multishot_item& it) noexcept override {
     if (flags & IORING_CQE_F_BUFFER) {
       const auto id = static_cast<std::uint16_t>(flags >> IORING_CQE_BUFFER_SHIFT);
-      ring_->consumed();
       if (res > 0) {
-        it = {id, static_cast<std::uint32_t>(res)};
-        return cqe_kind::item;
+        bundle_worked_ = bundle_worked_ || bundle_;
+        // One buffer, or (bundle) several consecutive ones in ring order; for an incremental
+        // ring the first goes on where the last reception from it stopped.
+        cursor_ =
+            ring_->begin(id, static_cast<std::uint32_t>(res), (flags & IORING_CQE_F_BUF_MORE) != 0);
+        if (next_item(it)) return cqe_kind::item;
+        return cqe_kind::none;
       }
-      // A buffer comes with the CQE even when res <= 0 (axboe/liburing#359): give it back.
-      ring_->give_back(id);
+      // A buffer comes with the CQE even when res <= 0 (axboe/liburing#359): give it back
+      // if the kernel let go of it.
+      ring_->empty_completion(id, bundle_);
     } else if (oneshot_fallback_ && res > 0) {
       fallback_busy_ = true;
       it = {-1, static_cast<std::uint32_t>(res)};
       return cqe_kind::item;
+    }
+    if (res == -EINVAL && bundle_ && !bundle_worked_) {
+      // A kernel (6.10 to 6.14) that takes bundles but no cap on a multishot receive: no
+      // bundles on this context from now on (uncapped, they would break the backpressure
+      // bound); the next arm is a plain multishot.
+      detail::ring_access::native(context()).features.recv_bundle = false;
+      return cqe_kind::none;
     }
     if (res == 0) return cqe_kind::end;
     if (res == -ENOBUFS) return cqe_kind::none;  // the ring was empty: the next arm falls back
     return res < 0 ? cqe_kind::error : cqe_kind::none;
   }
 
+  bool next_item(multishot_item& it) noexcept override {
+    if (cursor_.remaining == 0) return false;
+    const buffer_ring::piece p = ring_->next(cursor_);
+    if (p.len == 0) return false;  // the kernel's count disagrees with ours: never seen
+    it = {p.id, p.len, p.offset};
+    return true;
+  }
+
   void dispose(multishot_item it) noexcept override {
     if (it.value < 0)
       fallback_busy_ = false;
     else
-      ring_->give_back(static_cast<std::uint16_t>(it.value));
+      ring_->release(static_cast<std::uint16_t>(it.value));
   }
 
   // LIFETIME: a handed-out fallback buffer points into the state, which waits for it.
@@ -109,6 +141,9 @@ class recv_stream_state final : public multishot_core {
   std::unique_ptr<std::byte[]> fallback_;  // allocated once, on first need
   bool oneshot_fallback_ = false;          // the reception in flight uses fallback_
   bool fallback_busy_ = false;             // fallback_ holds data (queued or handed out)
+  bool bundle_ = false;                    // the reception in flight is a bundle
+  bool bundle_worked_ = false;             // a bundle of this stream received data
+  buffer_ring::cqe_cursor cursor_{};       // the pieces of the CQE being read
 };
 
 result<buffer> recv_next_op::await_resume_result() noexcept {

@@ -76,14 +76,26 @@ class buffer {
 /// A ring of `count` buffers of `size` bytes registered with the kernel (IORING_REGISTER_PBUF_RING,
 /// Linux 5.19+) from which multishot receives pick a buffer only when data arrives: an idle
 /// connection holds no buffer at all.
+/// Issue 14: where the kernel has them (ring_features::pbuf_inc, Linux 6.12+), the buffers are
+/// consumed incrementally: a reception takes only the bytes it needs from the buffer at the
+/// ring's head, and the next reception (of any stream sharing the ring) goes on where it
+/// stopped, so many small messages share one buffer instead of taking one each.
+/// Note (who owns which bytes until when): the kernel owns a buffer from the moment it is
+/// added to the ring until it moves past it (for an incremental ring: a completion without
+/// IORING_CQE_F_BUF_MORE; otherwise the completion that filled it). Each received piece is then
+/// the consumer's, through its buffer handle (or the recv_stream queue holding it), until that
+/// handle is reset or destroyed. A buffer goes back to the ring only when the kernel moved past
+/// it and every handle into it was released; so with an incremental ring, a handle held long
+/// keeps the whole buffer (shared with other connections' pieces) out of the ring.
 /// Note: must outlive every recv_stream and buffer that uses it, including the final completion
 /// of a stream destroyed while receiving (let the io_context drain first, or destroy the ring
 /// after it); not thread-safe (ring thread).
 class buffer_ring {
  public:
-  /// Registers count (a power of two, at most 32768) buffers of size bytes.
+  /// Registers count (a power of two, at most 32768) buffers of size bytes, for incremental
+  /// consumption if ring_features::pbuf_inc (falling back to plain buffers if refused).
   /// Throws: std::system_error(errc::not_supported) before Linux 5.19; errno of the
-  /// registration; std::invalid_argument for a bad count or size.
+  /// registration; std::invalid_argument for a bad count or size; std::bad_alloc.
   buffer_ring(io_context& ctx, unsigned count = 1024, unsigned size = 4096);
   ~buffer_ring();
   buffer_ring(const buffer_ring&) = delete;
@@ -97,30 +109,71 @@ class buffer_ring {
   unsigned count() const noexcept { return count_; }
   /// The size of each buffer in bytes.
   unsigned buffer_size() const noexcept { return size_; }
-  /// Buffers currently in the kernel's hands (free for the next reception).
+  /// Buffers in the kernel's hands that no handle or queued piece refers to (free for the next
+  /// reception; with an incremental ring, possibly partly filled already).
   unsigned available() const noexcept { return available_; }
+  /// True if the buffers are consumed incrementally (IOU_PBUF_RING_INC in effect).
+  bool incremental() const noexcept { return incremental_; }
+  /// Completions so far that filled more than one buffer (recv bundles), for tests and tuning.
+  std::uint64_t bundled_completions() const noexcept { return bundled_; }
 
  private:
   friend class detail::recv_stream_state;  // the ring-facing calls below
 
-  /// Records that the kernel filled a buffer (a CQE carried IORING_CQE_F_BUFFER).
-  void consumed() noexcept { --available_; }
-  /// Wraps buffer id holding len bytes (after consumed()) in a handle that gives it back.
-  buffer take(std::uint16_t id, std::size_t len) noexcept;
-  /// Returns buffer id to the kernel.
-  void give_back(std::uint16_t id) noexcept;
-  static void give_back_fn(void* self, std::uint16_t id) noexcept {
-    static_cast<buffer_ring*>(self)->give_back(id);
+  /// Bytes [offset, offset + len) of buffer id: what one reception put there.
+  struct piece {
+    std::uint16_t id = 0;
+    std::uint32_t offset = 0, len = 0;
+  };
+  /// Walks the buffers one completion filled (several for a bundle).
+  struct cqe_cursor {
+    std::uint32_t slot = 0;       // ring slot of the next buffer
+    std::uint32_t remaining = 0;  // bytes not yet walked
+    bool buf_more = false;        // IORING_CQE_F_BUF_MORE: the kernel keeps the last buffer
+  };
+  /// Per buffer id: where its next bytes go, who refers to it, where it sits in the ring.
+  struct buffer_state {
+    std::uint32_t offset = 0;  // bytes of it the kernel has filled (incremental)
+    std::uint32_t views = 0;   // pieces of it handed out or queued
+    std::uint32_t slot = 0;    // ring slot it was last added at
+    bool in_kernel = false;    // the kernel has not moved past it yet
+  };
+
+  /// Starts walking a completion that carried buffer id and res > 0 bytes.
+  cqe_cursor begin(std::uint16_t id, std::uint32_t res, bool buf_more) noexcept {
+    if (res > size_ - state_[id].offset) ++bundled_;
+    return {state_[id].slot, res, buf_more};
   }
+  /// The next piece of c (c.remaining > 0); counts it as a view of its buffer and records
+  /// the buffers the kernel is done with. A zero-length piece ends c (the kernel's count
+  /// disagrees).
+  piece next(cqe_cursor& c) noexcept;
+  /// A completion carried buffer id but no data (res <= 0, axboe/liburing#359): the buffer
+  /// goes back unless the kernel kept it (incremental ring, or a bundle: no data, no buffer).
+  void empty_completion(std::uint16_t id, bool bundle) noexcept;
+  /// Wraps piece p (after next()) in a handle that releases it.
+  buffer take(piece p) noexcept;
+  /// Drops one view of buffer id (a handle or a disposed piece); the last one of a buffer the
+  /// kernel is done with gives it back.
+  void release(std::uint16_t id) noexcept;
+  static void release_fn(void* self, std::uint16_t id) noexcept {
+    static_cast<buffer_ring*>(self)->release(id);
+  }
+  void add(std::uint16_t id) noexcept;  // gives buffer id (whole) to the kernel
 
   io_context* ctx_;
   void* ring_mem_ = nullptr;  // struct io_uring_buf_ring, page aligned
   // count x size bytes, an anonymous mapping: pages are taken from the system only when the
   // kernel first fills a buffer there (not touched by malloc debugging either).
   std::byte* storage_ = nullptr;
+  std::unique_ptr<buffer_state[]> state_;     // count entries
+  std::unique_ptr<std::uint16_t[]> slot_id_;  // ring slot -> the buffer id added there
+  std::uint64_t bundled_ = 0;
   unsigned count_, size_;
   unsigned available_ = 0;
+  std::uint16_t tail_ = 0;  // the ring's tail as we advanced it
   std::uint16_t group_;
+  bool incremental_ = false;
 };
 
 }  // namespace coring

@@ -57,6 +57,15 @@ struct io_context_options {
   /// wake-ups". Timers and cross-thread wake-ups still run within it. The environment variable
   /// CORING_MAX_BATCH_DELAY_US (microseconds) overrides this field.
   std::chrono::microseconds max_batch_delay{0};
+  // Issue 14: recv bundles and incremental buffer consumption (README, "Recv bundles").
+  /// Let a recv_stream's receive fill several ring buffers per completion
+  /// (IORING_RECVSEND_BUNDLE, Linux 6.10+) when the kernel has it. The environment variable
+  /// CORING_RECV_BUNDLE=1 or =0 overrides this field.
+  bool recv_bundle = true;
+  /// Register buffer_rings for incremental consumption (IOU_PBUF_RING_INC, Linux 6.12+): many
+  /// small receptions share one ring buffer. The environment variable CORING_PBUF_INC=1 or =0
+  /// overrides this field.
+  bool pbuf_inc = true;
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
@@ -83,6 +92,12 @@ struct ring_features {
   bool tls_ulp = false;
   /// IORING_FEAT_MIN_TIMEOUT (6.12+): waits take min_wait_usec (used by max_batch_delay).
   bool min_wait = false;
+  /// IORING_FEAT_RECVSEND_BUNDLE (6.10+) and not turned off (io_context_options::recv_bundle):
+  /// recv_stream receives in bundles.
+  bool recv_bundle = false;
+  /// IOU_PBUF_RING_INC (6.12+) and not turned off (io_context_options::pbuf_inc): buffer_rings
+  /// are registered for incremental consumption (false after the kernel refused one).
+  bool pbuf_inc = false;
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };

@@ -46,6 +46,17 @@ struct recv_stream_options {
 /// (ENOBUFS), or the kernel lacks buffer rings, the stream falls back to a plain recv into a
 /// private buffer of the ring's buffer size, allocated once on first need: no data is lost and
 /// every connection keeps making progress.
+/// Issue 14: where the kernel has them (ring_features::recv_bundle, pbuf_inc), one reception
+/// may fill several ring buffers (a bundle: next() hands them out one by one, in order), and
+/// an incremental ring gives each reception only the bytes it needs, so a buffer handed out
+/// may be a piece of a ring buffer whose other pieces belong to other receptions or streams.
+/// Neither changes what next() returns: a view of received bytes, in order.
+/// Note (who owns which bytes until when): a buffer handed out owns its bytes until it is reset
+/// or destroyed; nothing else writes them meanwhile (the kernel writes into a ring buffer only
+/// before it hands out the bytes, and only after them). A queued buffer the stream owns until
+/// next() hands it out, or the stream's destruction gives it back. With a bundle in flight,
+/// backpressure may overshoot max_queued by the buffers of that one completion (a one-shot
+/// receive is capped to the queue's room; a multishot one by what the socket had queued).
 /// Note: the socket and the ring must outlive the stream, and the stream every next() awaited
 /// on it. Buffers from the ring may outlive the stream; the private fallback buffer stays
 /// allocated until both the stream and the buffer handle using it are gone. Only one coroutine

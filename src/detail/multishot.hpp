@@ -14,11 +14,13 @@
 
 namespace coring::detail {
 
-/// What one CQE of a reception produced: an accepted descriptor (value), or a received buffer
-/// (value: its ring buffer id, or -1 for recv_stream's private fallback buffer; len: bytes).
+/// What one CQE of a reception produced: an accepted descriptor (value), or a received piece
+/// (value: its ring buffer id, or -1 for recv_stream's private fallback buffer; len: bytes;
+/// offset: where in the ring buffer they start, for an incremental ring).
 struct multishot_item {
   std::int32_t value = -1;
   std::uint32_t len = 0;
+  std::uint32_t offset = 0;
 };
 
 /// How the derived type reads a CQE (multishot_core::convert).
@@ -133,6 +135,9 @@ class multishot_core : public completion {
   virtual void prep(io_uring_sqe& sqe) noexcept = 0;
   /// Reads one CQE of the reception; fills it for cqe_kind::item.
   virtual cqe_kind convert(int res, std::uint32_t flags, multishot_item& it) noexcept = 0;
+  /// After convert() gave an item: the CQE's further items in order, one per call (a recv
+  /// bundle fills several buffers). Returns: false when there are no more.
+  virtual bool next_item(multishot_item&) noexcept { return false; }
   /// Gives back what an item holds (closes a descriptor, returns a buffer) when it will never
   /// be handed out.
   virtual void dispose(multishot_item it) noexcept = 0;
@@ -147,6 +152,10 @@ class multishot_core : public completion {
 
   /// Makes room for n queued items (no allocation per item). Throws: std::bad_alloc.
   void reserve_queue(std::uint32_t n) { queue_.reserve(n); }
+  /// Items waiting for the consumer.
+  std::uint32_t queued() const noexcept { return queue_.size(); }
+  /// The most items received ahead of the consumer (multishot_config::max_queued).
+  std::uint32_t max_queued() const noexcept { return max_queued_; }
   int fd() const noexcept { return fd_; }
   bool multishot() const noexcept { return multishot_; }
   bool orphaned() const noexcept { return orphaned_; }
@@ -167,7 +176,8 @@ class multishot_core : public completion {
   // LIFETIME: the state goes once the owner is gone and nothing refers to it any more.
   bool can_delete() const noexcept { return orphaned_ && !armed_ && !timer_armed_ && !held(); }
 
-  void arm();  // may throw (no SQE): nothing is attached then
+  void arm();                                // may throw (no SQE): nothing is attached then
+  bool deliver(multishot_item it) noexcept;  // queues it, else disposes of it: false
   void rearm_or_fail() noexcept;
   void end_with(int error) noexcept;
   void finish_turn() noexcept;
