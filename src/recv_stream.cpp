@@ -9,6 +9,7 @@
 #include "detail/uapi.hpp"
 #include "detail/valgrind.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <memory>
@@ -69,8 +70,10 @@ class recv_stream_state final : public multishot_core {
       // A multishot bundle whose len caps each completion at what the queue has room for
       // (Linux 6.15+; EINVAL before: convert() turns bundles off). Only multishot: a one-shot
       // bundle retries once with all the socket holds, which no len caps.
-      const std::uint32_t room = queued() < max_queued() ? max_queued() - queued() : 1;
-      io_uring_prep_recv_multishot(&sqe, fd(), nullptr, room * ring_->buffer_size(), 0);
+      const std::uint64_t room = queued() < max_queued() ? max_queued() - queued() : 1;
+      const auto cap = static_cast<std::size_t>(
+          std::min<std::uint64_t>(room * ring_->buffer_size(), std::uint64_t(1) << 30));
+      io_uring_prep_recv_multishot(&sqe, fd(), nullptr, cap, 0);
       sqe.ioprio |= IORING_RECVSEND_BUNDLE;
     } else if (multishot() && context().features().recv_multishot) {
       io_uring_prep_recv_multishot(&sqe, fd(), nullptr, 0, 0);

@@ -57,15 +57,16 @@ struct io_context_options {
   /// wake-ups". Timers and cross-thread wake-ups still run within it. The environment variable
   /// CORING_MAX_BATCH_DELAY_US (microseconds) overrides this field.
   std::chrono::microseconds max_batch_delay{0};
-  // Issue 14: recv bundles and incremental buffer consumption (README, "Recv bundles").
-  /// Let a recv_stream's receive fill several ring buffers per completion
-  /// (IORING_RECVSEND_BUNDLE, Linux 6.10+) when the kernel has it. The environment variable
-  /// CORING_RECV_BUNDLE=1 or =0 overrides this field.
-  bool recv_bundle = true;
+  // Issue 14: recv bundles and incremental buffer consumption. Both off by default: no gain
+  // beyond noise at the echo profiles (bench/README.md, "Recv bundles and incremental buffers").
+  /// Let a multishot recv_stream's receive fill several ring buffers per completion
+  /// (IORING_RECVSEND_BUNDLE, Linux 6.10+; capped per completion: 6.15+) when the kernel has it.
+  /// The environment variable CORING_RECV_BUNDLE=1 or =0 overrides this field.
+  bool recv_bundle = false;
   /// Register buffer_rings for incremental consumption (IOU_PBUF_RING_INC, Linux 6.12+): many
   /// small receptions share one ring buffer. The environment variable CORING_PBUF_INC=1 or =0
   /// overrides this field.
-  bool pbuf_inc = true;
+  bool pbuf_inc = false;
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
