@@ -118,6 +118,13 @@ void default_exception_handler(std::exception_ptr e) {
 
 bool has_op(io_uring_probe* p, int op) { return p && io_uring_opcode_supported(p, op); }
 
+// Issue 14: an option's value, unless the environment variable name says 0 (off) or 1 (on).
+bool env_switch(const char* name, bool value) noexcept {
+  if (const char* env = std::getenv(name); env && (*env == '0' || *env == '1') && !env[1])
+    return *env == '1';
+  return value;
+}
+
 // user_data values that are not completions: ours (0: cancels, linked timeouts) and
 // liburing's own timeout SQE for waits with a timeout on kernels without EXT_ARG.
 inline bool ignored_user_data(std::uint64_t ud) { return ud == 0 || ud == LIBURING_UDATA_TIMEOUT; }
@@ -177,7 +184,8 @@ std::string ring_features::describe() const {
      << " op_link_timeout=" << op_link_timeout << " accept_multishot=" << accept_multishot
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
      << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp
-     << " min_wait=" << min_wait;
+     << " min_wait=" << min_wait << " taskrun_flag=" << taskrun_flag << " skip_enter=" << skip_enter
+     << " cqe_skip_used=" << cqe_skip_used << " batched_buf_returns=" << batched_buf_returns;
   return os.str();
 }
 
@@ -189,16 +197,21 @@ io_context::io_context(io_context_options o)
   const unsigned cq = o.cq_entries ? o.cq_entries : o.sq_entries * 16;
   // Ask for the most useful setup first and fall back on -EINVAL (older kernels):
   // SINGLE_ISSUER (6.0) + DEFER_TASKRUN (6.1); COOP_TASKRUN (5.19); SUBMIT_ALL (5.18).
-  unsigned attempts[5];
+  // Issue 14: COOP_TASKRUN with TASKRUN_FLAG (5.19) first, then without.
+  const bool taskrun_flag = env_switch("CORING_TASKRUN_FLAG", o.taskrun_flag);
+  unsigned attempts[8];
   unsigned n = 0;
   const unsigned base = IORING_SETUP_CQSIZE;
   if (o.single_issuer && o.defer_taskrun)
     attempts[n++] =
         base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-  if (o.single_issuer)
-    attempts[n++] =
-        base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
-  attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  for (const unsigned coop : {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+                              unsigned{IORING_SETUP_COOP_TASKRUN}}) {
+    if (!taskrun_flag && (coop & IORING_SETUP_TASKRUN_FLAG)) continue;
+    if (o.single_issuer)
+      attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | coop;
+    attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | coop;
+  }
   attempts[n++] = base;
   int ret = -EINVAL;
   unsigned used = 0;
@@ -223,6 +236,7 @@ io_context::io_context(io_context_options o)
   f.single_issuer = used & IORING_SETUP_SINGLE_ISSUER;
   f.defer_taskrun = used & IORING_SETUP_DEFER_TASKRUN;
   f.coop_taskrun = used & IORING_SETUP_COOP_TASKRUN;
+  f.taskrun_flag = used & IORING_SETUP_TASKRUN_FLAG;
   f.nodrop = params.features & IORING_FEAT_NODROP;
   f.ext_arg = params.features & IORING_FEAT_EXT_ARG;
   f.cqe_skip = params.features & IORING_FEAT_CQE_SKIP;
@@ -242,6 +256,9 @@ io_context::io_context(io_context_options o)
   f.recv_multishot = f.op_send_zc;
   if (o.register_ring_fd) f.registered_ring_fd = io_uring_register_ring_fd(&impl_->ring) == 1;
   f.tls_ulp = kernel_has_tls_ulp();
+  f.skip_enter = env_switch("CORING_SKIP_ENTER", o.skip_idle_enter);
+  f.cqe_skip_used = f.cqe_skip && env_switch("CORING_CQE_SKIP", o.cqe_skip_success);
+  f.batched_buf_returns = env_switch("CORING_BATCH_BUF_RETURNS", o.batch_buffer_returns);
 
   owner_only_ = f.single_issuer || f.registered_ring_fd;
   bool msg_wake = o.msg_ring_wake;
@@ -464,8 +481,11 @@ bool io_context::run_once(bool block) {
   if (!impl_->wake_armed) arm_wake();
   const bool wait = block && ready_.empty() && !stop_.load(std::memory_order_acquire) &&
                     remote_head_.load(std::memory_order_acquire) == nullptr;
+  if (impl_->dirty_rings) detail::buffer_returns::publish(*this);  // issue 14: one store each
   int ret;
-  if (busy_ && impl_->features.defer_taskrun && impl_->features.ext_arg) {
+  if (skip_enter()) {
+    ret = 0;  // issue 14: the CQ holds completions and there is nothing to submit
+  } else if (busy_ && impl_->features.defer_taskrun && impl_->features.ext_arg) {
     // TRICKY: on a DEFER_TASKRUN ring, completions that waited for an event (a recv that found
     // no data, the signalfd read, timers, linked-timeout disarms) are posted as task work, and
     // one enter runs at most max(20, wait_nr) items of it (Linux 6.10+). When the last turn was
@@ -496,6 +516,20 @@ bool io_context::run_once(bool block) {
     io_uring_submit(&ring);
   }
   return true;
+}
+
+// Issue 14: whether this turn may reap without an enter: nothing is queued to submit and the
+// CQ already holds completions (left by an io_uring_submit of acquire_sqe or of a cancel, or by
+// the last reap's bound). Not after a busy turn: that enter runs the kernel's deferred task
+// work (see run_once). Under COOP_TASKRUN with TASKRUN_FLAG, not when the kernel has task work
+// for us (IORING_SQ_TASKRUN); under DEFER_TASKRUN it cannot say, and the next turn runs it.
+bool io_context::skip_enter() const noexcept {
+  io_uring& ring = impl_->ring;
+  if (!impl_->features.skip_enter || busy_ || io_uring_sq_ready(&ring) != 0 ||
+      io_uring_cq_ready(&ring) == 0)
+    return false;
+  return !(impl_->features.taskrun_flag &&
+           (IO_URING_READ_ONCE(*ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)));
 }
 
 // Issue 14: submits and waits up to batch_delay_us for impl_->batch_wait_nr completions.
@@ -624,7 +658,7 @@ void io_context::cancel(detail::completion* c) noexcept {
   if (!sqe) return;
   io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(c), 0);
   io_uring_sqe_set_data64(sqe, 0);
-  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  if (impl_->features.cqe_skip_used) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
 
 void io_context::cancel(detail::cancel_node& n, detail::completion* c) noexcept {
@@ -643,7 +677,7 @@ void io_context::submit_op_cancel(detail::cancel_node& n) noexcept {
   io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(n.target), 0);
   io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(n.id) << 3) | op_cancel_tag);
   // Success needs no answer; -ENOENT/-EALREADY come back (on_op_cancel).
-  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  if (impl_->features.cqe_skip_used) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
 
 void io_context::on_op_cancel(std::uint64_t user_data, int res) noexcept {

@@ -18,7 +18,8 @@ namespace coring {
 class buffer_ring;
 namespace detail {
 class recv_stream_state;
-}
+struct buffer_returns;
+}  // namespace detail
 
 /// A received buffer. Move-only; gives its storage back (to its buffer_ring, or to the
 /// recv_stream's private fallback buffer) when destroyed or reset(). An empty buffer
@@ -102,6 +103,7 @@ class buffer_ring {
 
  private:
   friend class detail::recv_stream_state;  // the ring-facing calls below
+  friend struct detail::buffer_returns;    // issue 14: publishes batched returns
 
   /// Records that the kernel filled a buffer (a CQE carried IORING_CQE_F_BUFFER).
   void consumed() noexcept { --available_; }
@@ -121,6 +123,10 @@ class buffer_ring {
   unsigned count_, size_;
   unsigned available_ = 0;
   std::uint16_t group_;
+  // Issue 14: batched returns. Buffers given back since the last publish (added behind the
+  // tail the kernel sees), and the next ring on the context's list of rings that have some.
+  unsigned unpublished_ = 0;
+  buffer_ring* next_dirty_ = nullptr;
 };
 
 }  // namespace coring

@@ -57,6 +57,21 @@ struct io_context_options {
   /// wake-ups". Timers and cross-thread wake-ups still run within it. The environment variable
   /// CORING_MAX_BATCH_DELAY_US (microseconds) overrides this field.
   std::chrono::microseconds max_batch_delay{0};
+  // Issue 14: the loop's own costs (README, "Batched wake-ups"); each can be forced off here or
+  // by its environment variable (=0 off, =1 on), which overrides the field.
+  /// Skip the loop turn's io_uring_enter when nothing is queued and completions already wait in
+  /// the CQ (CORING_SKIP_ENTER).
+  bool skip_idle_enter = true;
+  /// With COOP_TASKRUN (the fallback when DEFER_TASKRUN is refused or off), also ask for
+  /// IORING_SETUP_TASKRUN_FLAG (5.19+), so that the loop enters only when task work is pending
+  /// (CORING_TASKRUN_FLAG).
+  bool taskrun_flag = true;
+  /// Put IOSQE_CQE_SKIP_SUCCESS (5.17+) on SQEs whose completion the loop ignores: linked
+  /// timeouts and cancels (CORING_CQE_SKIP).
+  bool cqe_skip_success = true;
+  /// Publish buffers that recv_stream gives back to a buffer_ring once per loop turn (one tail
+  /// store per ring) instead of one at a time (CORING_BATCH_BUF_RETURNS).
+  bool batch_buffer_returns = true;
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
@@ -83,6 +98,14 @@ struct ring_features {
   bool tls_ulp = false;
   /// IORING_FEAT_MIN_TIMEOUT (6.12+): waits take min_wait_usec (used by max_batch_delay).
   bool min_wait = false;
+  /// Issue 14: IORING_SETUP_TASKRUN_FLAG in effect (with COOP_TASKRUN only).
+  bool taskrun_flag = false;
+  /// Issue 14: the loop skips needless enters (io_context_options::skip_idle_enter).
+  bool skip_enter = false;
+  /// Issue 14: ignored completions are skipped (IOSQE_CQE_SKIP_SUCCESS: cqe_skip and the option).
+  bool cqe_skip_used = false;
+  /// Issue 14: buffer_ring returns are published once per loop turn (batch_buffer_returns).
+  bool batched_buf_returns = false;
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };
@@ -253,7 +276,8 @@ class io_context {
   void on_wake(int res, std::uint32_t flags) noexcept;
   void arm_wake() noexcept;
   void run_remote(bool cancelled) noexcept;
-  int batched_wait();  // issue 14: the blocking wait under max_batch_delay
+  int batched_wait();                // issue 14: the blocking wait under max_batch_delay
+  bool skip_enter() const noexcept;  // issue 14: may this turn reap without an enter?
   bool send_wake(io_context& target) noexcept;
   void on_wake_sent(std::uint64_t user_data, int res) noexcept;
 
