@@ -22,13 +22,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-// Issue 14: the minimum wait time of Linux 6.12 (reported by features(), see batched_wait),
-// which liburing 2.3's headers predate; a newer liburing's own definition wins.
-#ifndef IORING_FEAT_MIN_TIMEOUT
-#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
-#endif
+#include "detail/uapi.hpp"  // issue 14: IORING_FEAT_MIN_TIMEOUT, min_wait_usec
 
 static_assert(coring::detail::cqe_f_buffer == IORING_CQE_F_BUFFER);
 static_assert(coring::detail::cqe_f_more == IORING_CQE_F_MORE);
@@ -185,7 +182,11 @@ std::string ring_features::describe() const {
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
      << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp
      << " min_wait=" << min_wait << " taskrun_flag=" << taskrun_flag << " skip_enter=" << skip_enter
-     << " cqe_skip_used=" << cqe_skip_used << " batched_buf_returns=" << batched_buf_returns;
+     << " cqe_skip_used=" << cqe_skip_used << " batched_buf_returns=" << batched_buf_returns
+     << " batch_wait="
+     << (batch_wait == batch_policy::rate       ? "rate"
+         : batch_wait == batch_policy::min_wait ? "min_wait"
+                                                : "gathered");
   return os.str();
 }
 
@@ -259,6 +260,14 @@ io_context::io_context(io_context_options o)
   f.skip_enter = env_switch("CORING_SKIP_ENTER", o.skip_idle_enter);
   f.cqe_skip_used = f.cqe_skip && env_switch("CORING_CQE_SKIP", o.cqe_skip_success);
   f.batched_buf_returns = env_switch("CORING_BATCH_BUF_RETURNS", o.batch_buffer_returns);
+  f.batch_wait = o.batch_wait;
+  if (const char* env = std::getenv("CORING_BATCH_POLICY"); env && *env) {
+    const std::string_view v(env);
+    f.batch_wait = v == "rate"       ? batch_policy::rate
+                   : v == "min_wait" ? batch_policy::min_wait
+                                     : batch_policy::gathered;
+  }
+  if (f.batch_wait == batch_policy::min_wait && !f.min_wait) f.batch_wait = batch_policy::gathered;
 
   owner_only_ = f.single_issuer || f.registered_ring_fd;
   bool msg_wake = o.msg_ring_wake;
@@ -552,6 +561,13 @@ bool io_context::skip_enter() const noexcept {
 // neither is held back past the budget.
 int io_context::batched_wait() {
   io_uring& ring = impl_->ring;
+  if (impl_->features.batch_wait == batch_policy::rate) return rate_wait();
+  if (impl_->features.batch_wait == batch_policy::min_wait && impl_->batch_wait_nr > 1) {
+    const unsigned before = io_uring_cq_ready(&ring);
+    const int ret = min_wait_enter(impl_->batch_wait_nr);
+    impl_->batch_wait_nr = std::clamp(io_uring_cq_ready(&ring) - before, 1U, batch_wait_nr);
+    return ret;
+  }
   if (impl_->last_batch_empty) {
     impl_->last_batch_empty = false;
     impl_->batch_wait_nr = 1;
@@ -566,6 +582,74 @@ int io_context::batched_wait() {
   impl_->last_batch_empty = ret == -ETIME && gathered == 0;
   impl_->batch_wait_nr = std::clamp(gathered, 1U, batch_wait_nr);
   return ret;
+}
+
+// Issue 14, batch_policy::rate: wait_nr from the smoothed completion rate (completions per µs
+// over windows of at least one budget, weight 1/4 to the newest) x the budget, clamped
+// 1..batch_wait_nr.
+// A wait for one has no timeout (an idle loop sleeps); after a wait that gathered fewer than it
+// asked for (it lasted the whole budget), the next waits for one and the estimate restarts from
+// what that wait gathered.
+int io_context::rate_wait() {
+  io_uring& ring = impl_->ring;
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  const std::int64_t now_ns = std::int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+  // A sample spans at least one budget: one completion 10 µs after another is no rate.
+  const double dt_us = double(now_ns - impl_->rate_stamp_ns) / 1000.0;
+  if (impl_->rate_stamp_ns == 0 || dt_us >= impl_->batch_delay_us) {
+    if (impl_->rate_stamp_ns != 0)
+      impl_->rate_per_us = 0.75 * impl_->rate_per_us + 0.25 * (impl_->rate_reaped / dt_us);
+    impl_->rate_stamp_ns = now_ns;
+    impl_->rate_reaped = 0;
+  }
+  unsigned want = 1;
+  if (!impl_->last_batch_short)
+    want = static_cast<unsigned>(
+        std::clamp(impl_->rate_per_us * impl_->batch_delay_us + 0.5, 1.0, double(batch_wait_nr)));
+  if (want == 1) {
+    impl_->last_batch_short = false;
+    return io_uring_submit_and_wait(&ring, 1);
+  }
+  const unsigned before = io_uring_cq_ready(&ring);
+  __kernel_timespec ts{impl_->batch_delay_us / 1000000,
+                       static_cast<long long>(impl_->batch_delay_us % 1000000) * 1000};
+  io_uring_cqe* cqe = nullptr;
+  const int ret = io_uring_submit_and_wait_timeout(&ring, &cqe, want, &ts, nullptr);
+  const unsigned got = io_uring_cq_ready(&ring) - before;
+  impl_->last_batch_short = got < want;
+  // The estimate was too high (a ping-pong's dependent steps look like a fast rate): take
+  // what the budget actually brought instead of decaying towards it.
+  if (impl_->last_batch_short) impl_->rate_per_us = double(got) / impl_->batch_delay_us;
+  return ret;
+}
+
+// Issue 14, batch_policy::min_wait: wait_nr as for gathered (a fixed 64 held every step of a
+// ping-pong for the whole budget: 8 ms round trips with a 2 ms budget in tests/test_batch.cpp),
+// min_wait_usec the budget and a 1 s overall timeout (an idle loop wakes once a second), so a
+// wait that gathers fewer than wait_nr ends at the budget if one came, or at the first one
+// after it. bench/min_wait shows that contract on Linux 6.18, DEFER_TASKRUN included.
+// liburing 2.3 cannot pass min_wait_usec: the SQ tail is published here as its submit would,
+// and the enter is raw.
+int io_context::min_wait_enter(unsigned wait_nr) {
+  io_uring& ring = impl_->ring;
+  io_uring_sq& sq = ring.sq;
+  if (sq.sqe_head != sq.sqe_tail) {
+    sq.sqe_head = sq.sqe_tail;
+    io_uring_smp_store_release(sq.ktail, sq.sqe_tail);
+  }
+  const unsigned to_submit = sq.sqe_tail - IO_URING_READ_ONCE(*sq.khead);
+  __kernel_timespec ts{1, 0};
+  detail::getevents_arg_v612 arg{0, _NSIG / 8, impl_->batch_delay_us,
+                                 reinterpret_cast<std::uintptr_t>(&ts)};
+  unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+  int fd = ring.ring_fd;
+  if (impl_->features.registered_ring_fd) {
+    flags |= IORING_ENTER_REGISTERED_RING;
+    fd = ring.enter_ring_fd;
+  }
+  const long r = ::syscall(__NR_io_uring_enter, fd, to_submit, wait_nr, flags, &arg, sizeof arg);
+  return r < 0 ? -errno : static_cast<int>(r);
 }
 
 void io_context::reap() {
@@ -622,6 +706,7 @@ void io_context::reap() {
     if (n < batch) break;
   }
   busy_ = total >= busy_turn;
+  impl_->rate_reaped += total;  // issue 14: batch_policy::rate
 }
 
 io_uring_sqe& io_context::acquire_sqe(unsigned n) {

@@ -39,6 +39,20 @@ struct remote_node {
 };
 }  // namespace detail
 
+/// Issue 14: how a batched wait (io_context_options::max_batch_delay) decides when to wake;
+/// README, "Batched wake-ups", has the measurements.
+enum class batch_policy : std::uint8_t {
+  /// Wait for as many completions as the last batched wait gathered (1..64), the budget as
+  /// its timeout; after a wait that gathered nothing, a plain wait for one.
+  gathered,
+  /// Wait for the recent completion rate x the budget (1..64, smoothed), the budget as its
+  /// timeout; for one, without a timeout, after a wait that gathered fewer than it asked for.
+  rate,
+  /// As gathered, but with min_wait_usec (Linux 6.12+; else gathered is used): a wait that
+  /// gathers fewer ends at the budget's end if at least one came, else at the first after it.
+  min_wait,
+};
+
 /// How an io_context sets up its ring. The defaults suit a server on one thread.
 struct io_context_options {
   unsigned sq_entries = 256;  ///< submission queue size (rounded up to a power of two)
@@ -72,6 +86,8 @@ struct io_context_options {
   /// Publish buffers that recv_stream gives back to a buffer_ring once per loop turn (one tail
   /// store per ring) instead of one at a time (CORING_BATCH_BUF_RETURNS).
   bool batch_buffer_returns = true;
+  /// How a batched wait decides when to wake (CORING_BATCH_POLICY=gathered|rate|min_wait).
+  batch_policy batch_wait = batch_policy::gathered;
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
@@ -106,6 +122,8 @@ struct ring_features {
   bool cqe_skip_used = false;
   /// Issue 14: buffer_ring returns are published once per loop turn (batch_buffer_returns).
   bool batched_buf_returns = false;
+  /// Issue 14: the batched wait's policy in effect (min_wait needs the min_wait feature).
+  batch_policy batch_wait = batch_policy::gathered;
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };
@@ -276,8 +294,10 @@ class io_context {
   void on_wake(int res, std::uint32_t flags) noexcept;
   void arm_wake() noexcept;
   void run_remote(bool cancelled) noexcept;
-  int batched_wait();                // issue 14: the blocking wait under max_batch_delay
-  bool skip_enter() const noexcept;  // issue 14: may this turn reap without an enter?
+  int batched_wait();                    // issue 14: the blocking wait under max_batch_delay
+  int rate_wait();                       // issue 14: batched_wait, batch_policy::rate
+  int min_wait_enter(unsigned wait_nr);  // issue 14: batched_wait, batch_policy::min_wait
+  bool skip_enter() const noexcept;      // issue 14: may this turn reap without an enter?
   bool send_wake(io_context& target) noexcept;
   void on_wake_sent(std::uint64_t user_data, int res) noexcept;
 
