@@ -84,10 +84,17 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
     throw_errno(-ret, "io_uring_register_buf_ring");
   }
   for (unsigned i = 0; i < count; ++i)
-    add(static_cast<std::uint16_t>(i));
+    add(static_cast<std::uint16_t>(i), true);
 }
 
 buffer_ring::~buffer_ring() {
+  // Issue 14: off the context's list of rings with returns to publish.
+  auto& impl = detail::ring_access::native(*ctx_);
+  for (buffer_ring** p = &impl.dirty_rings; *p; p = &(*p)->next_dirty_)
+    if (*p == this) {
+      *p = next_dirty_;
+      break;
+    }
   io_uring_unregister_buf_ring(&detail::ring_access::native(*ctx_).ring, group_);
   std::free(ring_mem_);
   ::munmap(storage_, std::size_t(count_) * size_);
@@ -135,16 +142,39 @@ void buffer_ring::release(std::uint16_t id) noexcept {
     add(id);
 }
 
-void buffer_ring::add(std::uint16_t id) noexcept {
+void buffer_ring::add(std::uint16_t id, bool now) noexcept {
   auto* br = static_cast<io_uring_buf_ring*>(ring_mem_);
+  auto& impl = detail::ring_access::native(*ctx_);
+  // tail_ counts every add, published or not: the slot the kernel will find this one at.
   const std::uint32_t slot = tail_ & (count_ - 1);
-  io_uring_buf_ring_add(br, storage_ + std::size_t(id) * size_, size_, id,
-                        io_uring_buf_ring_mask(count_), 0);
-  io_uring_buf_ring_advance(br, 1);
   ++tail_;
   state_[id] = {0, 0, slot, true};
   slot_id_[slot] = id;
   ++available_;
+  if (now || !impl.features.batched_buf_returns) {
+    io_uring_buf_ring_add(br, storage_ + std::size_t(id) * size_, size_, id,
+                          io_uring_buf_ring_mask(count_), 0);
+    io_uring_buf_ring_advance(br, 1);
+    return;
+  }
+  // Issue 14: behind the tail the kernel sees; the loop publishes them all before it enters.
+  io_uring_buf_ring_add(br, storage_ + std::size_t(id) * size_, size_, id,
+                        io_uring_buf_ring_mask(count_), static_cast<int>(unpublished_));
+  if (unpublished_++ == 0) {
+    next_dirty_ = impl.dirty_rings;
+    impl.dirty_rings = this;
+  }
+}
+
+void detail::buffer_returns::publish(io_context& ctx) noexcept {
+  auto& impl = detail::ring_access::native(ctx);
+  while (buffer_ring* r = impl.dirty_rings) {
+    impl.dirty_rings = r->next_dirty_;
+    r->next_dirty_ = nullptr;
+    io_uring_buf_ring_advance(static_cast<io_uring_buf_ring*>(r->ring_mem_),
+                              static_cast<int>(r->unpublished_));
+    r->unpublished_ = 0;
+  }
 }
 
 }  // namespace coring

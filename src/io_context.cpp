@@ -4,7 +4,6 @@
 #include <coring/io_context.hpp>
 
 #include "detail/ring.hpp"
-#include "detail/uapi.hpp"
 
 #include <coring/error.hpp>
 
@@ -23,13 +22,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
-// Issue 14: the minimum wait time of Linux 6.12 (reported by features(), see batched_wait),
-// which liburing 2.3's headers predate; a newer liburing's own definition wins.
-#ifndef IORING_FEAT_MIN_TIMEOUT
-#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
-#endif
+#include "detail/uapi.hpp"  // issue 14: IORING_FEAT_MIN_TIMEOUT, min_wait_usec
 
 static_assert(coring::detail::cqe_f_buffer == IORING_CQE_F_BUFFER);
 static_assert(coring::detail::cqe_f_more == IORING_CQE_F_MORE);
@@ -119,6 +115,13 @@ void default_exception_handler(std::exception_ptr e) {
 
 bool has_op(io_uring_probe* p, int op) { return p && io_uring_opcode_supported(p, op); }
 
+// Issue 14: an option's value, unless the environment variable name says 0 (off) or 1 (on).
+bool env_switch(const char* name, bool value) noexcept {
+  if (const char* env = std::getenv(name); env && (*env == '0' || *env == '1') && !env[1])
+    return *env == '1';
+  return value;
+}
+
 // user_data values that are not completions: ours (0: cancels, linked timeouts) and
 // liburing's own timeout SQE for waits with a timeout on kernels without EXT_ARG.
 inline bool ignored_user_data(std::uint64_t ud) { return ud == 0 || ud == LIBURING_UDATA_TIMEOUT; }
@@ -166,12 +169,6 @@ bool kernel_has_tls_ulp() noexcept {
   return has;
 }
 
-// Issue 14: an option that the environment variable name (=0 or =1) overrides.
-bool env_flag(const char* name, bool value) noexcept {
-  if (const char* env = std::getenv(name); env && (*env == '0' || *env == '1')) return *env == '1';
-  return value;
-}
-
 }  // namespace
 
 std::string ring_features::describe() const {
@@ -184,7 +181,13 @@ std::string ring_features::describe() const {
      << " op_link_timeout=" << op_link_timeout << " accept_multishot=" << accept_multishot
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
      << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp
-     << " min_wait=" << min_wait << " recv_bundle=" << recv_bundle << " pbuf_inc=" << pbuf_inc;
+     << " min_wait=" << min_wait << " taskrun_flag=" << taskrun_flag << " skip_enter=" << skip_enter
+     << " cqe_skip_used=" << cqe_skip_used << " batched_buf_returns=" << batched_buf_returns
+     << " batch_wait="
+     << (batch_wait == batch_policy::rate       ? "rate"
+         : batch_wait == batch_policy::min_wait ? "min_wait"
+                                                : "gathered")
+     << " recv_bundle=" << recv_bundle << " pbuf_inc=" << pbuf_inc;
   return os.str();
 }
 
@@ -196,16 +199,21 @@ io_context::io_context(io_context_options o)
   const unsigned cq = o.cq_entries ? o.cq_entries : o.sq_entries * 16;
   // Ask for the most useful setup first and fall back on -EINVAL (older kernels):
   // SINGLE_ISSUER (6.0) + DEFER_TASKRUN (6.1); COOP_TASKRUN (5.19); SUBMIT_ALL (5.18).
-  unsigned attempts[5];
+  // Issue 14: COOP_TASKRUN with TASKRUN_FLAG (5.19) first, then without.
+  const bool taskrun_flag = env_switch("CORING_TASKRUN_FLAG", o.taskrun_flag);
+  unsigned attempts[8];
   unsigned n = 0;
   const unsigned base = IORING_SETUP_CQSIZE;
   if (o.single_issuer && o.defer_taskrun)
     attempts[n++] =
         base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-  if (o.single_issuer)
-    attempts[n++] =
-        base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN;
-  attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  for (const unsigned coop : {IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+                              unsigned{IORING_SETUP_COOP_TASKRUN}}) {
+    if (!taskrun_flag && (coop & IORING_SETUP_TASKRUN_FLAG)) continue;
+    if (o.single_issuer)
+      attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | coop;
+    attempts[n++] = base | IORING_SETUP_SUBMIT_ALL | coop;
+  }
   attempts[n++] = base;
   int ret = -EINVAL;
   unsigned used = 0;
@@ -230,6 +238,7 @@ io_context::io_context(io_context_options o)
   f.single_issuer = used & IORING_SETUP_SINGLE_ISSUER;
   f.defer_taskrun = used & IORING_SETUP_DEFER_TASKRUN;
   f.coop_taskrun = used & IORING_SETUP_COOP_TASKRUN;
+  f.taskrun_flag = used & IORING_SETUP_TASKRUN_FLAG;
   f.nodrop = params.features & IORING_FEAT_NODROP;
   f.ext_arg = params.features & IORING_FEAT_EXT_ARG;
   f.cqe_skip = params.features & IORING_FEAT_CQE_SKIP;
@@ -249,6 +258,17 @@ io_context::io_context(io_context_options o)
   f.recv_multishot = f.op_send_zc;
   if (o.register_ring_fd) f.registered_ring_fd = io_uring_register_ring_fd(&impl_->ring) == 1;
   f.tls_ulp = kernel_has_tls_ulp();
+  f.skip_enter = env_switch("CORING_SKIP_ENTER", o.skip_idle_enter);
+  f.cqe_skip_used = f.cqe_skip && env_switch("CORING_CQE_SKIP", o.cqe_skip_success);
+  f.batched_buf_returns = env_switch("CORING_BATCH_BUF_RETURNS", o.batch_buffer_returns);
+  f.batch_wait = o.batch_wait;
+  if (const char* env = std::getenv("CORING_BATCH_POLICY"); env && *env) {
+    const std::string_view v(env);
+    f.batch_wait = v == "rate"       ? batch_policy::rate
+                   : v == "min_wait" ? batch_policy::min_wait
+                                     : batch_policy::gathered;
+  }
+  if (f.batch_wait == batch_policy::min_wait && !f.min_wait) f.batch_wait = batch_policy::gathered;
 
   owner_only_ = f.single_issuer || f.registered_ring_fd;
   bool msg_wake = o.msg_ring_wake;
@@ -257,9 +277,9 @@ io_context::io_context(io_context_options o)
   impl_->msg_wake = msg_wake && f.msg_ring;
   // Issue 14: recv bundles (6.10, a feature bit) and incremental buffer rings (6.12, no bit of
   // their own: they came with IORING_FEAT_MIN_TIMEOUT; buffer_ring falls back if refused).
-  f.recv_bundle = env_flag("CORING_RECV_BUNDLE", o.recv_bundle) &&
+  f.recv_bundle = env_switch("CORING_RECV_BUNDLE", o.recv_bundle) &&
                   (params.features & IORING_FEAT_RECVSEND_BUNDLE) != 0 && f.buf_ring;
-  f.pbuf_inc = env_flag("CORING_PBUF_INC", o.pbuf_inc) && f.min_wait && f.buf_ring;
+  f.pbuf_inc = env_switch("CORING_PBUF_INC", o.pbuf_inc) && f.min_wait && f.buf_ring;
   // Issue 14: the budget, capped at 1 s (the wait's timeouts assume less).
   long long delay_us = o.max_batch_delay.count();
   if (const char* env = std::getenv("CORING_MAX_BATCH_DELAY_US"); env && *env)
@@ -476,8 +496,11 @@ bool io_context::run_once(bool block) {
   if (!impl_->wake_armed) arm_wake();
   const bool wait = block && ready_.empty() && !stop_.load(std::memory_order_acquire) &&
                     remote_head_.load(std::memory_order_acquire) == nullptr;
+  if (impl_->dirty_rings) detail::buffer_returns::publish(*this);  // issue 14: one store each
   int ret;
-  if (busy_ && impl_->features.defer_taskrun && impl_->features.ext_arg) {
+  if (skip_enter()) {
+    ret = 0;  // issue 14: the CQ holds completions and there is nothing to submit
+  } else if (busy_ && impl_->features.defer_taskrun && impl_->features.ext_arg) {
     // TRICKY: on a DEFER_TASKRUN ring, completions that waited for an event (a recv that found
     // no data, the signalfd read, timers, linked-timeout disarms) are posted as task work, and
     // one enter runs at most max(20, wait_nr) items of it (Linux 6.10+). When the last turn was
@@ -510,6 +533,20 @@ bool io_context::run_once(bool block) {
   return true;
 }
 
+// Issue 14: whether this turn may reap without an enter: nothing is queued to submit and the
+// CQ already holds completions (left by an io_uring_submit of acquire_sqe or of a cancel, or by
+// the last reap's bound). Not after a busy turn: that enter runs the kernel's deferred task
+// work (see run_once). Under COOP_TASKRUN with TASKRUN_FLAG, not when the kernel has task work
+// for us (IORING_SQ_TASKRUN); under DEFER_TASKRUN it cannot say, and the next turn runs it.
+bool io_context::skip_enter() const noexcept {
+  io_uring& ring = impl_->ring;
+  if (!impl_->features.skip_enter || busy_ || io_uring_sq_ready(&ring) != 0 ||
+      io_uring_cq_ready(&ring) == 0)
+    return false;
+  return !(impl_->features.taskrun_flag &&
+           (IO_URING_READ_ONCE(*ring.sq.kflags) & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)));
+}
+
 // Issue 14: submits and waits up to batch_delay_us for impl_->batch_wait_nr completions.
 // - How many end the wait early adapts to the rate: the count the last batched wait gathered
 //   (at least 1, at most batch_wait_nr). A loop that sees one completion at a time (a lone
@@ -530,6 +567,13 @@ bool io_context::run_once(bool block) {
 // neither is held back past the budget.
 int io_context::batched_wait() {
   io_uring& ring = impl_->ring;
+  if (impl_->features.batch_wait == batch_policy::rate) return rate_wait();
+  if (impl_->features.batch_wait == batch_policy::min_wait && impl_->batch_wait_nr > 1) {
+    const unsigned before = io_uring_cq_ready(&ring);
+    const int ret = min_wait_enter(impl_->batch_wait_nr);
+    impl_->batch_wait_nr = std::clamp(io_uring_cq_ready(&ring) - before, 1U, batch_wait_nr);
+    return ret;
+  }
   if (impl_->last_batch_empty) {
     impl_->last_batch_empty = false;
     impl_->batch_wait_nr = 1;
@@ -544,6 +588,74 @@ int io_context::batched_wait() {
   impl_->last_batch_empty = ret == -ETIME && gathered == 0;
   impl_->batch_wait_nr = std::clamp(gathered, 1U, batch_wait_nr);
   return ret;
+}
+
+// Issue 14, batch_policy::rate: wait_nr from the smoothed completion rate (completions per µs
+// over windows of at least one budget, weight 1/4 to the newest) x the budget, clamped
+// 1..batch_wait_nr.
+// A wait for one has no timeout (an idle loop sleeps); after a wait that gathered fewer than it
+// asked for (it lasted the whole budget), the next waits for one and the estimate restarts from
+// what that wait gathered.
+int io_context::rate_wait() {
+  io_uring& ring = impl_->ring;
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  const std::int64_t now_ns = std::int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+  // A sample spans at least one budget: one completion 10 µs after another is no rate.
+  const double dt_us = double(now_ns - impl_->rate_stamp_ns) / 1000.0;
+  if (impl_->rate_stamp_ns == 0 || dt_us >= impl_->batch_delay_us) {
+    if (impl_->rate_stamp_ns != 0)
+      impl_->rate_per_us = 0.75 * impl_->rate_per_us + 0.25 * (impl_->rate_reaped / dt_us);
+    impl_->rate_stamp_ns = now_ns;
+    impl_->rate_reaped = 0;
+  }
+  unsigned want = 1;
+  if (!impl_->last_batch_short)
+    want = static_cast<unsigned>(
+        std::clamp(impl_->rate_per_us * impl_->batch_delay_us + 0.5, 1.0, double(batch_wait_nr)));
+  if (want == 1) {
+    impl_->last_batch_short = false;
+    return io_uring_submit_and_wait(&ring, 1);
+  }
+  const unsigned before = io_uring_cq_ready(&ring);
+  __kernel_timespec ts{impl_->batch_delay_us / 1000000,
+                       static_cast<long long>(impl_->batch_delay_us % 1000000) * 1000};
+  io_uring_cqe* cqe = nullptr;
+  const int ret = io_uring_submit_and_wait_timeout(&ring, &cqe, want, &ts, nullptr);
+  const unsigned got = io_uring_cq_ready(&ring) - before;
+  impl_->last_batch_short = got < want;
+  // The estimate was too high (a ping-pong's dependent steps look like a fast rate): take
+  // what the budget actually brought instead of decaying towards it.
+  if (impl_->last_batch_short) impl_->rate_per_us = double(got) / impl_->batch_delay_us;
+  return ret;
+}
+
+// Issue 14, batch_policy::min_wait: wait_nr as for gathered (a fixed 64 held every step of a
+// ping-pong for the whole budget: 8 ms round trips with a 2 ms budget in tests/test_batch.cpp),
+// min_wait_usec the budget and a 1 s overall timeout (an idle loop wakes once a second), so a
+// wait that gathers fewer than wait_nr ends at the budget if one came, or at the first one
+// after it. bench/min_wait shows that contract on Linux 6.18, DEFER_TASKRUN included.
+// liburing 2.3 cannot pass min_wait_usec: the SQ tail is published here as its submit would,
+// and the enter is raw.
+int io_context::min_wait_enter(unsigned wait_nr) {
+  io_uring& ring = impl_->ring;
+  io_uring_sq& sq = ring.sq;
+  if (sq.sqe_head != sq.sqe_tail) {
+    sq.sqe_head = sq.sqe_tail;
+    io_uring_smp_store_release(sq.ktail, sq.sqe_tail);
+  }
+  const unsigned to_submit = sq.sqe_tail - IO_URING_READ_ONCE(*sq.khead);
+  __kernel_timespec ts{1, 0};
+  detail::getevents_arg_v612 arg{0, _NSIG / 8, impl_->batch_delay_us,
+                                 reinterpret_cast<std::uintptr_t>(&ts)};
+  unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+  int fd = ring.ring_fd;
+  if (impl_->features.registered_ring_fd) {
+    flags |= IORING_ENTER_REGISTERED_RING;
+    fd = ring.enter_ring_fd;
+  }
+  const long r = ::syscall(__NR_io_uring_enter, fd, to_submit, wait_nr, flags, &arg, sizeof arg);
+  return r < 0 ? -errno : static_cast<int>(r);
 }
 
 void io_context::reap() {
@@ -600,6 +712,7 @@ void io_context::reap() {
     if (n < batch) break;
   }
   busy_ = total >= busy_turn;
+  impl_->rate_reaped += total;  // issue 14: batch_policy::rate
 }
 
 io_uring_sqe& io_context::acquire_sqe(unsigned n) {
@@ -636,7 +749,7 @@ void io_context::cancel(detail::completion* c) noexcept {
   if (!sqe) return;
   io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(c), 0);
   io_uring_sqe_set_data64(sqe, 0);
-  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  if (impl_->features.cqe_skip_used) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
 
 void io_context::cancel(detail::cancel_node& n, detail::completion* c) noexcept {
@@ -655,7 +768,7 @@ void io_context::submit_op_cancel(detail::cancel_node& n) noexcept {
   io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(n.target), 0);
   io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(n.id) << 3) | op_cancel_tag);
   // Success needs no answer; -ENOENT/-EALREADY come back (on_op_cancel).
-  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  if (impl_->features.cqe_skip_used) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
 
 void io_context::on_op_cancel(std::uint64_t user_data, int res) noexcept {

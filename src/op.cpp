@@ -47,6 +47,8 @@ void link_timeout(io_context& ctx, io_uring_sqe& sqe, const kernel_timespec& dea
       &t, const_cast<__kernel_timespec*>(reinterpret_cast<const __kernel_timespec*>(&deadline)),
       IORING_TIMEOUT_ABS);
   io_uring_sqe_set_data64(&t, 0);  // its CQE (-ETIME or -ECANCELED) is ignored
+  // Issue 14: so skip it where the kernel can (a disarmed timeout then posts none).
+  if (ring_access::native(ctx).features.cqe_skip_used) t.flags |= IOSQE_CQE_SKIP_SUCCESS;
   ++ring_access::native(ctx).timeouts_submitted;
 }
 

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <future>
 #include <string>
@@ -35,11 +36,19 @@ constexpr auto budget = 2ms;
 constexpr auto median_margin = 1ms;
 constexpr auto worst_margin = 50ms;
 
-io_context_options batched() {
+io_context_options batched(batch_policy policy) {
   io_context_options o;
   o.max_batch_delay = budget;
+  o.batch_wait = policy;
   return o;
 }
+
+// Issue 14, part loop: each test below runs once per batch_policy (doctest subcases).
+#define BATCH_POLICY_SUBCASES(policy)                     \
+  batch_policy policy = batch_policy::gathered;           \
+  SUBCASE("policy gathered") {}                           \
+  SUBCASE("policy rate") { policy = batch_policy::rate; } \
+  SUBCASE("policy min_wait") { policy = batch_policy::min_wait; }
 
 std::chrono::microseconds median(std::vector<std::chrono::microseconds> v) {
   std::sort(v.begin(), v.end());
@@ -126,7 +135,8 @@ TEST_CASE("the budget is off by default and features() says whether min_wait is 
 }
 
 TEST_CASE("with a 2 ms budget a lone request on an idle server is answered within the budget") {
-  echo_thread server(batched());
+  BATCH_POLICY_SUBCASES(policy);
+  echo_thread server(batched(policy));
   const int fd = connect_blocking(server.port.get_future().get());
   std::vector<std::chrono::microseconds> idle_rtt, busy_rtt;
   char msg[64], back[64];
@@ -153,7 +163,8 @@ TEST_CASE("with a 2 ms budget a lone request on an idle server is answered withi
           << median(idle_rtt).count() << " us, worst " << idle_worst.count()
           << " us; right after another: " << median(busy_rtt).count() << " us, worst "
           << busy_worst.count() << " us");
-  // Idle: the loop waits plainly for the first completion, so it answers at once.
+  // Idle: the loop waits plainly for the first completion, so it answers at once (min_wait:
+  // at the budget's end at the latest).
   CHECK(median(idle_rtt) <= budget + median_margin);
   CHECK(idle_worst <= budget + worst_margin);
   // Right after another: the echo takes two dependent completions (its send's, then the next
@@ -163,7 +174,8 @@ TEST_CASE("with a 2 ms budget a lone request on an idle server is answered withi
 }
 
 TEST_CASE("with a 2 ms budget a burst of messages is all answered") {
-  echo_thread server(batched());
+  BATCH_POLICY_SUBCASES(policy);
+  echo_thread server(batched(policy));
   const int fd = connect_blocking(server.port.get_future().get());
   constexpr std::size_t count = 500, size = 64;
   std::string out(count * size, '\0');
@@ -178,7 +190,8 @@ TEST_CASE("with a 2 ms budget a burst of messages is all answered") {
 }
 
 TEST_CASE("with a 2 ms budget a 1 ms sleep_for wakes within the budget") {
-  io_context ctx(batched());
+  BATCH_POLICY_SUBCASES(policy);
+  io_context ctx(batched(policy));
   auto body = [](io_context& c) -> task<std::vector<std::chrono::microseconds>> {
     std::vector<std::chrono::microseconds> late;
     for (int i = 0; i < 20; ++i) {
@@ -198,10 +211,11 @@ TEST_CASE("with a 2 ms budget a 1 ms sleep_for wakes within the budget") {
 }
 
 TEST_CASE("with a 2 ms budget a cross-thread execute() runs within the budget") {
+  BATCH_POLICY_SUBCASES(policy);
   std::promise<io_context*> made;
   std::atomic<bool> done{false};
   std::thread loop([&] {
-    io_context ctx(batched());
+    io_context ctx(batched(policy));
     auto guard = ctx.make_work_guard();
     made.set_value(&ctx);
     test::watchdog w(60s);
@@ -226,4 +240,90 @@ TEST_CASE("with a 2 ms budget a cross-thread execute() runs within the budget") 
                                     << " us");
   CHECK(median(delay) <= budget + median_margin);
   CHECK(worst <= budget + worst_margin);
+}
+
+// Issue 14, part loop: the loop's own costs, each of which can be forced off.
+namespace {
+
+// The option's value as the context will see it: its environment variable (=0/=1) wins.
+bool env_or(const char* name, bool value) {
+  const char* env = std::getenv(name);
+  if (env && (*env == '0' || *env == '1') && !env[1]) return *env == '1';
+  return value;
+}
+
+io_context_options loop_costs(bool on, bool defer) {
+  io_context_options o;
+  o.defer_taskrun = defer;
+  o.skip_idle_enter = o.taskrun_flag = o.cqe_skip_success = o.batch_buffer_returns = on;
+  return o;
+}
+
+std::byte pattern_at(std::size_t i) { return static_cast<std::byte>((i * 13 + i / 253) & 0xff); }
+
+// Sends total bytes of the pattern in chunks, each send_all bounded by a (linked) timeout.
+task<> send_pattern_bounded(coring::socket& s, std::size_t total, std::size_t chunk) {
+  std::vector<std::byte> buf(chunk);
+  for (std::size_t off = 0; off < total; off += chunk) {
+    const std::size_t n = std::min(chunk, total - off);
+    for (std::size_t i = 0; i < n; ++i)
+      buf[i] = pattern_at(off + i);
+    auto op = s.send_all(std::span<const std::byte>(buf).first(n)).with_timeout(10s);
+    co_await std::move(op);
+  }
+  s.shutdown(SHUT_WR);
+}
+
+// Receives through a 2-buffer ring (so every buffer goes back many times) until EOF, each wait
+// bounded by a timeout; then a recv on a silent socket that must time out (a linked timeout
+// that fires). Returns: bytes received, and bad counts mismatches.
+task<std::size_t> receive_pattern(io_context& ctx, test::tcp_pair& pair, std::size_t& bad) {
+  buffer_ring ring(ctx, 2, 512);
+  std::size_t off = 0;
+  {
+    recv_stream rx(pair.server, ring);
+    for (int i = 0; i < 1000000; ++i) {
+      auto next = rx.next().with_timeout(10s);
+      buffer b = co_await std::move(next);
+      if (!b) break;
+      for (std::byte x : b.data())
+        if (x != pattern_at(off++)) ++bad;
+    }
+  }
+  CHECK(ring.available() == ring.count());
+  std::array<std::byte, 16> one;
+  auto silent = pair.client.recv(one).with_timeout(1ms);
+  auto r = co_await as_result(std::move(silent));
+  CHECK(r.error() == std::errc::timed_out);
+  co_return off;
+}
+
+}  // namespace
+
+TEST_CASE("the loop's cost options each work on and off: a stream through a 2-buffer ring" *
+          test::skip_unless(test::ring_supports(test::feature::provided_buffer_rings))) {
+  for (const bool on : {true, false})
+    for (const bool defer : {true, false}) {
+      CAPTURE(on);
+      CAPTURE(defer);
+      io_context ctx(loop_costs(on, defer));
+      const ring_features& f = ctx.features();
+      MESSAGE(f.describe());
+      CHECK(f.skip_enter == env_or("CORING_SKIP_ENTER", on));
+      CHECK(f.batched_buf_returns == env_or("CORING_BATCH_BUF_RETURNS", on));
+      CHECK(f.cqe_skip_used == (f.cqe_skip && env_or("CORING_CQE_SKIP", on)));
+      if (!env_or("CORING_TASKRUN_FLAG", on)) CHECK_FALSE(f.taskrun_flag);
+      if (f.defer_taskrun) CHECK_FALSE(f.taskrun_flag);  // only asked for with COOP_TASKRUN
+      const std::size_t total = 256 * 1024;
+      std::size_t bad = 0;
+      const std::size_t got = test::run_on(ctx, [&](io_context& c) -> task<std::size_t> {
+        auto pair = co_await test::make_tcp_pair(c);
+        c.spawn(send_pattern_bounded(pair.client, total, 1000));
+        const std::size_t n = co_await receive_pattern(c, pair, bad);
+        co_return n;
+      });
+      CHECK(got == total);
+      CHECK(bad == 0);
+      CHECK(ctx.in_flight() == 0);
+    }
 }

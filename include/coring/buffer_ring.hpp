@@ -18,7 +18,8 @@ namespace coring {
 class buffer_ring;
 namespace detail {
 class recv_stream_state;
-}
+struct buffer_returns;
+}  // namespace detail
 
 /// A received buffer. Move-only; gives its storage back (to its buffer_ring, or to the
 /// recv_stream's private fallback buffer) when destroyed or reset(). An empty buffer
@@ -119,6 +120,7 @@ class buffer_ring {
 
  private:
   friend class detail::recv_stream_state;  // the ring-facing calls below
+  friend struct detail::buffer_returns;    // issue 14: publishes batched returns
 
   /// Bytes [offset, offset + len) of buffer id: what one reception put there.
   struct piece {
@@ -159,7 +161,9 @@ class buffer_ring {
   static void release_fn(void* self, std::uint16_t id) noexcept {
     static_cast<buffer_ring*>(self)->release(id);
   }
-  void add(std::uint16_t id) noexcept;  // gives buffer id (whole) to the kernel
+  /// Gives buffer id (whole) to the kernel: now, or (batched returns) at the loop's next
+  /// publish.
+  void add(std::uint16_t id, bool now = false) noexcept;
 
   io_context* ctx_;
   void* ring_mem_ = nullptr;  // struct io_uring_buf_ring, page aligned
@@ -171,8 +175,12 @@ class buffer_ring {
   std::uint64_t bundled_ = 0;
   unsigned count_, size_;
   unsigned available_ = 0;
-  std::uint16_t tail_ = 0;  // the ring's tail as we advanced it
+  std::uint16_t tail_ = 0;  // the ring's tail as we advanced it (published or not)
   std::uint16_t group_;
+  // Issue 14: batched returns. Buffers given back since the last publish (added behind the
+  // tail the kernel sees), and the next ring on the context's list of rings that have some.
+  unsigned unpublished_ = 0;
+  buffer_ring* next_dirty_ = nullptr;
   bool incremental_ = false;
 };
 

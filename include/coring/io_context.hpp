@@ -39,6 +39,20 @@ struct remote_node {
 };
 }  // namespace detail
 
+/// Issue 14: how a batched wait (io_context_options::max_batch_delay) decides when to wake;
+/// README, "Batched wake-ups", has the measurements.
+enum class batch_policy : std::uint8_t {
+  /// Wait for as many completions as the last batched wait gathered (1..64), the budget as
+  /// its timeout; after a wait that gathered nothing, a plain wait for one.
+  gathered,
+  /// Wait for the recent completion rate x the budget (1..64, smoothed), the budget as its
+  /// timeout; for one, without a timeout, after a wait that gathered fewer than it asked for.
+  rate,
+  /// As gathered, but with min_wait_usec (Linux 6.12+; else gathered is used): a wait that
+  /// gathers fewer ends at the budget's end if at least one came, else at the first after it.
+  min_wait,
+};
+
 /// How an io_context sets up its ring. The defaults suit a server on one thread.
 struct io_context_options {
   unsigned sq_entries = 256;  ///< submission queue size (rounded up to a power of two)
@@ -57,6 +71,23 @@ struct io_context_options {
   /// wake-ups". Timers and cross-thread wake-ups still run within it. The environment variable
   /// CORING_MAX_BATCH_DELAY_US (microseconds) overrides this field.
   std::chrono::microseconds max_batch_delay{0};
+  // Issue 14: the loop's own costs (README, "Batched wake-ups"); each can be forced off here or
+  // by its environment variable (=0 off, =1 on), which overrides the field.
+  /// Skip the loop turn's io_uring_enter when nothing is queued and completions already wait in
+  /// the CQ (CORING_SKIP_ENTER).
+  bool skip_idle_enter = true;
+  /// With COOP_TASKRUN (the fallback when DEFER_TASKRUN is refused or off), also ask for
+  /// IORING_SETUP_TASKRUN_FLAG (5.19+), so that the loop enters only when task work is pending
+  /// (CORING_TASKRUN_FLAG).
+  bool taskrun_flag = true;
+  /// Put IOSQE_CQE_SKIP_SUCCESS (5.17+) on SQEs whose completion the loop ignores: linked
+  /// timeouts and cancels (CORING_CQE_SKIP).
+  bool cqe_skip_success = true;
+  /// Publish buffers that recv_stream gives back to a buffer_ring once per loop turn (one tail
+  /// store per ring) instead of one at a time (CORING_BATCH_BUF_RETURNS).
+  bool batch_buffer_returns = true;
+  /// How a batched wait decides when to wake (CORING_BATCH_POLICY=gathered|rate|min_wait).
+  batch_policy batch_wait = batch_policy::gathered;
   // Issue 14: recv bundles and incremental buffer consumption. Both off by default: no gain
   // beyond noise at the echo profiles (bench/README.md, "Recv bundles and incremental buffers").
   /// Let a multishot recv_stream's receive fill several ring buffers per completion
@@ -93,6 +124,16 @@ struct ring_features {
   bool tls_ulp = false;
   /// IORING_FEAT_MIN_TIMEOUT (6.12+): waits take min_wait_usec (used by max_batch_delay).
   bool min_wait = false;
+  /// Issue 14: IORING_SETUP_TASKRUN_FLAG in effect (with COOP_TASKRUN only).
+  bool taskrun_flag = false;
+  /// Issue 14: the loop skips needless enters (io_context_options::skip_idle_enter).
+  bool skip_enter = false;
+  /// Issue 14: ignored completions are skipped (IOSQE_CQE_SKIP_SUCCESS: cqe_skip and the option).
+  bool cqe_skip_used = false;
+  /// Issue 14: buffer_ring returns are published once per loop turn (batch_buffer_returns).
+  bool batched_buf_returns = false;
+  /// Issue 14: the batched wait's policy in effect (min_wait needs the min_wait feature).
+  batch_policy batch_wait = batch_policy::gathered;
   /// IORING_FEAT_RECVSEND_BUNDLE (6.10+) and not turned off (io_context_options::recv_bundle):
   /// recv_stream receives in bundles.
   bool recv_bundle = false;
@@ -269,7 +310,10 @@ class io_context {
   void on_wake(int res, std::uint32_t flags) noexcept;
   void arm_wake() noexcept;
   void run_remote(bool cancelled) noexcept;
-  int batched_wait();  // issue 14: the blocking wait under max_batch_delay
+  int batched_wait();                    // issue 14: the blocking wait under max_batch_delay
+  int rate_wait();                       // issue 14: batched_wait, batch_policy::rate
+  int min_wait_enter(unsigned wait_nr);  // issue 14: batched_wait, batch_policy::min_wait
+  bool skip_enter() const noexcept;      // issue 14: may this turn reap without an enter?
   bool send_wake(io_context& target) noexcept;
   void on_wake_sent(std::uint64_t user_data, int res) noexcept;
 

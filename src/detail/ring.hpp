@@ -8,6 +8,8 @@
 
 #include <atomic>
 
+#include <coring/buffer_ring.hpp>
+
 namespace coring {
 
 namespace detail {
@@ -44,7 +46,23 @@ struct io_context::impl {
   std::uint32_t batch_delay_us = 0;  // max_batch_delay in effect; 0: wake on the first completion
   std::uint32_t batch_wait_nr = 1;   // completions that end the next batched wait early
   bool last_batch_empty = true;      // the last batched wait gathered nothing: wait plainly
+  // Issue 14, batch_policy::rate (io_context::rate_wait).
+  double rate_per_us = 0;          // smoothed completions per µs
+  std::int64_t rate_stamp_ns = 0;  // CLOCK_MONOTONIC at the last rate_wait
+  unsigned rate_reaped = 0;        // completions reaped since then
+  bool last_batch_short = false;   // the last wait gathered fewer than it asked for
+  // Issue 14: buffer_rings with buffers given back but not yet published to the kernel
+  // (batch_buffer_returns): run_once publishes them before it enters.
+  buffer_ring* dirty_rings = nullptr;
 };
+
+namespace detail {
+/// Issue 14: batched buffer_ring returns (io_context_options::batch_buffer_returns).
+struct buffer_returns {
+  /// Publishes every dirty ring's returns (one tail store per ring) and empties the list.
+  static void publish(io_context& ctx) noexcept;
+};
+}  // namespace detail
 
 namespace detail {
 /// Test seam: when non-zero, the next io_context construction fails as if io_uring_queue_init
