@@ -178,6 +178,7 @@ std::string ring_features::describe() const {
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
      << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp
      << " min_wait=" << min_wait;
+  os << " direct_files=" << direct_files;  // issue 14
   return os.str();
 }
 
@@ -268,13 +269,16 @@ io_context::io_context(io_context_options o)
   }
   impl_->channel->event_fd = impl_->wake_fd;
   arm_wake();
+  setup_direct_files(o);  // issue 14: the registered file table (src/direct_files.cpp); last
 }
 
 io_context::~io_context() {
+  forget_direct_files(false);  // issue 14: first, so that no slot release is posted any more
   // A thread whose request let run() return may still be inside wake(): let it leave first.
   while (remote_callers_.load(std::memory_order_acquire) != 0)
     std::this_thread::yield();
   shutdown();
+  forget_direct_files(true);  // issue 14: the table goes (sockets destroyed above released theirs)
   exit_ring();
 }
 
