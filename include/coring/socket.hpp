@@ -46,8 +46,9 @@ class socket {
   /// Throws: std::system_error(EBADF) if fd < 0, std::system_error(ENOTSOCK) if fd is not a
   /// socket (fd is then still the caller's).
   static socket from_fd(io_context& ctx, int fd);
-  /// Adopts fd without any check or syscall (for descriptors known to be sockets, such as
-  /// those an accept returned). Takes ownership.
+  /// Adopts fd without any check (for descriptors known to be sockets, such as those an accept
+  /// returned); its only system call puts fd in the context's registered file table, when it
+  /// has one (issue 14). Takes ownership.
   static socket adopt(io_context& ctx, int fd) noexcept { return socket(ctx, fd, nullptr); }
   socket(socket&& o) noexcept
       : ctx_(o.ctx_), fd_(std::exchange(o.fd_, -1)), cancel_generation_(o.cancel_generation_),
@@ -209,6 +210,7 @@ class socket {
   /// True if the socket also holds slot fileno() of its context's registered file table, so
   /// that its ring operations skip the descriptor lookup (issue 14, io_context_options::
   /// direct_files). Informational: every call works the same either way.
+  /// Note: asks the context: call it while the context exists.
   bool direct() const noexcept { return direct_ && detail::ring_access::is_direct(*ctx_, fd_); }
   /// The connected peer's address (getpeername; Asio calls it remote_endpoint).
   /// Throws: std::system_error (errno, e.g. ENOTCONN).
