@@ -237,7 +237,8 @@ TEST_CASE("close with a recv in flight on a socket in the table") {
   table_on(ctx);
   test::run_on(ctx, [](io_context& ctx) -> task<> {
     auto pair = co_await make_tcp_pair(ctx);
-    auto& [client, server] = pair;
+    coring::socket& client = pair.client;  // not a structured binding: the lambda captures it
+    coring::socket& server = pair.server;
     std::array<std::byte, 16> buf;
     auto closer = [&]() -> task<> {
       // One timer turn orders it: the recv beside it was submitted in the turn before.
