@@ -61,9 +61,10 @@ struct io_context_options {
   /// opened or adopted on this context's thread also takes slot fileno() in it, so that its
   /// ring operations run on the fixed file (IOSQE_FIXED_FILE: no fget/fput per operation). The
   /// socket keeps its descriptor (docs/design.md, "Direct descriptors"). A descriptor beyond the
-  /// table, or a table the kernel refuses, means a plain descriptor, never an error. The
+  /// table, or a table the kernel refuses, means a plain descriptor, never an error. Off by
+  /// default: it saved nothing measurable (bench/README.md, "Direct descriptors"). The
   /// environment variable CORING_DIRECT_FILES=0 or =1 overrides this field.
-  bool direct_files = true;
+  bool direct_files = false;
   /// Slots in that table; 0: the RLIMIT_NOFILE soft limit when the ring is created, at most
   /// 65,536 (the kernel refuses more than that limit).
   unsigned direct_files_max = 0;
