@@ -188,6 +188,7 @@ std::string ring_features::describe() const {
          : batch_wait == batch_policy::min_wait ? "min_wait"
                                                 : "gathered")
      << " recv_bundle=" << recv_bundle << " pbuf_inc=" << pbuf_inc;
+  os << " direct_files=" << direct_files;  // issue 14
   return os.str();
 }
 
@@ -300,13 +301,16 @@ io_context::io_context(io_context_options o)
   }
   impl_->channel->event_fd = impl_->wake_fd;
   arm_wake();
+  setup_direct_files(o);  // issue 14: the registered file table (src/direct_files.cpp); last
 }
 
 io_context::~io_context() {
+  forget_direct_files(false);  // issue 14: first, so that no slot release is posted any more
   // A thread whose request let run() return may still be inside wake(): let it leave first.
   while (remote_callers_.load(std::memory_order_acquire) != 0)
     std::this_thread::yield();
   shutdown();
+  forget_direct_files(true);  // issue 14: the table goes (sockets destroyed above released theirs)
   exit_ring();
 }
 

@@ -185,6 +185,7 @@ socket::socket(io_context& ctx, int family, int type, int protocol) : ctx_(&ctx)
   fd_ = ::socket(family, type | SOCK_CLOEXEC, protocol);
   if (fd_ < 0) throw_errno(errno, "socket");
   cancel_generation_ = ring_access::cancel_generation(ctx, fd_);
+  direct_ = ring_access::install_direct(ctx, fd_);
 }
 
 socket socket::from_fd(io_context& ctx, int fd) {
@@ -247,16 +248,23 @@ task<received_fds> recv_fds(socket& s, std::span<std::byte> data, std::size_t ma
 
 socket& socket::operator=(socket&& o) noexcept {
   if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
+    if (direct_)
+      drop_direct(true);
+    else if (fd_ >= 0)
+      ::close(fd_);
     ctx_ = o.ctx_;
     fd_ = std::exchange(o.fd_, -1);
     cancel_generation_ = o.cancel_generation_;
+    direct_ = std::exchange(o.direct_, false);
   }
   return *this;
 }
 
 socket::~socket() {
-  if (fd_ >= 0) ::close(fd_);
+  if (direct_)
+    drop_direct(true);
+  else if (fd_ >= 0)
+    ::close(fd_);
 }
 
 void socket::bind(const address& addr) {

@@ -98,6 +98,17 @@ struct io_context_options {
   /// small receptions share one ring buffer. The environment variable CORING_PBUF_INC=1 or =0
   /// overrides this field.
   bool pbuf_inc = false;
+  /// Issue 14: direct descriptors. Registers a sparse file table at ring creation, and a socket
+  /// opened or adopted on this context's thread also takes slot fileno() in it, so that its
+  /// ring operations run on the fixed file (IOSQE_FIXED_FILE: no fget/fput per operation). The
+  /// socket keeps its descriptor (docs/design.md, "Direct descriptors"). A descriptor beyond the
+  /// table, or a table the kernel refuses, means a plain descriptor, never an error. Off by
+  /// default: it saved nothing measurable (bench/README.md, "Direct descriptors"). The
+  /// environment variable CORING_DIRECT_FILES=0 or =1 overrides this field.
+  bool direct_files = false;
+  /// Slots in that table; 0: the RLIMIT_NOFILE soft limit when the ring is created, at most
+  /// 65,536 (the kernel refuses more than that limit).
+  unsigned direct_files_max = 0;
 };
 
 /// What the running kernel granted and supports, probed once when the ring is created.
@@ -140,6 +151,9 @@ struct ring_features {
   /// IOU_PBUF_RING_INC (6.12+) and not turned off (io_context_options::pbuf_inc): buffer_rings
   /// are registered for incremental consumption (false after the kernel refused one).
   bool pbuf_inc = false;
+  /// Issue 14: slots of the registered file table sockets use (io_context_options::
+  /// direct_files); 0: none, every operation names a plain descriptor.
+  unsigned direct_files = 0;
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };
@@ -288,6 +302,20 @@ class io_context {
     if (i >= fds_.size()) grow_fds(i);
     if (i < fds_.size()) ++fds_[i].in_flight;
   }
+  /// Issue 14, direct descriptors (src/direct_files.cpp): puts fd in slot fd of the registered
+  /// table if there is one, fd fits and this is the context's thread. Returns: true if it did.
+  bool install_direct(int fd) noexcept;
+  /// Empties slot fd if install_direct put fd there (the context's thread only).
+  void release_direct(int fd) noexcept;
+  /// True while slot fd holds descriptor fd: operations on it may name the slot.
+  bool is_direct(int fd) const noexcept {
+    const auto i = static_cast<std::size_t>(fd);
+    return fd >= 0 && i < fds_.size() && fds_[i].direct;
+  }
+  void setup_direct_files(const io_context_options& o) noexcept;
+  // ~io_context: leaves the list other threads post releases by (table false), then, after
+  // shutdown(), this thread's list and unregisters the table (table true).
+  void forget_direct_files(bool table) noexcept;
   void socket_op_finished(int fd, std::uint32_t generation) noexcept {
     const auto i = static_cast<std::size_t>(fd);
     if (fd < 0 || i >= fds_.size() || fds_[i].in_flight == 0) return;
@@ -329,6 +357,7 @@ class io_context {
   // many of those a cancel_fd() targeted (it retries until they are back).
   struct fd_state {
     std::uint32_t generation = 0, in_flight = 0, stale = 0;
+    bool direct = false;  // issue 14: slot fd of the registered file table holds fd
   };
   std::vector<fd_state> fds_;
   // Operations being cancelled (cancel(node, c)).

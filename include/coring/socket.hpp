@@ -46,11 +46,13 @@ class socket {
   /// Throws: std::system_error(EBADF) if fd < 0, std::system_error(ENOTSOCK) if fd is not a
   /// socket (fd is then still the caller's).
   static socket from_fd(io_context& ctx, int fd);
-  /// Adopts fd without any check or syscall (for descriptors known to be sockets, such as
-  /// those an accept returned). Takes ownership.
+  /// Adopts fd without any check (for descriptors known to be sockets, such as those an accept
+  /// returned); its only system call puts fd in the context's registered file table, when it
+  /// has one (issue 14). Takes ownership.
   static socket adopt(io_context& ctx, int fd) noexcept { return socket(ctx, fd, nullptr); }
   socket(socket&& o) noexcept
-      : ctx_(o.ctx_), fd_(std::exchange(o.fd_, -1)), cancel_generation_(o.cancel_generation_) {}
+      : ctx_(o.ctx_), fd_(std::exchange(o.fd_, -1)), cancel_generation_(o.cancel_generation_),
+        direct_(std::exchange(o.direct_, false)) {}
   socket& operator=(socket&& o) noexcept;
   socket(const socket&) = delete;
   socket& operator=(const socket&) = delete;
@@ -175,7 +177,10 @@ class socket {
   /// Closes the descriptor on the ring; the socket is empty at once. Idempotent. The descriptor
   /// is closed even if the operation is never awaited (synchronously, when it is destroyed).
   /// Throws: std::system_error (errno, "close").
-  [[nodiscard]] detail::close_op close() noexcept { return {*ctx_, std::exchange(fd_, -1)}; }
+  [[nodiscard]] detail::close_op close() noexcept {
+    release_direct();
+    return {*ctx_, std::exchange(fd_, -1)};
+  }
   /// Shuts down reading (SHUT_RD), writing (SHUT_WR) or both (SHUT_RDWR); the peer's recv then
   /// returns 0 once it read everything. Throws: std::system_error (errno, e.g. ENOTCONN).
   void shutdown(int how = SHUT_RDWR);
@@ -192,12 +197,21 @@ class socket {
            detail::ring_access::cancel_generation(*ctx_, fd_) != cancel_generation_;
   }
   /// Releases ownership of the descriptor and returns it; the socket becomes empty.
-  [[nodiscard]] int detach() noexcept { return std::exchange(fd_, -1); }
+  /// (Its slot in the registered file table, if any, is emptied first.)
+  [[nodiscard]] int detach() noexcept {
+    release_direct();
+    return std::exchange(fd_, -1);
+  }
   /// The descriptor, or -1 if empty.
   int fileno() const noexcept { return fd_; }
   /// True if the socket holds a descriptor.
   bool is_open() const noexcept { return fd_ >= 0; }
   explicit operator bool() const noexcept { return fd_ >= 0; }
+  /// True if the socket also holds slot fileno() of its context's registered file table, so
+  /// that its ring operations skip the descriptor lookup (issue 14, io_context_options::
+  /// direct_files). Informational: every call works the same either way.
+  /// Note: asks the context: call it while the context exists.
+  bool direct() const noexcept { return direct_ && detail::ring_access::is_direct(*ctx_, fd_); }
   /// The connected peer's address (getpeername; Asio calls it remote_endpoint).
   /// Throws: std::system_error (errno, e.g. ENOTCONN).
   address peer_name() const;
@@ -256,7 +270,15 @@ class socket {
   friend class detail::accept_op;
   friend struct detail::ring_access;  // cancel_generation(s), for multishot states
   socket(io_context& ctx, int fd, std::nullptr_t) noexcept
-      : ctx_(&ctx), fd_(fd), cancel_generation_(detail::ring_access::cancel_generation(ctx, fd)) {}
+      : ctx_(&ctx), fd_(fd), cancel_generation_(detail::ring_access::cancel_generation(ctx, fd)),
+        direct_(detail::ring_access::install_direct(ctx, fd)) {}
+  // Issue 14: empties the socket's slot in the registered file table (if it has one), and
+  // closes fd_ too if close_fd; on another thread than the context's, the context's thread
+  // does both (src/direct_files.cpp). fd_ is left as it is.
+  void release_direct() noexcept {
+    if (direct_) drop_direct(false);
+  }
+  void drop_direct(bool close_fd) noexcept;
   // Ties an operation to this socket's sticky cancel (cancel()).
   template <class Op>
   Op watched(Op&& op) const noexcept {
@@ -267,6 +289,7 @@ class socket {
   io_context* ctx_ = nullptr;
   int fd_ = -1;
   std::uint32_t cancel_generation_ = 0;  // ctx_->cancel_generation(fd_) when opened
+  bool direct_ = false;                  // install_direct(fd_) succeeded: the slot must be released
 };
 
 inline std::uint32_t detail::ring_access::cancel_generation(const socket& s) noexcept {

@@ -181,6 +181,9 @@ class io_op : public completion {
   void submit() {
     io_uring_sqe& sqe = ring_access::acquire_sqe(*ctx_, has_deadline() ? 2 : 1);
     static_cast<Op*>(this)->prep(sqe);
+    // Issue 14: a socket in the registered file table is named by its slot (same number).
+    if (watch_fd_ >= 0 && ring_access::is_direct(*ctx_, watch_fd_))
+      ring_access::use_direct(sqe, watch_fd_);
     ring_access::attach(*ctx_, sqe, this);
     if (has_deadline()) link_timeout(*ctx_, sqe, deadline_);
   }

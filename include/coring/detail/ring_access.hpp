@@ -49,6 +49,15 @@ struct ring_access {
   static void socket_op_finished(io_context& ctx, int fd, std::uint32_t generation) noexcept {
     ctx.socket_op_finished(fd, generation);
   }
+  /// Issue 14, direct descriptors: puts fd in the registered file table (slot fd) if it can.
+  /// Returns: true if it did (the caller must then release it, see release_direct).
+  static bool install_direct(io_context& ctx, int fd) noexcept { return ctx.install_direct(fd); }
+  /// Empties slot fd if install_direct filled it (on ctx's thread).
+  static void release_direct(io_context& ctx, int fd) noexcept { ctx.release_direct(fd); }
+  /// True while operations on fd may use its slot instead (IOSQE_FIXED_FILE).
+  static bool is_direct(const io_context& ctx, int fd) noexcept { return ctx.is_direct(fd); }
+  /// Makes sqe name slot fd instead of descriptor fd, if sqe names fd (src/direct_files.cpp).
+  static void use_direct(io_uring_sqe& sqe, int fd) noexcept;
   /// Queues n to run on ctx's thread (any thread; never allocates).
   static void post_remote(io_context& ctx, remote_node* n) noexcept { ctx.post_remote(n); }
   /// Hands e to ctx's exception handler.
