@@ -67,8 +67,8 @@ struct io_context_options {
   bool msg_ring_wake = false;
   /// Issue 14: latency budget for batched wake-ups; 0 (default) wakes on the first completion.
   /// When > 0 the loop's blocking wait may hold back up to this long to gather completions
-  /// (min_wait_usec, Linux 6.12+; else wait_nr > 1 with this timeout): README, "Batched
-  /// wake-ups". Timers and cross-thread wake-ups still run within it. The environment variable
+  /// (how: batch_wait): README, "Batched wake-ups". Timers and cross-thread wake-ups still run
+  /// within it. The environment variable
   /// CORING_MAX_BATCH_DELAY_US (microseconds) overrides this field.
   std::chrono::microseconds max_batch_delay{0};
   // Issue 14: the loop's own costs (README, "Batched wake-ups"); each can be forced off here or
