@@ -113,7 +113,9 @@ int main(int argc, char** argv) {
   };
   const long delays[] = {1000, (long)min_wait * 2, -1};
   printf("min_wait_usec=%u timeout=%u us wait_nr=%u\n", min_wait, timeout, wait_nr);
-  printf("| ring | recv data after | wait took | CQEs | enter returned |\n|---|---:|---:|---:|---:|\n");
+  printf(
+      "| ring | recv data after | wait took | CQEs | enter returned "
+      "|\n|---|---:|---:|---:|---:|\n");
   for (size_t s = 0; s < sizeof setups / sizeof setups[0]; ++s)
     for (size_t d = 0; d < sizeof delays / sizeof delays[0]; ++d) {
       if (delays[d] < 0 && timeout == 0) continue;  // would wait for ever

@@ -129,8 +129,10 @@ bool read_exactly(int fd, char* out, std::size_t n) {
 TEST_CASE("the budget is off by default and features() says whether min_wait is there") {
   io_context ctx;
   CHECK(io_context_options{}.max_batch_delay == 0us);
+  CHECK(io_context_options{}.batch_wait == batch_policy::gathered);
   const std::string d = ctx.features().describe();
   CHECK(d.find(" min_wait=") != std::string::npos);
+  CHECK(d.find(" batch_wait=") != std::string::npos);
   MESSAGE(d);
 }
 
