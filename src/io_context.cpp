@@ -561,11 +561,11 @@ bool io_context::skip_enter() const noexcept {
 // - The wait is wait_nr with the budget as its timeout (EXT_ARG: no SQE). Under DEFER_TASKRUN
 //   the kernel wakes the task only when that many completions are ready or the timeout ends.
 //   Its cost: a wait that gathers fewer lasts the whole budget.
-// - Not min_wait_usec (Linux 6.12+, ring_features::min_wait): measured on 6.18 with
-//   DEFER_TASKRUN, completions that arrive as deferred task work (recv, poll) do not end the
-//   min wait, so with an overall timeout beyond the budget a lone request waited the overall
-//   timeout (2x the budget, or forever without one); with the overall timeout equal to the
-//   budget it behaves as the wait above.
+// - min_wait_usec (Linux 6.12+, ring_features::min_wait) is batch_policy::min_wait (see
+//   min_wait_enter): bench/min_wait shows on 6.18 that a recv completing as deferred task work
+//   does end the min wait at its end (an earlier try here had concluded it did not). It is not
+//   the default: no gain measured (README, "Batched wake-ups").
+// This is batch_policy::gathered, the default; rate_wait is batch_policy::rate.
 // A timer (IORING_OP_TIMEOUT) ends any wait at once (the kernel counts fired timeouts as a
 // reason to wake), and the eventfd poll of execute()/stop() is a completion like any other, so
 // neither is held back past the budget.
@@ -753,7 +753,7 @@ void io_context::cancel(detail::completion* c) noexcept {
   if (!sqe) return;
   io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(c), 0);
   io_uring_sqe_set_data64(sqe, 0);
-  if (impl_->features.cqe_skip_used) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
 
 void io_context::cancel(detail::cancel_node& n, detail::completion* c) noexcept {
@@ -772,7 +772,7 @@ void io_context::submit_op_cancel(detail::cancel_node& n) noexcept {
   io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(n.target), 0);
   io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(n.id) << 3) | op_cancel_tag);
   // Success needs no answer; -ENOENT/-EALREADY come back (on_op_cancel).
-  if (impl_->features.cqe_skip_used) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+  if (impl_->features.cqe_skip) sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
 
 void io_context::on_op_cancel(std::uint64_t user_data, int res) noexcept {

@@ -67,25 +67,26 @@ struct io_context_options {
   bool msg_ring_wake = false;
   /// Issue 14: latency budget for batched wake-ups; 0 (default) wakes on the first completion.
   /// When > 0 the loop's blocking wait may hold back up to this long to gather completions
-  /// (min_wait_usec, Linux 6.12+; else wait_nr > 1 with this timeout): README, "Batched
-  /// wake-ups". Timers and cross-thread wake-ups still run within it. The environment variable
+  /// (how: batch_wait): README, "Batched wake-ups". Timers and cross-thread wake-ups still run
+  /// within it. The environment variable
   /// CORING_MAX_BATCH_DELAY_US (microseconds) overrides this field.
   std::chrono::microseconds max_batch_delay{0};
-  // Issue 14: the loop's own costs (README, "Batched wake-ups"); each can be forced off here or
-  // by its environment variable (=0 off, =1 on), which overrides the field.
+  // Issue 14: the loop's own costs (README, "Batched wake-ups", "The loop's own costs"). Each
+  // is off by default (no gain beyond noise measured) and switched by its field or by its
+  // environment variable (=0 off, =1 on), which overrides the field.
   /// Skip the loop turn's io_uring_enter when nothing is queued and completions already wait in
   /// the CQ (CORING_SKIP_ENTER).
-  bool skip_idle_enter = true;
+  bool skip_idle_enter = false;
   /// With COOP_TASKRUN (the fallback when DEFER_TASKRUN is refused or off), also ask for
   /// IORING_SETUP_TASKRUN_FLAG (5.19+), so that the loop enters only when task work is pending
   /// (CORING_TASKRUN_FLAG).
-  bool taskrun_flag = true;
-  /// Put IOSQE_CQE_SKIP_SUCCESS (5.17+) on SQEs whose completion the loop ignores: linked
-  /// timeouts and cancels (CORING_CQE_SKIP).
-  bool cqe_skip_success = true;
+  bool taskrun_flag = false;
+  /// Put IOSQE_CQE_SKIP_SUCCESS (5.17+) on linked timeouts, whose completion the loop ignores
+  /// (cancels have it whenever the kernel offers it) (CORING_CQE_SKIP).
+  bool cqe_skip_success = false;
   /// Publish buffers that recv_stream gives back to a buffer_ring once per loop turn (one tail
   /// store per ring) instead of one at a time (CORING_BATCH_BUF_RETURNS).
-  bool batch_buffer_returns = true;
+  bool batch_buffer_returns = false;
   /// How a batched wait decides when to wake (CORING_BATCH_POLICY=gathered|rate|min_wait).
   batch_policy batch_wait = batch_policy::gathered;
   // Issue 14: recv bundles and incremental buffer consumption. Both off by default: no gain
@@ -139,7 +140,7 @@ struct ring_features {
   bool taskrun_flag = false;
   /// Issue 14: the loop skips needless enters (io_context_options::skip_idle_enter).
   bool skip_enter = false;
-  /// Issue 14: ignored completions are skipped (IOSQE_CQE_SKIP_SUCCESS: cqe_skip and the option).
+  /// Issue 14: linked timeouts skip their completion (cqe_skip and cqe_skip_success).
   bool cqe_skip_used = false;
   /// Issue 14: buffer_ring returns are published once per loop turn (batch_buffer_returns).
   bool batched_buf_returns = false;
