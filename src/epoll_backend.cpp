@@ -39,7 +39,8 @@ std::int64_t to_ns(const __kernel_timespec& ts) noexcept {
 
 // An absolute CLOCK_MONOTONIC deadline for a TIMEOUT / LINK_TIMEOUT SQE.
 std::int64_t deadline_of(const io_uring_sqe& sqe) noexcept {
-  const auto* ts = reinterpret_cast<const __kernel_timespec*>(static_cast<std::uintptr_t>(sqe.addr));
+  const auto* ts =
+      reinterpret_cast<const __kernel_timespec*>(static_cast<std::uintptr_t>(sqe.addr));
   const std::int64_t t = to_ns(*ts);
   if (!(sqe.timeout_flags & IORING_TIMEOUT_ABS)) return now_ns() + t;
   if (sqe.timeout_flags & IORING_TIMEOUT_REALTIME) {
@@ -68,7 +69,9 @@ std::uint32_t cqe_flags(const Node& n, int res) noexcept {
   return buffer && res > 0 ? static_cast<std::uint32_t>(n.done) : 0;
 }
 
-void* ptr(std::uint64_t v) noexcept { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(v)); }
+void* ptr(std::uint64_t v) noexcept {
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(v));
+}
 }  // namespace
 
 // One SQE waiting: on its descriptor's list (io) or in the timer heap (TIMEOUT, or an io SQE
@@ -368,8 +371,8 @@ int epoll_backend::attempt(node& n) noexcept {
     case IORING_OP_CONNECT: {
       if (n.done == 0) {
         set_nonblocking(n.fd);
-        const int r = result_of(
-            ::connect(n.fd, static_cast<const sockaddr*>(ptr(s.addr)), static_cast<socklen_t>(s.off)));
+        const int r = result_of(::connect(n.fd, static_cast<const sockaddr*>(ptr(s.addr)),
+                                          static_cast<socklen_t>(s.off)));
         if (r == -EINPROGRESS) {
           n.done = 1;
           return blocked;
@@ -635,14 +638,16 @@ int epoll_backend::enter(unsigned wait_nr, const __kernel_timespec* ts) noexcept
     }
     int n = -1;
     if (pwait2_) {
-      timespec w{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
+      timespec w{static_cast<time_t>(wait_ns / 1'000'000'000),
+                 static_cast<long>(wait_ns % 1'000'000'000)};
       n = ::epoll_pwait2(epfd_, events, max_events, wait_ns < 0 ? nullptr : &w, nullptr);
       if (n < 0 && (errno == ENOSYS || errno == EPERM)) pwait2_ = false;  // old kernel or seccomp
     }
     if (!pwait2_) {
-      const int ms = wait_ns < 0 ? -1
-                                 : static_cast<int>(std::min<std::int64_t>(
-                                       (wait_ns + 999'999) / 1'000'000, INT_MAX));
+      const int ms =
+          wait_ns < 0
+              ? -1
+              : static_cast<int>(std::min<std::int64_t>((wait_ns + 999'999) / 1'000'000, INT_MAX));
       n = ::epoll_wait(epfd_, events, max_events, ms);
     }
     if (n < 0) {
