@@ -149,7 +149,8 @@ TEST_CASE("on epoll: bytes go both ways, EOF, timeouts, stop tokens and socket::
       s.request_stop();
     }(ctx, stop));
     auto tok = stop.get_token();
-    auto r2 = co_await as_result(pair.server.recv(buf).with_stop(tok));
+    auto stoppable = as_result(pair.server.recv(buf).with_stop(tok));  // named: g++ 12
+    auto r2 = co_await std::move(stoppable);
     CHECK(r2.error() == std::errc::operation_canceled);
     // socket::cancel ends what waits on the socket, for good.
     ctx.spawn([](io_context& ctx, coring::socket& s) -> task<> {
