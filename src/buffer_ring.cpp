@@ -71,13 +71,13 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
   int ret = -EINVAL;
   if (ctx.features().pbuf_inc) {
     set_reg_flags(reg, IOU_PBUF_RING_INC);
-    ret = io_uring_register_buf_ring(&impl.ring, &reg, 0);
+    ret = impl.register_buf_ring(reg);
     incremental_ = ret == 0;
     // Refused (a kernel that lacks it after all): plain buffers, here and in later rings.
     if (ret == -EINVAL) impl.features.pbuf_inc = false;
     set_reg_flags(reg, 0);
   }
-  if (!incremental_) ret = io_uring_register_buf_ring(&impl.ring, &reg, 0);
+  if (!incremental_) ret = impl.register_buf_ring(reg);
   if (ret < 0) {
     std::free(ring_mem_);
     ::munmap(storage_, std::size_t(count) * size);
@@ -95,7 +95,7 @@ buffer_ring::~buffer_ring() {
       *p = next_dirty_;
       break;
     }
-  io_uring_unregister_buf_ring(&detail::ring_access::native(*ctx_).ring, group_);
+  impl.unregister_buf_ring(group_);
   std::free(ring_mem_);
   ::munmap(storage_, std::size_t(count_) * size_);
 }

@@ -184,6 +184,7 @@ close_op::~close_op() {
 socket::socket(io_context& ctx, int family, int type, int protocol) : ctx_(&ctx) {
   fd_ = ::socket(family, type | SOCK_CLOEXEC, protocol);
   if (fd_ < 0) throw_errno(errno, "socket");
+  ring_access::fd_closing(ctx, fd_);  // a new descriptor: the epoll backend forgets the number
   cancel_generation_ = ring_access::cancel_generation(ctx, fd_);
   direct_ = ring_access::install_direct(ctx, fd_);
 }
@@ -193,6 +194,7 @@ socket socket::from_fd(io_context& ctx, int fd) {
   int type = 0;
   socklen_t len = sizeof type;
   if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) throw_errno(errno, "socket::from_fd");
+  ring_access::fd_closing(ctx, fd);  // possibly a new descriptor (socketpair, adopted)
   return socket(ctx, fd, nullptr);
 }
 
@@ -248,6 +250,7 @@ task<received_fds> recv_fds(socket& s, std::span<std::byte> data, std::size_t ma
 
 socket& socket::operator=(socket&& o) noexcept {
   if (this != &o) {
+    if (fd_ >= 0 && ctx_) ring_access::fd_closing(*ctx_, fd_);  // issue 15
     if (direct_)
       drop_direct(true);
     else if (fd_ >= 0)
@@ -261,6 +264,7 @@ socket& socket::operator=(socket&& o) noexcept {
 }
 
 socket::~socket() {
+  if (fd_ >= 0 && ctx_) ring_access::fd_closing(*ctx_, fd_);  // issue 15
   if (direct_)
     drop_direct(true);
   else if (fd_ >= 0)

@@ -109,7 +109,12 @@ const requirement& ring_supports(feature f) {
         r.missing = "CORING_TEST_PRETEND_LACKING says this kernel lacks it";
       else if (!unavailable.empty())
         r.missing = unavailable;
-      else if (!n.has(have))
+      else if (!n.has(have) && have.backend == backend_kind::epoll) {
+        // Issue 15: absent by design on the epoll backend, whatever the kernel has: a skip
+        // even under CORING_REQUIRE_FEATURES=1.
+        r.of = requirement::kind::environment;
+        r.missing = "the epoll backend has none (" + have.backend_reason + ")";
+      } else if (!n.has(have))
         r.missing = "this kernel lacks it (" + have.describe() + ")";
       all.push_back(std::move(r));
     }

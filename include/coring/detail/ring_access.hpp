@@ -58,6 +58,9 @@ struct ring_access {
   static bool is_direct(const io_context& ctx, int fd) noexcept { return ctx.is_direct(fd); }
   /// Makes sqe name slot fd instead of descriptor fd, if sqe names fd (src/direct_files.cpp).
   static void use_direct(io_uring_sqe& sqe, int fd) noexcept;
+  /// Issue 15: fd is about to be closed, or was just opened, outside an operation (socket):
+  /// the epoll backend forgets its registration. Never throws.
+  static void fd_closing(io_context& ctx, int fd) noexcept { ctx.fd_closing(fd); }
   /// Queues n to run on ctx's thread (any thread; never allocates).
   static void post_remote(io_context& ctx, remote_node* n) noexcept { ctx.post_remote(n); }
   /// Hands e to ctx's exception handler.
