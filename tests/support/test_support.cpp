@@ -99,23 +99,59 @@ const requirement& ring_supports(feature f) {
     } catch (const std::exception& e) {
       unavailable = e.what();
     }
+    const requirement on_io_uring = io_uring_backend();
     // Lets a run check what a missing feature does (skip, or fail under
     // CORING_REQUIRE_FEATURES=1) on a kernel that has it.
     const char* pretend = std::getenv("CORING_TEST_PRETEND_LACKING");
     std::vector<requirement> all;
     for (const named_feature& n : named) {
       requirement r{requirement::kind::kernel, n.what, ""};
-      if (pretend && r.what == pretend)
+      if (pretend && r.what == pretend) {
         r.missing = "CORING_TEST_PRETEND_LACKING says this kernel lacks it";
-      else if (!unavailable.empty())
+      } else if (!unavailable.empty()) {
         r.missing = unavailable;
-      else if (!n.has(have))
+      } else if (!on_io_uring.met()) {
+        r.of = requirement::kind::environment;  // not the kernel's lack: a skip, always
+        r.missing = on_io_uring.missing;
+      } else if (!n.has(have)) {
         r.missing = "this kernel lacks it (" + have.describe() + ")";
+      }
       all.push_back(std::move(r));
     }
     return all;
   }();
   return probed.at(static_cast<std::size_t>(f));
+}
+
+const std::string& backend_name() {
+  static const std::string name = []() -> std::string {
+    std::string described;
+    try {
+      io_context ctx;
+      described = ctx.features().describe();
+    } catch (const std::exception&) {
+      return "";
+    }
+    constexpr std::string_view key = "backend=";
+    if (!described.starts_with(key)) return "io_uring";  // a build with io_uring only
+    const std::size_t end = described.find_first_of(" ,;(", key.size());
+    return described.substr(key.size(), end == std::string::npos ? end : end - key.size());
+  }();
+  return name;
+}
+
+requirement io_uring_backend() {
+  requirement r{requirement::kind::environment, "the io_uring backend", ""};
+  const std::string& name = backend_name();
+  if (name.empty()) {
+    r.missing = "no io_context can be made here";
+  } else if (name != "io_uring") {
+    const char* env = std::getenv("CORING_BACKEND");
+    r.missing = "this process runs on the " + name + " backend" +
+                (env && *env ? " (CORING_BACKEND=" + std::string(env) + ")"
+                             : " (io_uring is unavailable here)");
+  }
+  return r;
 }
 
 namespace {
