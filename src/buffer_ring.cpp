@@ -49,7 +49,7 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
   reg.ring_addr = reinterpret_cast<std::uintptr_t>(br);
   reg.ring_entries = count;
   reg.bgid = group_;
-  if (int ret = io_uring_register_buf_ring(&impl.ring, &reg, 0); ret < 0) {
+  if (int ret = impl.register_buf_ring(reg); ret < 0) {
     std::free(ring_mem_);
     ::munmap(storage_, std::size_t(count) * size);
     throw_errno(-ret, "io_uring_register_buf_ring");
@@ -63,7 +63,7 @@ buffer_ring::buffer_ring(io_context& ctx, unsigned count, unsigned size)
 }
 
 buffer_ring::~buffer_ring() {
-  io_uring_unregister_buf_ring(&detail::ring_access::native(*ctx_).ring, group_);
+  detail::ring_access::native(*ctx_).unregister_buf_ring(group_);
   std::free(ring_mem_);
   ::munmap(storage_, std::size_t(count_) * size_);
 }

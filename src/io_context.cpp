@@ -43,6 +43,16 @@ std::atomic<int> injected_init_failure{0};  // atomic: contexts may start on sev
 
 void inject_ring_init_failure(int errno_value) noexcept { injected_init_failure = errno_value; }
 
+backend_kind backend_from_env(backend_kind fallback) noexcept {
+  const char* env = std::getenv("CORING_BACKEND");
+  if (!env) return fallback;
+  const std::string_view v(env);
+  if (v == "epoll") return backend_kind::epoll;
+  if (v == "io_uring") return backend_kind::io_uring;
+  if (v == "auto" || v == "automatic") return backend_kind::automatic;
+  return fallback;
+}
+
 void wake_channel::unref() noexcept {
   if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   if (int fd = ring_fd.load(std::memory_order_acquire); fd >= 0) ::close(fd);
@@ -169,11 +179,13 @@ bool kernel_has_tls_ulp() noexcept {
 
 std::string ring_features::describe() const {
   std::ostringstream os;
-  os << "sq_entries=" << sq_entries << " cq_entries=" << cq_entries
-     << " single_issuer=" << single_issuer << " defer_taskrun=" << defer_taskrun
-     << " coop_taskrun=" << coop_taskrun << " registered_ring_fd=" << registered_ring_fd
-     << " nodrop=" << nodrop << " ext_arg=" << ext_arg << " cqe_skip=" << cqe_skip
-     << " fast_poll=" << fast_poll << " op_socket=" << op_socket << " op_send_zc=" << op_send_zc
+  os << "backend=" << (backend == backend_kind::epoll ? "epoll" : "io_uring")
+     << " backend_reason=\"" << backend_reason << "\" sq_entries=" << sq_entries
+     << " cq_entries=" << cq_entries << " single_issuer=" << single_issuer
+     << " defer_taskrun=" << defer_taskrun << " coop_taskrun=" << coop_taskrun
+     << " registered_ring_fd=" << registered_ring_fd << " nodrop=" << nodrop
+     << " ext_arg=" << ext_arg << " cqe_skip=" << cqe_skip << " fast_poll=" << fast_poll
+     << " op_socket=" << op_socket << " op_send_zc=" << op_send_zc
      << " op_link_timeout=" << op_link_timeout << " accept_multishot=" << accept_multishot
      << " recv_multishot=" << recv_multishot << " buf_ring=" << buf_ring
      << " cancel_any=" << cancel_any << " msg_ring=" << msg_ring << " tls_ulp=" << tls_ulp
@@ -183,8 +195,23 @@ std::string ring_features::describe() const {
 
 io_context::io_context(io_context_options o)
     : impl_(std::make_unique<impl>()), on_exception_(&default_exception_handler) {
-  if (int e = detail::injected_init_failure.exchange(0, std::memory_order_relaxed))
+  // Issue 15: which backend (docs/design.md, "Backends").
+  const backend_kind asked = detail::backend_from_env(o.backend);
+  std::string reason = asked == o.backend ? "default" : "forced by CORING_BACKEND";
+  if (asked == backend_kind::epoll) {
+    if (asked == o.backend) reason = "forced by io_context_options::backend";
+    start_epoll(o, std::move(reason));
+    return;
+  }
+  if (asked == backend_kind::io_uring && asked == o.backend)
+    reason = "forced by io_context_options::backend";
+  if (int e = detail::injected_init_failure.exchange(0, std::memory_order_relaxed)) {
+    if (asked == backend_kind::automatic && falls_back(e)) {
+      start_epoll(o, fallback_reason(e));
+      return;
+    }
     throw_error(errc::io_uring_unavailable, detail::explain_ring_failure(e));
+  }
 
   const unsigned cq = o.cq_entries ? o.cq_entries : o.sq_entries * 16;
   // Ask for the most useful setup first and fall back on -EINVAL (older kernels):
@@ -214,10 +241,18 @@ io_context::io_context(io_context_options o)
     }
     if (ret != -EINVAL) break;
   }
-  if (ret < 0) throw_error(errc::io_uring_unavailable, detail::explain_ring_failure(-ret));
+  if (ret < 0) {
+    if (asked == backend_kind::automatic && falls_back(-ret)) {
+      start_epoll(o, fallback_reason(-ret));
+      return;
+    }
+    throw_error(errc::io_uring_unavailable, detail::explain_ring_failure(-ret));
+  }
   impl_->ring_ok = true;
 
   ring_features& f = impl_->features;
+  f.backend = backend_kind::io_uring;
+  f.backend_reason = std::move(reason);
   f.sq_entries = params.sq_entries;
   f.cq_entries = params.cq_entries;
   f.single_issuer = used & IORING_SETUP_SINGLE_ISSUER;
@@ -268,6 +303,69 @@ io_context::io_context(io_context_options o)
   }
   impl_->channel->event_fd = impl_->wake_fd;
   arm_wake();
+}
+
+// Issue 15: the epoll backend: the same loop, wake-up eventfd and teardown; what the kernel
+// offers only on io_uring is reported absent, so that operations take their plain forms.
+void io_context::start_epoll(const io_context_options& o, std::string reason) {
+  impl_->epoll = std::make_unique<detail::epoll_backend>(o.sq_entries);
+  impl_->ring.ring_fd = impl_->epoll->fd();  // identifies the context (resolve's hub)
+  impl_->ring_ok = true;
+  ring_features& f = impl_->features;
+  f.backend = backend_kind::epoll;
+  f.backend_reason = std::move(reason);
+  f.sq_entries = std::max(o.sq_entries, 8U);
+  f.cq_entries = o.cq_entries ? o.cq_entries : f.sq_entries * 16;
+  f.nodrop = true;  // the completion queue grows
+  f.ext_arg = true;
+  f.cqe_skip = true;
+  f.op_link_timeout = true;
+  f.buf_ring = true;    // consumed in user space
+  f.cancel_any = true;  // by descriptor and all
+  f.tls_ulp = kernel_has_tls_ulp();
+  long long delay_us = o.max_batch_delay.count();
+  if (const char* env = std::getenv("CORING_MAX_BATCH_DELAY_US"); env && *env)
+    delay_us = std::strtoll(env, nullptr, 10);
+  if (delay_us > 0)
+    impl_->batch_delay_us = static_cast<std::uint32_t>(std::min(delay_us, 1000000LL));
+  impl_->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int e = errno;
+  if (impl_->wake_fd >= 0) {
+    impl_->channel = new (std::nothrow) detail::wake_channel;
+    e = ENOMEM;
+  }
+  if (!impl_->channel) {
+    if (impl_->wake_fd >= 0) ::close(impl_->wake_fd);
+    impl_->epoll.reset();
+    impl_->ring_ok = false;
+    throw_errno(e, "eventfd (io_context wakeup)");
+  }
+  impl_->channel->event_fd = impl_->wake_fd;
+  arm_wake();
+}
+
+bool io_context::falls_back(int e) noexcept { return e == EPERM || e == EACCES || e == ENOSYS; }
+
+std::string io_context::fallback_reason(int e) {
+  std::string r = "io_uring_setup: ";
+  r += std::strerror(e);
+  if (std::FILE* f = std::fopen("/proc/sys/kernel/io_uring_disabled", "re")) {
+    int v = 0;
+    if (std::fscanf(f, "%d", &v) == 1 && v != 0)
+      r += " (kernel.io_uring_disabled=" + std::to_string(v) + ")";
+    else if (e != ENOSYS)
+      r += " (seccomp?)";
+    std::fclose(f);
+  } else if (e != ENOSYS) {
+    r += " (seccomp?)";
+  }
+  r += "; using epoll";
+  return r;
+}
+
+void io_context::fd_closing(int fd) noexcept {
+  if (impl_->epoll) [[unlikely]]
+    impl_->epoll->forget_fd(fd);
 }
 
 io_context::~io_context() {
@@ -335,7 +433,7 @@ void io_context::wake() noexcept {
 bool io_context::send_wake(io_context& target) noexcept {
   // LIFETIME: target is alive here (its remote_call guard is held); the SQE names a dup of its
   // ring fd that the channel reference below keeps open until the CQE (on_wake_sent).
-  if (!impl_->msg_wake || stopping_) return false;
+  if (!impl_->msg_wake || stopping_ || target.impl_->epoll) return false;
   detail::wake_channel* ch = target.impl_->channel;
   int fd = ch->ring_fd.load(std::memory_order_acquire);
   if (fd < 0) {
@@ -346,7 +444,7 @@ bool io_context::send_wake(io_context& target) noexcept {
     else
       ::close(dup);  // another waker's dup won; fd holds it now
   }
-  io_uring_sqe* sqe = io_uring_get_sqe(&impl_->ring);
+  io_uring_sqe* sqe = impl_->get_sqe();
   if (!sqe) return false;  // the SQ is full: the eventfd it is
   ch->ref();
   io_uring_prep_msg_ring(sqe, fd, 0, msg_wake_user_data, 0);
@@ -372,10 +470,10 @@ void io_context::on_wake_sent(std::uint64_t user_data, int res) noexcept {
 
 void io_context::arm_wake() noexcept {
   // A poll holds no buffer, so nothing is at risk if it is still armed at queue_exit.
-  io_uring_sqe* sqe = io_uring_get_sqe(&impl_->ring);
+  io_uring_sqe* sqe = impl_->get_sqe();
   if (!sqe) {
-    io_uring_submit(&impl_->ring);
-    sqe = io_uring_get_sqe(&impl_->ring);
+    impl_->submit();
+    sqe = impl_->get_sqe();
     if (!sqe) return;  // retried at the next wake-up check in run_once
   }
   if (impl_->wake_multishot)
@@ -460,7 +558,7 @@ bool io_context::run_once(bool block) {
   if (in_flight_ == 0 && impl_->msgs_in_flight == 0 && ready_.empty() &&
       work_.load(std::memory_order_acquire) == 0)
     return false;
-  io_uring& ring = impl_->ring;
+  impl& ring = *impl_;
   if (!impl_->wake_armed) arm_wake();
   const bool wait = block && ready_.empty() && !stop_.load(std::memory_order_acquire) &&
                     remote_head_.load(std::memory_order_acquire) == nullptr;
@@ -473,16 +571,15 @@ bool io_context::run_once(bool block) {
     // a SIGTERM to a flooded server was seen 11-36 s late. So a busy turn asks the kernel to
     // run up to task_work_budget items, without waiting (zero timeout: -ETIME at once).
     __kernel_timespec zero{0, 0};
-    io_uring_cqe* cqe = nullptr;
-    ret = io_uring_submit_and_wait_timeout(&ring, &cqe, task_work_budget, &zero, nullptr);
+    ret = ring.submit_and_wait_timeout(task_work_budget, &zero);
   } else if (wait && impl_->batch_delay_us != 0)
     ret = batched_wait();
   else if (wait)
-    ret = io_uring_submit_and_wait(&ring, 1);
-  else if (impl_->features.defer_taskrun)
-    ret = io_uring_submit_and_get_events(&ring);  // DEFER_TASKRUN: completions need an enter
+    ret = ring.submit_and_wait(1);
+  else if (impl_->features.defer_taskrun || impl_->epoll)
+    ret = ring.submit_and_get_events();  // DEFER_TASKRUN (epoll: readiness) needs an enter
   else
-    ret = io_uring_submit(&ring);
+    ret = ring.submit();
   // A signal interrupts the wait with -EINTR even under SA_RESTART (seen on Linux 6.18);
   // -EAGAIN/-EBUSY are transient resource shortages: reap what is there and go round again.
   if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY && ret != -ETIME)
@@ -493,7 +590,7 @@ bool io_context::run_once(bool block) {
   // next turn may never come (sync_wait returns, run() stops).
   if (impl_->msg_unsubmitted) {
     impl_->msg_unsubmitted = false;
-    io_uring_submit(&ring);
+    ring.submit();
   }
   return true;
 }
@@ -517,18 +614,17 @@ bool io_context::run_once(bool block) {
 // reason to wake), and the eventfd poll of execute()/stop() is a completion like any other, so
 // neither is held back past the budget.
 int io_context::batched_wait() {
-  io_uring& ring = impl_->ring;
+  impl& ring = *impl_;
   if (impl_->last_batch_empty) {
     impl_->last_batch_empty = false;
     impl_->batch_wait_nr = 1;
-    return io_uring_submit_and_wait(&ring, 1);
+    return ring.submit_and_wait(1);
   }
-  const unsigned before = io_uring_cq_ready(&ring);
+  const unsigned before = ring.cq_ready();
   __kernel_timespec ts{impl_->batch_delay_us / 1000000,
                        static_cast<long long>(impl_->batch_delay_us % 1000000) * 1000};
-  io_uring_cqe* cqe = nullptr;
-  const int ret = io_uring_submit_and_wait_timeout(&ring, &cqe, impl_->batch_wait_nr, &ts, nullptr);
-  const unsigned gathered = io_uring_cq_ready(&ring) - before;
+  const int ret = ring.submit_and_wait_timeout(impl_->batch_wait_nr, &ts);
+  const unsigned gathered = ring.cq_ready() - before;
   impl_->last_batch_empty = ret == -ETIME && gathered == 0;
   impl_->batch_wait_nr = std::clamp(gathered, 1U, batch_wait_nr);
   return ret;
@@ -541,7 +637,7 @@ void io_context::reap() {
     int res;
     std::uint32_t flags;
   };
-  io_uring& ring = impl_->ring;
+  impl& ring = *impl_;
   io_uring_cqe* cqes[batch];
   event events[batch];
   // Bounded so that queued coroutines get their turn even under a flood of completions.
@@ -549,12 +645,12 @@ void io_context::reap() {
   unsigned total = 0;
   for (unsigned round = 0; round < rounds; ++round) {
     // peek_batch_cqe also flushes the kernel's overflow list when the CQ overflowed.
-    unsigned n = io_uring_peek_batch_cqe(&ring, cqes, batch);
+    unsigned n = ring.peek_batch_cqe(cqes, batch);
     if (n == 0) break;
     // Copy out and advance before dispatching: resumed code may submit and even reap.
     for (unsigned i = 0; i < n; ++i)
       events[i] = {cqes[i]->user_data, cqes[i]->res, cqes[i]->flags};
-    io_uring_cq_advance(&ring, n);
+    ring.cq_advance(n);
     total += n;
     for (unsigned i = 0; i < n; ++i) {
       const event& e = events[i];
@@ -592,14 +688,14 @@ void io_context::reap() {
 
 io_uring_sqe& io_context::acquire_sqe(unsigned n) {
   if (stopping_) throw_error(errc::context_stopping, "submit");
-  io_uring& ring = impl_->ring;
-  for (int tries = 0; io_uring_sq_space_left(&ring) < n; ++tries) {
-    int ret = io_uring_submit(&ring);
+  impl& ring = *impl_;
+  for (int tries = 0; ring.sq_space_left() < n; ++tries) {
+    int ret = ring.submit();
     if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY)
       throw_errno(-ret, "io_uring_submit");
     if (tries == 100) throw_errno(EBUSY, "io_uring_submit: submission queue stays full");
   }
-  return *io_uring_get_sqe(&ring);
+  return *ring.get_sqe();
 }
 
 void io_context::attach(io_uring_sqe& sqe, detail::completion* c) noexcept {
@@ -609,18 +705,19 @@ void io_context::attach(io_uring_sqe& sqe, detail::completion* c) noexcept {
 }
 
 namespace {
-io_uring_sqe* sqe_for_cancel(io_uring& ring) noexcept {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+template <class Impl>  // io_context::impl (private: deduced, not named)
+io_uring_sqe* sqe_for_cancel(Impl& ring) noexcept {
+  io_uring_sqe* sqe = ring.get_sqe();
   if (!sqe) {
-    io_uring_submit(&ring);
-    sqe = io_uring_get_sqe(&ring);
+    ring.submit();
+    sqe = ring.get_sqe();
   }
   return sqe;
 }
 }  // namespace
 
 void io_context::cancel(detail::completion* c) noexcept {
-  io_uring_sqe* sqe = sqe_for_cancel(impl_->ring);
+  io_uring_sqe* sqe = sqe_for_cancel(*impl_);
   if (!sqe) return;
   io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(c), 0);
   io_uring_sqe_set_data64(sqe, 0);
@@ -638,7 +735,7 @@ void io_context::cancel(detail::cancel_node& n, detail::completion* c) noexcept 
 }
 
 void io_context::submit_op_cancel(detail::cancel_node& n) noexcept {
-  io_uring_sqe* sqe = sqe_for_cancel(impl_->ring);
+  io_uring_sqe* sqe = sqe_for_cancel(*impl_);
   if (!sqe) return;
   io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(n.target), 0);
   io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(n.id) << 3) | op_cancel_tag);
@@ -682,7 +779,7 @@ void io_context::cancel_fd(int fd) noexcept {
 
 void io_context::submit_fd_cancel(int fd, unsigned attempt) noexcept {
   if (!impl_->features.cancel_any) return;
-  io_uring_sqe* sqe = sqe_for_cancel(impl_->ring);
+  io_uring_sqe* sqe = sqe_for_cancel(*impl_);
   if (!sqe) return;
   io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
   io_uring_sqe_set_data64(sqe, (static_cast<std::uint64_t>(fd) << 16) |
@@ -706,7 +803,7 @@ void io_context::on_fd_cancel(std::uint64_t user_data, int) noexcept {
 void io_context::shutdown() noexcept {
   if (!impl_ || !impl_->ring_ok || stopping_) return;
   stopping_ = true;
-  io_uring& ring = impl_->ring;
+  impl& ring = *impl_;
   // LIFETIME (docs/design.md, "Teardown"): io_uring_queue_exit is not a barrier: an io-wq
   // worker can still write into a buffer after it returns. So: cancel everything, then reap
   // until every operation's own final CQE has arrived, and only then free frames. While
@@ -725,8 +822,7 @@ void io_context::shutdown() noexcept {
         io_uring_sqe_set_data64(sqe, 0);
       }
       __kernel_timespec ts{0, 100'000'000};
-      io_uring_cqe* cqe = nullptr;
-      io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, nullptr);
+      ring.submit_and_wait_timeout(1, &ts);
       reap();
       run_remote(true);
     }
@@ -752,7 +848,10 @@ void io_context::shutdown() noexcept {
 void io_context::exit_ring() noexcept {
   if (!impl_ || !impl_->ring_ok || in_flight_ + impl_->msgs_in_flight > 0)
     return;  // in flight: leaked (shutdown)
-  io_uring_queue_exit(&impl_->ring);
+  if (impl_->epoll)
+    impl_->epoll.reset();
+  else
+    io_uring_queue_exit(&impl_->ring);
   impl_->ring_ok = false;
   impl_->channel->unref();  // closes the eventfd once no wake-up in flight refers to it
 }

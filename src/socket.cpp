@@ -184,6 +184,7 @@ close_op::~close_op() {
 socket::socket(io_context& ctx, int family, int type, int protocol) : ctx_(&ctx) {
   fd_ = ::socket(family, type | SOCK_CLOEXEC, protocol);
   if (fd_ < 0) throw_errno(errno, "socket");
+  ring_access::fd_closing(ctx, fd_);  // a new descriptor: the epoll backend forgets the number
   cancel_generation_ = ring_access::cancel_generation(ctx, fd_);
 }
 
@@ -192,6 +193,7 @@ socket socket::from_fd(io_context& ctx, int fd) {
   int type = 0;
   socklen_t len = sizeof type;
   if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) throw_errno(errno, "socket::from_fd");
+  ring_access::fd_closing(ctx, fd);  // possibly a new descriptor (socketpair, adopted)
   return socket(ctx, fd, nullptr);
 }
 
@@ -247,7 +249,10 @@ task<received_fds> recv_fds(socket& s, std::span<std::byte> data, std::size_t ma
 
 socket& socket::operator=(socket&& o) noexcept {
   if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0) {
+      if (ctx_) ring_access::fd_closing(*ctx_, fd_);
+      ::close(fd_);
+    }
     ctx_ = o.ctx_;
     fd_ = std::exchange(o.fd_, -1);
     cancel_generation_ = o.cancel_generation_;
@@ -256,7 +261,10 @@ socket& socket::operator=(socket&& o) noexcept {
 }
 
 socket::~socket() {
-  if (fd_ >= 0) ::close(fd_);
+  if (fd_ >= 0) {
+    if (ctx_) ring_access::fd_closing(*ctx_, fd_);
+    ::close(fd_);
+  }
 }
 
 void socket::bind(const address& addr) {

@@ -39,8 +39,18 @@ struct remote_node {
 };
 }  // namespace detail
 
+/// Issue 15: which engine an io_context runs its operations on (docs/design.md, "Backends").
+enum class backend_kind {
+  automatic,  ///< io_uring; epoll when the ring cannot be created (EPERM, EACCES, ENOSYS, sysctl)
+  io_uring,   ///< io_uring only: throws errc::io_uring_unavailable when the ring cannot be created
+  epoll,      ///< epoll and non-blocking system calls, even where io_uring works
+};
+
 /// How an io_context sets up its ring. The defaults suit a server on one thread.
 struct io_context_options {
+  /// Issue 15: the backend; the environment variable CORING_BACKEND=epoll|io_uring|auto
+  /// overrides this field.
+  backend_kind backend = backend_kind::automatic;
   unsigned sq_entries = 256;  ///< submission queue size (rounded up to a power of two)
   unsigned cq_entries = 0;    ///< completion queue size; 0 = 16 x sq_entries
   bool single_issuer = true;  ///< ask for IORING_SETUP_SINGLE_ISSUER (6.0+), fall back if refused
@@ -83,6 +93,11 @@ struct ring_features {
   bool tls_ulp = false;
   /// IORING_FEAT_MIN_TIMEOUT (6.12+): waits take min_wait_usec (used by max_batch_delay).
   bool min_wait = false;
+  /// Issue 15: the backend in use (backend_kind::io_uring or backend_kind::epoll).
+  backend_kind backend = backend_kind::io_uring;
+  /// Issue 15: why that backend: "default", "forced by CORING_BACKEND", or the ring setup
+  /// failure that made an automatic context fall back to epoll.
+  std::string backend_reason;
   /// Every field as `name=value` pairs on one line, for logs and test skips.
   std::string describe() const;
 };
@@ -97,10 +112,11 @@ struct ring_features {
 /// destroyed, never resumed, once the kernel has let go of their buffers.
 class io_context {
  public:
-  /// Creates the ring.
+  /// Creates the ring (or, where io_uring is denied and opts.backend allows it, the epoll
+  /// backend: docs/design.md, "Backends").
   /// Throws: std::system_error(errc::io_uring_unavailable) whose message names the cause
   /// (ENOSYS: kernel without io_uring; EPERM: disabled by sysctl or seccomp; ENOMEM: memlock
-  /// limit) and the fix.
+  /// limit) and the fix, when io_uring is required (backend_kind::io_uring) or fails otherwise.
   explicit io_context(io_context_options opts = {});
   ~io_context();
   io_context(const io_context&) = delete;
@@ -254,6 +270,13 @@ class io_context {
   void arm_wake() noexcept;
   void run_remote(bool cancelled) noexcept;
   int batched_wait();  // issue 14: the blocking wait under max_batch_delay
+  // Issue 15: the epoll backend (docs/design.md, "Backends").
+  void start_epoll(const io_context_options& o, std::string reason);
+  static bool falls_back(int err) noexcept;  // a ring failure that selects epoll (automatic)
+  static std::string fallback_reason(int err);
+  /// fd is being closed or was just created outside the backend (socket): the epoll backend
+  /// forgets what it knew about the number. Never throws.
+  void fd_closing(int fd) noexcept;
   bool send_wake(io_context& target) noexcept;
   void on_wake_sent(std::uint64_t user_data, int res) noexcept;
 

@@ -49,6 +49,9 @@ struct ring_access {
   static void socket_op_finished(io_context& ctx, int fd, std::uint32_t generation) noexcept {
     ctx.socket_op_finished(fd, generation);
   }
+  /// Issue 15: fd is about to be closed, or was just opened, outside an operation (socket):
+  /// the epoll backend forgets its registration. Never throws.
+  static void fd_closing(io_context& ctx, int fd) noexcept { ctx.fd_closing(fd); }
   /// Queues n to run on ctx's thread (any thread; never allocates).
   static void post_remote(io_context& ctx, remote_node* n) noexcept { ctx.post_remote(n); }
   /// Hands e to ctx's exception handler.
