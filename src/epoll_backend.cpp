@@ -39,7 +39,8 @@ std::int64_t to_ns(const __kernel_timespec& ts) noexcept {
 
 // An absolute CLOCK_MONOTONIC deadline for a TIMEOUT / LINK_TIMEOUT SQE.
 std::int64_t deadline_of(const io_uring_sqe& sqe) noexcept {
-  const auto* ts = reinterpret_cast<const __kernel_timespec*>(static_cast<std::uintptr_t>(sqe.addr));
+  const auto* ts =
+      reinterpret_cast<const __kernel_timespec*>(static_cast<std::uintptr_t>(sqe.addr));
   const std::int64_t t = to_ns(*ts);
   if (!(sqe.timeout_flags & IORING_TIMEOUT_ABS)) return now_ns() + t;
   if (sqe.timeout_flags & IORING_TIMEOUT_REALTIME) {
@@ -68,7 +69,38 @@ std::uint32_t cqe_flags(const Node& n, int res) noexcept {
   return buffer && res > 0 ? static_cast<std::uint32_t>(n.done) : 0;
 }
 
-void* ptr(std::uint64_t v) noexcept { return reinterpret_cast<void*>(static_cast<std::uintptr_t>(v)); }
+// The operations whose sqe->fd is a descriptor they wait on (not a directory, not a close).
+bool uses_fd(std::uint8_t op) noexcept {
+  switch (op) {
+    case IORING_OP_RECV:
+    case IORING_OP_SEND:
+    case IORING_OP_SENDMSG:
+    case IORING_OP_RECVMSG:
+    case IORING_OP_ACCEPT:
+    case IORING_OP_CONNECT:
+    case IORING_OP_POLL_ADD:
+    case IORING_OP_READ:
+    case IORING_OP_WRITE:
+    case IORING_OP_SPLICE:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// The CQE of a cancelled operation: -ECANCELED, or the bytes a MSG_WAITALL transfer had moved
+// (as the kernel reports a partial transfer it interrupts).
+template <class Node>
+int cancelled_result(const Node& n) noexcept {
+  const std::uint8_t op = n.sqe().opcode;
+  const bool partial = (op == IORING_OP_SEND || op == IORING_OP_RECV || op == IORING_OP_RECVMSG) &&
+                       !(n.sqe().flags & IOSQE_BUFFER_SELECT) && n.done > 0;
+  return partial ? static_cast<int>(n.done) : -ECANCELED;
+}
+
+void* ptr(std::uint64_t v) noexcept {
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(v));
+}
 }  // namespace
 
 // One SQE waiting: on its descriptor's list (io) or in the timer heap (TIMEOUT, or an io SQE
@@ -244,8 +276,22 @@ bool epoll_backend::watch(int fd, bool always) noexcept {
 }
 
 void epoll_backend::forget_fd(int fd) noexcept {
-  if (fd < 0 || static_cast<std::size_t>(fd) >= fds_.size()) return;
+  if (fd < 0) return;
+  // TRICKY: SQEs still queued for this number were prepared for the descriptor being closed (or
+  // for one closed before the number was handed out again, by an accept in this very submit):
+  // the kernel would find no file there, so they fail with EBADF instead of reaching the new
+  // descriptor (a recv re-armed by a stream whose socket then closed would steal its data).
+  for (unsigned i = 0; i < sq_count_; ++i) {
+    io_uring_sqe& q = sq_[i];
+    if (uses_fd(q.opcode) && q.fd == fd) q.fd = -1;
+    if (q.opcode == IORING_OP_SPLICE && q.splice_fd_in == fd) q.splice_fd_in = -1;
+  }
+  if (static_cast<std::size_t>(fd) >= fds_.size()) return;
   fd_entry& e = fds_[static_cast<std::size_t>(fd)];
+  // What still waits on it would wait for ever (no more events): it ends cancelled.
+  for (int l = read_list; l <= poll_list; ++l)
+    while (node* n = fds_[static_cast<std::size_t>(fd)].head[l])
+      finish(*n, cancelled_result(*n));
   if (e.registered) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
   e.registered = false;
 }
@@ -352,9 +398,42 @@ int epoll_backend::attempt(node& n) noexcept {
       return would_block(r) ? blocked : r;
     }
     case IORING_OP_RECVMSG: {
-      const int r = result_of(::recvmsg(n.fd, static_cast<msghdr*>(ptr(s.addr)),
-                                        static_cast<int>(s.msg_flags) | MSG_DONTWAIT));
-      return would_block(r) ? blocked : r;
+      auto* msg = static_cast<msghdr*>(ptr(s.addr));
+      const int flags = (static_cast<int>(s.msg_flags) & ~MSG_WAITALL) | MSG_DONTWAIT;
+      if (!(s.msg_flags & MSG_WAITALL)) {
+        const int r = result_of(::recvmsg(n.fd, msg, flags));
+        return would_block(r) ? blocked : r;
+      }
+      // MSG_WAITALL: fill every buffer, going on after a short receive (as the kernel does).
+      std::size_t total = 0;
+      for (std::size_t i = 0; i < msg->msg_iovlen; ++i)
+        total += msg->msg_iov[i].iov_len;
+      for (;;) {
+        int r;
+        if (n.done == 0) {
+          r = result_of(::recvmsg(n.fd, msg, flags));
+        } else {  // the rest: the iovecs past what came, without name or control
+          iovec rest[16];
+          std::size_t k = 0, skip = n.done;
+          for (std::size_t i = 0; i < msg->msg_iovlen && k < 16; ++i) {
+            const iovec& v = msg->msg_iov[i];
+            if (skip >= v.iov_len) {
+              skip -= v.iov_len;
+              continue;
+            }
+            rest[k++] = iovec{static_cast<char*>(v.iov_base) + skip, v.iov_len - skip};
+            skip = 0;
+          }
+          msghdr m{};
+          m.msg_iov = rest;
+          m.msg_iovlen = k;
+          r = result_of(::recvmsg(n.fd, &m, flags));
+        }
+        if (would_block(r)) return blocked;
+        if (r <= 0) return n.done > 0 ? static_cast<int>(n.done) : r;
+        n.done += static_cast<std::size_t>(r);
+        if (n.done >= total) return static_cast<int>(n.done);
+      }
     }
     case IORING_OP_ACCEPT: {
       set_nonblocking(n.fd);
@@ -368,8 +447,8 @@ int epoll_backend::attempt(node& n) noexcept {
     case IORING_OP_CONNECT: {
       if (n.done == 0) {
         set_nonblocking(n.fd);
-        const int r = result_of(
-            ::connect(n.fd, static_cast<const sockaddr*>(ptr(s.addr)), static_cast<socklen_t>(s.off)));
+        const int r = result_of(::connect(n.fd, static_cast<const sockaddr*>(ptr(s.addr)),
+                                          static_cast<socklen_t>(s.off)));
         if (r == -EINPROGRESS) {
           n.done = 1;
           return blocked;
@@ -406,6 +485,8 @@ int epoll_backend::attempt(node& n) noexcept {
       const auto off_in = static_cast<loff_t>(s.splice_off_in);
       const auto off_out = static_cast<loff_t>(s.off);
       loff_t in = off_in, out = off_out;
+      set_nonblocking(s.fd);  // a socket end would block whatever the splice flags say
+      set_nonblocking(s.splice_fd_in);
       const int r = result_of(::splice(s.splice_fd_in, off_in == -1 ? nullptr : &in, s.fd,
                                        off_out == -1 ? nullptr : &out, s.len,
                                        s.splice_flags | SPLICE_F_NONBLOCK));
@@ -586,7 +667,7 @@ int epoll_backend::cancel(const io_uring_sqe& sqe) noexcept {
     else
       match = n->sqe().user_data == sqe.addr;
     if (match) {
-      finish(*n, -ECANCELED);
+      finish(*n, cancelled_result(*n));
       ++count;
       if (!all) break;
     }
@@ -604,7 +685,7 @@ void epoll_backend::expire(std::int64_t now) noexcept {
       post(n.sqe().user_data, -ETIME, 0, n.sqe().flags);
       release(n);
     } else {  // a linked timeout fired: its operation ends cancelled
-      post(n.sqe().user_data, -ECANCELED, 0, n.sqe().flags);
+      post(n.sqe().user_data, cancelled_result(n), 0, n.sqe().flags);
       if (n.link_user_data != 0) post(n.link_user_data, -ETIME, 0, 0);
       release(n);
     }
@@ -635,14 +716,16 @@ int epoll_backend::enter(unsigned wait_nr, const __kernel_timespec* ts) noexcept
     }
     int n = -1;
     if (pwait2_) {
-      timespec w{static_cast<time_t>(wait_ns / 1'000'000'000), static_cast<long>(wait_ns % 1'000'000'000)};
+      timespec w{static_cast<time_t>(wait_ns / 1'000'000'000),
+                 static_cast<long>(wait_ns % 1'000'000'000)};
       n = ::epoll_pwait2(epfd_, events, max_events, wait_ns < 0 ? nullptr : &w, nullptr);
       if (n < 0 && (errno == ENOSYS || errno == EPERM)) pwait2_ = false;  // old kernel or seccomp
     }
     if (!pwait2_) {
-      const int ms = wait_ns < 0 ? -1
-                                 : static_cast<int>(std::min<std::int64_t>(
-                                       (wait_ns + 999'999) / 1'000'000, INT_MAX));
+      const int ms =
+          wait_ns < 0
+              ? -1
+              : static_cast<int>(std::min<std::int64_t>((wait_ns + 999'999) / 1'000'000, INT_MAX));
       n = ::epoll_wait(epfd_, events, max_events, ms);
     }
     if (n < 0) {

@@ -198,6 +198,8 @@ io_context::io_context(io_context_options o)
   // Issue 15: which backend (docs/design.md, "Backends").
   const backend_kind asked = detail::backend_from_env(o.backend);
   std::string reason = asked == o.backend ? "default" : "forced by CORING_BACKEND";
+  // The seam fires once whichever backend: it stands for the ring's setup only.
+  const int injected = detail::injected_init_failure.exchange(0, std::memory_order_relaxed);
   if (asked == backend_kind::epoll) {
     if (asked == o.backend) reason = "forced by io_context_options::backend";
     start_epoll(o, std::move(reason));
@@ -205,7 +207,7 @@ io_context::io_context(io_context_options o)
   }
   if (asked == backend_kind::io_uring && asked == o.backend)
     reason = "forced by io_context_options::backend";
-  if (int e = detail::injected_init_failure.exchange(0, std::memory_order_relaxed)) {
+  if (int e = injected) {
     if (asked == backend_kind::automatic && falls_back(e)) {
       start_epoll(o, fallback_reason(e));
       return;

@@ -135,7 +135,7 @@ task<> normal_client(io_context& ctx, address to, std::size_t id, std::size_t co
       co_return;
     }
   } catch (const std::system_error& e) {
-    MESSAGE("normal client " << id << ": " << e.what());
+    MESSAGE("normal client " << id << ": " << std::string(e.what()));
   }
   ++t.failed;
   t.changed->set();

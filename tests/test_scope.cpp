@@ -345,7 +345,9 @@ TEST_CASE(
       const auto periods = std::chrono::duration_cast<std::chrono::milliseconds>(took) / 100ms;
       CHECK(st.back_offs >= 1);
       CHECK(st.back_offs <= static_cast<std::uint64_t>(periods) + 1);
-      CHECK(st.submissions <= st.back_offs + 2);
+      // Without multishot accept (the epoll backend) each accepted client took one more.
+      const std::uint64_t per_accept = ctx.features().accept_multishot ? 0 : served.size();
+      CHECK(st.submissions <= st.back_offs + 2 + per_accept);
     }
     // Descriptors are back: the next back-off's end accepts the connections left.
     while (served.size() < 20) {
@@ -355,7 +357,8 @@ TEST_CASE(
     }
     CHECK(served.size() == 20);
     CHECK(reports == 1);
-    CHECK(acc.stats().submissions <= acc.stats().back_offs + 3);
+    const std::uint64_t per_accept = ctx.features().accept_multishot ? 0 : served.size();
+    CHECK(acc.stats().submissions <= acc.stats().back_offs + 3 + per_accept);
   });
 }
 
