@@ -352,6 +352,16 @@ int epoll_backend::unregister_buf_ring(unsigned id) noexcept {
 // One try of n's operation. Returns: the CQE's res, or `blocked`. Multishot polls post their
 // intermediate CQEs themselves.
 int epoll_backend::attempt(node& n) noexcept {
+  const int r = try_once(n);
+  if (r != blocked) return r;
+  // The caller's own MSG_DONTWAIT: the kernel answers EAGAIN rather than wait.
+  const io_uring_sqe& s = n.sqe();
+  const bool msg_op = s.opcode == IORING_OP_RECV || s.opcode == IORING_OP_SEND ||
+                      s.opcode == IORING_OP_RECVMSG || s.opcode == IORING_OP_SENDMSG;
+  return msg_op && (s.msg_flags & MSG_DONTWAIT) ? -EAGAIN : blocked;
+}
+
+int epoll_backend::try_once(node& n) noexcept {
   io_uring_sqe& s = n.sqe();
   switch (s.opcode) {
     case IORING_OP_RECV: {

@@ -64,6 +64,7 @@ class epoll_backend {
 
   void execute(const io_uring_sqe& sqe, const io_uring_sqe* link) noexcept;
   int attempt(node& n) noexcept;
+  int try_once(node& n) noexcept;
   void park(node& n, list_kind list) noexcept;
   void finish(node& n, int res, std::uint32_t flags = 0) noexcept;
   void release(node& n) noexcept;
