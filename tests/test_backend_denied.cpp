@@ -42,9 +42,14 @@ void stop_server(test::child& server) {
   CHECK(*st == 0);
 }
 
-// Runs argv (under the filter) to its end with stderr merged into stdout. Returns: status, output.
-std::pair<int, std::string> run_to_end(const std::vector<std::string>& argv,
-                                       std::chrono::seconds limit) {
+// A program's exit status and its output (stdout and stderr).
+struct ran {
+  int status = -1;
+  std::string out;
+};
+
+// Runs argv (under the filter) to its end with stderr merged into stdout. Returns: what it did.
+ran run_to_end(const std::vector<std::string>& argv, std::chrono::seconds limit) {
   std::vector<std::string> sh{"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1"};
   sh.insert(sh.end(), argv.begin(), argv.end());
   test::child c(sh);
@@ -52,7 +57,7 @@ std::pair<int, std::string> run_to_end(const std::vector<std::string>& argv,
   auto st = c.wait(5s);
   REQUIRE_MESSAGE(st, argv.back() << " still running after " << limit.count() << " s:\n" << out);
   CHECK_MESSAGE(!test::sanitizer_report(out), out);
-  return {*st, out};
+  return ran{*st, out};
 }
 
 task<coring::socket> connect_to(io_context& ctx, int port) {
@@ -97,15 +102,15 @@ TEST_CASE("echo_server under the filter serves a verified echo_client load in ev
     test::child server(test::denied(argv, m.err));
     const int port = start_server(server, "echo_server");
     // The client runs under the filter too: both ends on epoll.
-    auto [status, out] = run_to_end(
+    const ran r = run_to_end(
         test::denied({test::example_path("ECHO_CLIENT"), "--port", std::to_string(port),
                       "--connections", "100", "--count", "50", "--size", "1000", "--timeout", "20"},
                      m.err),
         60s);
-    MESSAGE(out);
-    CHECK(status == 0);
-    auto summary = test::parse_summary(out);
-    REQUIRE_MESSAGE(summary, "no summary line in: " << out);
+    MESSAGE(r.out);
+    CHECK(r.status == 0);
+    auto summary = test::parse_summary(r.out);
+    REQUIRE_MESSAGE(summary, "no summary line in: " << r.out);
     CHECK(summary->ok == 100);
     CHECK(summary->failed == 0);
     CHECK(summary->bytes == 100u * 50u * 1000u);
@@ -122,11 +127,11 @@ TEST_CASE("upper_server, serial_server and chat_server under the filter serve th
         name == std::string_view("upper_server") ? "UPPER_SERVER" : "SERIAL_SERVER";
     test::child server(test::denied({test::example_path(env.c_str()), "--port", "0"}));
     const int port = start_server(server, name);
-    auto [status, out] = run_to_end(test::denied({test::example_path("UPPER_CLIENT"), "--port",
-                                                  std::to_string(port), "--message", "hello ✓"}),
-                                    20s);
-    CHECK(status == 0);
-    CHECK(out == "HELLO ✓\n");
+    const ran r = run_to_end(test::denied({test::example_path("UPPER_CLIENT"), "--port",
+                                           std::to_string(port), "--message", "hello ✓"}),
+                             20s);
+    CHECK(r.status == 0);
+    CHECK(r.out == "HELLO ✓\n");
     stop_server(server);
   }
   test::child server(test::denied({test::example_path("CHAT_SERVER"), "--port", "0"}));
@@ -170,9 +175,8 @@ TEST_CASE("the tutorial programs' tests pass with the test and every program und
           test::skip_unless(test::seccomp_filter())) {
   // tests/test_examples_tutorial.cpp, run whole under the filter: its own io_context, the servers
   // and the clients it starts all run on the backend they fall back to.
-  auto [status, out] =
-      run_to_end(test::denied({test::example_path("TEST_EXAMPLES_TUTORIAL")}), 170s);
-  if (status != 0) MESSAGE(out);
-  CHECK(status == 0);
-  CHECK(out.find("Status: SUCCESS!") != std::string::npos);
+  const ran r = run_to_end(test::denied({test::example_path("TEST_EXAMPLES_TUTORIAL")}), 170s);
+  if (r.status != 0) MESSAGE(r.out);
+  CHECK(r.status == 0);
+  CHECK(r.out.find("Status: SUCCESS!") != std::string::npos);
 }
