@@ -99,28 +99,59 @@ const requirement& ring_supports(feature f) {
     } catch (const std::exception& e) {
       unavailable = e.what();
     }
+    const requirement on_io_uring = io_uring_backend();
     // Lets a run check what a missing feature does (skip, or fail under
     // CORING_REQUIRE_FEATURES=1) on a kernel that has it.
     const char* pretend = std::getenv("CORING_TEST_PRETEND_LACKING");
     std::vector<requirement> all;
     for (const named_feature& n : named) {
       requirement r{requirement::kind::kernel, n.what, ""};
-      if (pretend && r.what == pretend)
+      if (pretend && r.what == pretend) {
         r.missing = "CORING_TEST_PRETEND_LACKING says this kernel lacks it";
-      else if (!unavailable.empty())
+      } else if (!unavailable.empty()) {
         r.missing = unavailable;
-      else if (!n.has(have) && have.backend == backend_kind::epoll) {
-        // Issue 15: absent by design on the epoll backend, whatever the kernel has: a skip
-        // even under CORING_REQUIRE_FEATURES=1.
+      } else if (!n.has(have) && !on_io_uring.met()) {
+        // Issue 15: absent by design on another backend (epoll), whatever the kernel has: a
+        // skip even under CORING_REQUIRE_FEATURES=1. What that backend emulates (buffer rings)
+        // it reports present, and those cases run.
         r.of = requirement::kind::environment;
-        r.missing = "the epoll backend has none (" + have.backend_reason + ")";
-      } else if (!n.has(have))
+        r.missing = on_io_uring.missing;
+      } else if (!n.has(have)) {
         r.missing = "this kernel lacks it (" + have.describe() + ")";
+      }
       all.push_back(std::move(r));
     }
     return all;
   }();
   return probed.at(static_cast<std::size_t>(f));
+}
+
+const std::string& backend_name() {
+  static const std::string name = []() -> std::string {
+    try {
+      io_context ctx;
+      return ctx.features().backend == backend_kind::io_uring ? "io_uring" : "epoll";
+    } catch (const std::exception&) {
+      return "";
+    }
+  }();
+  return name;
+}
+
+requirement io_uring_backend() {
+  static const requirement r = [] {
+    requirement q{requirement::kind::environment, "the io_uring backend", ""};
+    try {
+      io_context ctx;
+      if (ctx.features().backend != backend_kind::io_uring)
+        q.missing =
+            "this process runs on the epoll backend (" + ctx.features().backend_reason + ")";
+    } catch (const std::exception& e) {
+      q.missing = std::string("no io_context can be made here: ") + e.what();
+    }
+    return q;
+  }();
+  return r;
 }
 
 namespace {

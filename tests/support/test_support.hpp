@@ -120,6 +120,17 @@ enum class feature {
 /// CORING_TEST_PRETEND_LACKING=<what> in the environment it reports f as missing.
 const requirement& ring_supports(feature f);
 
+/// Issue 15: the backend a default io_context of this process runs on ("io_uring", "epoll"),
+/// from its features().backend. Probed once; "" if no io_context can be made at all.
+const std::string& backend_name();
+
+/// Issue 15: the io_uring backend, as an environment requirement for skip_unless, for a case
+/// about io_uring itself (multishot, SQE counts, ring features): on another backend
+/// (CORING_BACKEND=epoll, or io_uring denied) the case skips, its reason naming the backend.
+/// ring_supports reports a feature the other backend lacks the same way (a skip even under
+/// CORING_REQUIRE_FEATURES=1).
+requirement io_uring_backend();
+
 /// The ICMP sockets a test case can need (see can_open).
 enum class icmp_socket {
   raw,              ///< SOCK_RAW: needs CAP_NET_RAW
