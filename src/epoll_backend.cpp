@@ -70,23 +70,6 @@ std::uint32_t cqe_flags(const Node& n, int res) noexcept {
 }
 
 // The operations whose sqe->fd is a descriptor they wait on (not a directory, not a close).
-bool uses_fd(std::uint8_t op) noexcept {
-  switch (op) {
-    case IORING_OP_RECV:
-    case IORING_OP_SEND:
-    case IORING_OP_SENDMSG:
-    case IORING_OP_RECVMSG:
-    case IORING_OP_ACCEPT:
-    case IORING_OP_CONNECT:
-    case IORING_OP_POLL_ADD:
-    case IORING_OP_READ:
-    case IORING_OP_WRITE:
-    case IORING_OP_SPLICE:
-      return true;
-    default:
-      return false;
-  }
-}
 
 // The CQE of a cancelled operation: -ECANCELED, or the bytes a MSG_WAITALL transfer had moved
 // (as the kernel reports a partial transfer it interrupts).
@@ -275,17 +258,36 @@ bool epoll_backend::watch(int fd, bool always) noexcept {
   return true;
 }
 
+void unname_fd(io_uring_sqe& q, int fd) noexcept {
+  if (q.flags & IOSQE_FIXED_FILE) return;  // a slot, not a descriptor number
+  switch (q.opcode) {
+    case IORING_OP_RECV:
+    case IORING_OP_SEND:
+    case IORING_OP_SEND_ZC:
+    case IORING_OP_SENDMSG:
+    case IORING_OP_RECVMSG:
+    case IORING_OP_ACCEPT:
+    case IORING_OP_CONNECT:
+    case IORING_OP_POLL_ADD:
+    case IORING_OP_READ:
+    case IORING_OP_WRITE:
+    case IORING_OP_SPLICE:
+      if (q.fd == fd) q.fd = -1;
+      if (q.opcode == IORING_OP_SPLICE && q.splice_fd_in == fd) q.splice_fd_in = -1;
+      break;
+    default:
+      break;
+  }
+}
+
 void epoll_backend::forget_fd(int fd) noexcept {
   if (fd < 0) return;
   // TRICKY: SQEs still queued for this number were prepared for the descriptor being closed (or
   // for one closed before the number was handed out again, by an accept in this very submit):
   // the kernel would find no file there, so they fail with EBADF instead of reaching the new
   // descriptor (a recv re-armed by a stream whose socket then closed would steal its data).
-  for (unsigned i = 0; i < sq_count_; ++i) {
-    io_uring_sqe& q = sq_[i];
-    if (uses_fd(q.opcode) && q.fd == fd) q.fd = -1;
-    if (q.opcode == IORING_OP_SPLICE && q.splice_fd_in == fd) q.splice_fd_in = -1;
-  }
+  for (unsigned i = 0; i < sq_count_; ++i)
+    unname_fd(sq_[i], fd);
   if (static_cast<std::size_t>(fd) >= fds_.size()) return;
   fd_entry& e = fds_[static_cast<std::size_t>(fd)];
   // What still waits on it would wait for ever (no more events): it ends cancelled.

@@ -400,8 +400,19 @@ std::string io_context::fallback_reason(int e) {
 }
 
 void io_context::fd_closing(int fd) noexcept {
-  if (impl_->epoll) [[unlikely]]
+  if (fd < 0 || !impl_ || !impl_->ring_ok) return;
+  if (impl_->epoll) [[unlikely]] {
     impl_->epoll->forget_fd(fd);
+    return;
+  }
+  // TRICKY: an SQE prepared this turn for the socket being closed (a recv_stream's re-arm, a
+  // send) would otherwise reach whatever socket gets the number next, before the submit (an
+  // accept reaped in the same turn): it would take that socket's data. Made to name -1, it
+  // fails with EBADF. Without SQPOLL the kernel reads SQEs only inside io_uring_enter, so the
+  // ones from its head to liburing's local tail are still ours to change.
+  io_uring_sq& sq = impl_->ring.sq;
+  for (unsigned i = *sq.khead; i != sq.sqe_tail; ++i)
+    detail::unname_fd(sq.sqes[i & *sq.kring_mask], fd);
 }
 
 io_context::~io_context() {

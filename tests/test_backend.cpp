@@ -252,38 +252,43 @@ TEST_CASE("on epoll: teardown ends waiting operations before their frames are de
 }
 
 TEST_CASE(
-    "on epoll: an SQE queued for a socket closed in the same turn fails with EBADF and "
-    "does not reach the socket that reuses the number") {
-  io_context ctx(epoll_options());
-  test::run_on(ctx, [](io_context& ctx) -> task<> {
-    std::pair<coring::socket, coring::socket> first = socket_pair(ctx, SOCK_STREAM);
-    auto old = std::make_unique<coring::socket>(std::move(first.second));
-    const int number = old->fileno();
-    int recv_error = -1;
-    // Both start in the same loop turn, in this order: the recv's SQE waits for the turn's
-    // submit while the second task closes its socket and opens two new ones.
-    ctx.spawn([](coring::socket& s, int& error) -> task<> {
+    "on both backends: an SQE queued for a socket closed in the same turn fails with EBADF "
+    "and does not reach the socket that reuses the number") {
+  for (const backend_kind kind : {backend_kind::epoll, backend_kind::automatic}) {
+    CAPTURE(static_cast<int>(kind));
+    io_context_options opts;
+    opts.backend = kind;
+    io_context ctx(opts);
+    test::run_on(ctx, [](io_context& ctx) -> task<> {
+      std::pair<coring::socket, coring::socket> first = socket_pair(ctx, SOCK_STREAM);
+      auto old = std::make_unique<coring::socket>(std::move(first.second));
+      const int number = old->fileno();
+      int recv_error = -1;
+      // Both start in the same loop turn, in this order: the recv's SQE waits for the turn's
+      // submit while the second task closes its socket and opens two new ones.
+      ctx.spawn([](coring::socket& s, int& error) -> task<> {
+        std::array<std::byte, 8> buf{};
+        auto r = co_await as_result(s.recv(buf));
+        error = r ? 0 : r.error().value();
+      }(*old, recv_error));
+      std::optional<std::pair<coring::socket, coring::socket>> fresh;
+      ctx.spawn([](std::unique_ptr<coring::socket>& o,
+                   std::optional<std::pair<coring::socket, coring::socket>>& f,
+                   io_context& ctx) -> task<> {
+        o.reset();
+        f.emplace(socket_pair(ctx, SOCK_STREAM));
+        co_return;
+      }(old, fresh, ctx));
+      co_await sleep_for(ctx, 5ms);
+      REQUIRE(fresh);
+      coring::socket& reused = fresh->first.fileno() == number ? fresh->first : fresh->second;
+      coring::socket& peer = fresh->first.fileno() == number ? fresh->second : fresh->first;
+      REQUIRE(reused.fileno() == number);
+      CHECK(recv_error == EBADF);
+      co_await peer.send_all(bytes("mine"));
       std::array<std::byte, 8> buf{};
-      auto r = co_await as_result(s.recv(buf));
-      error = r ? 0 : r.error().value();
-    }(*old, recv_error));
-    std::optional<std::pair<coring::socket, coring::socket>> fresh;
-    ctx.spawn([](std::unique_ptr<coring::socket>& o,
-                 std::optional<std::pair<coring::socket, coring::socket>>& f,
-                 io_context& ctx) -> task<> {
-      o.reset();
-      f.emplace(socket_pair(ctx, SOCK_STREAM));
-      co_return;
-    }(old, fresh, ctx));
-    co_await sleep_for(ctx, 5ms);
-    REQUIRE(fresh);
-    coring::socket& reused = fresh->first.fileno() == number ? fresh->first : fresh->second;
-    coring::socket& peer = fresh->first.fileno() == number ? fresh->second : fresh->first;
-    REQUIRE(reused.fileno() == number);
-    CHECK(recv_error == EBADF);
-    co_await peer.send_all(bytes("mine"));
-    std::array<std::byte, 8> buf{};
-    std::size_t n = co_await reused.recv(buf).with_timeout(5s);
-    CHECK(test::text(std::span(buf).first(n)) == "mine");
-  });
+      std::size_t n = co_await reused.recv(buf).with_timeout(5s);
+      CHECK(test::text(std::span(buf).first(n)) == "mine");
+    });
+  }
 }

@@ -11,6 +11,12 @@
 
 namespace coring::detail {
 
+/// An SQE not yet submitted that names descriptor fd as its file (recv, send, accept, connect,
+/// poll, read, write, splice) is made to name -1, so that it fails with EBADF: fd is being
+/// closed, or was just handed out again, and the SQE was prepared for the descriptor that had
+/// the number before (both backends: io_context::fd_closing).
+void unname_fd(io_uring_sqe& q, int fd) noexcept;
+
 /// Issue 15 (docs/design.md, "Backends"): runs the io_uring SQEs that coring's operations
 /// prepare without io_uring. Each SQE is tried at once with a non-blocking system call; one that
 /// would block waits on its descriptor's list until epoll reports the descriptor ready, then is
